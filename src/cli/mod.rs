@@ -1,0 +1,86 @@
+//! Command-line edge: argument parsing, logging set-up, and turning results into exit codes.
+//! Each command lives in its own file and calls into the library; `anyhow` is used only here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit;
+
+mod copy;
+
+#[derive(Debug, Parser)]
+#[command(name = "mirror", version, about = "Pre-seed a private Azure Container Registry for network isolated AKS")]
+pub struct Cli {
+    /// Configuration file (registries, image set, mappings).
+    #[arg(short = 'c', long = "config", global = true, env = "MIRROR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy one image (or warm it through a pull-through cache), verifying every byte.
+    Copy(copy::CopyArgs),
+}
+
+/// Parses the command line, runs the command, and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are successes; every usage error is exit 1 like any other bad input.
+            return if e.use_stderr() { exit::code(exit::ERROR) } else { exit::code(exit::OK) };
+        }
+    };
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::code(exit::ERROR);
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Copy(args) => copy::run(&cli, args).await,
+        }
+    });
+    match result {
+        Ok(code) => exit::code(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::code(exit::ERROR)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MIRROR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_target(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Loads the config file named with `-c`, or an empty one.
+pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<crate::config::Config> {
+    match &cli.config {
+        Some(path) => Ok(crate::config::Config::load(path)?),
+        None => Ok(crate::config::Config::default()),
+    }
+}

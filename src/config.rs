@@ -1,0 +1,251 @@
+//! The configuration file (`-c mirror.yaml`): where registries really are and how to sign in,
+//! what the image set is made of, where each image goes, and how hard to push.
+//!
+//! Unknown keys are errors, not warnings: a misspelt `platfroms:` that silently did nothing
+//! would copy the wrong images at 3 a.m. Secrets are never written in this file; it names the
+//! environment variable or file that holds them.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::manifest::PlatformFilter;
+use crate::transfer::IndexPolicy;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Logical registry hosts and where to really reach them (like containerd's hosts.toml).
+    #[serde(default)]
+    pub registries: Vec<RegistryConfig>,
+    /// The private registry (`myacr.azurecr.io`) every image is mirrored into.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Source → target rules, first match wins.
+    #[serde(default)]
+    pub mappings: Vec<Mapping>,
+    /// Platforms to carry (`linux/amd64`, …). Empty: every platform.
+    #[serde(default)]
+    pub platforms: Vec<PlatformFilter>,
+    /// What to do with multi-arch indexes when only some platforms are wanted.
+    #[serde(default)]
+    pub index_policy: Option<IndexPolicy>,
+    /// The AKS cluster whose component images are needed.
+    #[serde(default)]
+    pub aks: Option<AksConfig>,
+    /// Kubernetes manifests whose images are needed.
+    #[serde(default)]
+    pub workloads: Option<WorkloadsConfig>,
+    /// Explicit image references.
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// Limits for the transfer engine.
+    #[serde(default)]
+    pub transfer: TransferConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistryConfig {
+    /// The name references use (`mcr.microsoft.com`).
+    pub host: String,
+    /// Where to connect instead (`http://127.0.0.1:5101`). Plain http only when written here.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Request budget for this registry, requests per minute (ACR tiers: aks-acr-facts §5).
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    /// At most this many requests in flight to this registry at once.
+    #[serde(default)]
+    pub max_concurrent_requests: Option<usize>,
+}
+
+/// How to sign in to a registry. Secrets come from the environment or a file, never from here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// No credentials (anonymous token where the registry asks for one).
+    Anonymous,
+    /// User name and password (ACR admin user, repository-scoped tokens, `docker login`'s refresh-token form).
+    #[serde(rename_all = "camelCase")]
+    Basic {
+        username: String,
+        #[serde(default)]
+        password_env: Option<String>,
+        #[serde(default)]
+        password_file: Option<PathBuf>,
+    },
+    /// An OAuth2 refresh token (ACR refresh token, identity token) exchanged at the realm with `grant_type=refresh_token`.
+    #[serde(rename_all = "camelCase")]
+    RefreshToken {
+        #[serde(default)]
+        token_env: Option<String>,
+        #[serde(default)]
+        token_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mapping {
+    /// `mcr.microsoft.com`, `docker.io/library/*`, or `*` for anything.
+    pub source: String,
+    /// Repository prefix in the target registry; `{registry}` stands for the source host.
+    pub target: String,
+    pub mode: MappingMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MappingMode {
+    /// Pull through the target's cache rule; never write.
+    Warm,
+    /// Stream from the source and push into the target.
+    Copy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AksConfig {
+    /// `1.34` or `1.34.9`.
+    pub kubernetes_version: String,
+    /// Node architectures: `amd64`, `arm64`.
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    /// Whether any node pool has GPUs.
+    #[serde(default)]
+    pub gpu: bool,
+    /// Cluster extensions (warned about when network isolated mode does not support them).
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    /// Folder of the component lists; default `manifests-lists/aks` beside the binary's working directory.
+    #[serde(default)]
+    pub lists: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkloadsConfig {
+    /// Files, folders or globs of Kubernetes YAML, relative to the config file; `-` is stdin.
+    #[serde(default)]
+    pub manifests: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TransferConfig {
+    /// Blob transfers in flight across all images.
+    #[serde(default = "default_blob_concurrency")]
+    pub concurrency: usize,
+    /// Size of one upload chunk (bytes). Blobs larger than this go up in chunks that can be resumed.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: u64,
+    /// Attempts per operation for retryable failures (429, 5xx, resets, timeouts).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_blob_concurrency() -> usize {
+    8
+}
+fn default_chunk_size() -> u64 {
+    32 * 1024 * 1024
+}
+fn default_retries() -> u32 {
+    5
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            concurrency: default_blob_concurrency(),
+            chunk_size: default_chunk_size(),
+            retries: default_retries(),
+        }
+    }
+}
+
+/// A configuration file that could not be used. The message names the file and, for YAML
+/// errors, the line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = serde_saphyr::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for r in &self.registries {
+            if let Some(ep) = &r.endpoint {
+                let url = url::Url::parse(ep).map_err(|e| format!("registry {}: bad endpoint {ep:?}: {e}", r.host))?;
+                if url.scheme() != "http" && url.scheme() != "https" {
+                    return Err(format!("registry {}: endpoint {ep:?} must be http:// or https://", r.host));
+                }
+            }
+            if let Some(AuthConfig::Basic { password_env: None, password_file: None, .. }) = &r.auth {
+                return Err(format!("registry {}: basic auth needs passwordEnv or passwordFile", r.host));
+            }
+            if let Some(AuthConfig::RefreshToken { token_env: None, token_file: None }) = &r.auth {
+                return Err(format!("registry {}: refreshToken auth needs tokenEnv or tokenFile", r.host));
+            }
+        }
+        if self.transfer.concurrency == 0 {
+            return Err("transfer.concurrency must be at least 1".into());
+        }
+        if self.transfer.chunk_size < 1024 * 1024 {
+            return Err("transfer.chunkSize must be at least 1048576 (1 MiB)".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_location() {
+        let e = Config::parse("registries: []\nplatfroms: [linux/amd64]\n", Path::new("m.yaml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("m.yaml"), "{msg}");
+        assert!(msg.contains("platfroms"), "{msg}");
+        assert!(msg.contains('2'), "line number expected: {msg}");
+    }
+
+    #[test]
+    fn registries_and_auth_parse() {
+        let cfg = Config::parse(
+            "registries:\n  - host: myacr.azurecr.io\n    endpoint: http://127.0.0.1:5102\n    auth: {type: basic, username: mirror, passwordEnv: MIRROR_PASSWORD}\n",
+            Path::new("m.yaml"),
+        )
+        .unwrap();
+        assert!(matches!(&cfg.registries[0].auth, Some(AuthConfig::Basic { username, .. }) if username == "mirror"));
+    }
+
+    #[test]
+    fn basic_auth_without_a_secret_source_is_refused() {
+        let e =
+            Config::parse("registries:\n  - host: a.io\n    auth: {type: basic, username: u}\n", Path::new("m.yaml"))
+                .unwrap_err();
+        assert!(e.to_string().contains("passwordEnv"), "{e}");
+    }
+}

@@ -1,0 +1,18 @@
+//! acr-mirror: pre-seed a private Azure Container Registry with every image a network
+//! isolated AKS cluster will pull.
+//!
+//! Data flows config → image set → plan → transfer → report:
+//! - [`config`]: the YAML file, registries and their endpoints;
+//! - [`imageset`]: which images are needed and why (AKS component lists, workload manifests);
+//! - [`registry`]: a thin distribution-API client (auth, retries, manifests, blobs, uploads);
+//! - [`transfer`]: verified streaming copy and cache warming of one image graph;
+//! - [`exit`]: the exit codes every command shares.
+
+pub mod cli;
+pub mod config;
+pub mod digest;
+pub mod exit;
+pub mod manifest;
+pub mod reference;
+pub mod registry;
+pub mod transfer;

@@ -1,0 +1,1 @@
+//! A thin client for the OCI distribution API.
