@@ -1,0 +1,516 @@
+//! Authentication as a layer of the transport: challenges, credentials, and tokens per scope set.
+//!
+//! A registry says how it wants to be addressed in the `WWW-Authenticate` header of a 401:
+//! `Basic realm=…` (send the password on every request) or `Bearer realm=…,service=…,scope=…`
+//! (fetch a token for the scopes at the realm). Tokens are cached per *set* of scopes, because
+//! one request can need several (a cross-repository mount needs `pull` on the source and
+//! `pull,push` on the target), and reused until shortly before they expire.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use tokio::sync::Mutex;
+
+use super::error::{RegistryError, describe_reqwest_error, display_url};
+
+/// The user name `docker login` stores when the password is really an identity (refresh) token,
+/// as ACR's `az acr login` does.
+pub const TOKEN_USER: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Renew a token this long before it expires, so a request never carries one that lapses in flight.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
+
+/// One `resource:name:actions` scope, e.g. `repository:oss/pause:pull,push`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scope(pub String);
+
+impl Scope {
+    pub fn pull(repo: &str) -> Scope {
+        Scope(format!("repository:{repo}:pull"))
+    }
+    pub fn push(repo: &str) -> Scope {
+        Scope(format!("repository:{repo}:pull,push"))
+    }
+    pub fn delete(repo: &str) -> Scope {
+        Scope(format!("repository:{repo}:delete"))
+    }
+    pub fn catalog() -> Scope {
+        Scope("registry:catalog:*".to_string())
+    }
+    pub fn metadata_read(repo: &str) -> Scope {
+        Scope(format!("repository:{repo}:metadata_read"))
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A secret string whose `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A source of OAuth2 refresh tokens that may change during a run (an ACR refresh token from an
+/// Entra ID exchange lasts about three hours). The token layer asks it for the current token each
+/// time it needs a new access token, and tells it when the registry rejected one.
+pub trait RefreshTokenSource: Send + Sync + fmt::Debug {
+    fn refresh_token(&self) -> futures::future::BoxFuture<'_, Result<Secret, RegistryError>>;
+    /// The registry refused a token made from the current refresh token: get a new one next time.
+    fn invalidate(&self);
+}
+
+/// What we present to a registry.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Anonymous,
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    /// An OAuth2 refresh token, exchanged at the realm with `grant_type=refresh_token`.
+    RefreshToken(Secret),
+    /// A refresh token that is renewed during the run (Entra ID → ACR).
+    Dynamic(Arc<dyn RefreshTokenSource>),
+}
+
+impl Credential {
+    /// Docker's convention: the all-zero user name means the password is a refresh token.
+    pub fn from_user_password(username: String, password: Secret) -> Credential {
+        if username == TOKEN_USER {
+            Credential::RefreshToken(password)
+        } else {
+            Credential::Basic { username, password }
+        }
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Credential::Anonymous => "anonymous",
+            Credential::Basic { .. } => "basic",
+            Credential::RefreshToken(_) => "refresh token",
+            Credential::Dynamic(_) => "renewed refresh token",
+        }
+    }
+}
+
+/// A parsed `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    Basic,
+    Bearer { realm: String, service: Option<String>, scope: Option<String> },
+}
+
+/// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`. Quoted values may
+/// contain commas (a scope list does), so this is a small tokenizer, not a split.
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(char::is_whitespace).unwrap_or((header, ""));
+    let params = parse_params(rest);
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => Some(Challenge::Basic),
+        "bearer" => {
+            let realm = params.get("realm")?.clone();
+            Some(Challenge::Bearer {
+                realm,
+                service: params.get("service").cloned(),
+                scope: params.get("scope").cloned(),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn parse_params(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && (b[i] == b',' || b[i].is_ascii_whitespace()) {
+            i += 1;
+        }
+        let key_start = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b',' {
+            i += 1;
+        }
+        let key = s[key_start..i].trim().to_ascii_lowercase();
+        if i >= b.len() || b[i] != b'=' {
+            continue;
+        }
+        i += 1;
+        let value = if i < b.len() && b[i] == b'"' {
+            i += 1;
+            let mut v = String::new();
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                // Push whole UTF-8 characters.
+                let ch = s[i..].chars().next().unwrap_or('\0');
+                v.push(ch);
+                i += ch.len_utf8();
+            }
+            i += 1;
+            v
+        } else {
+            let start = i;
+            while i < b.len() && b[i] != b',' {
+                i += 1;
+            }
+            s[start..i].trim().to_string()
+        };
+        if !key.is_empty() {
+            out.insert(key, value);
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone)]
+struct CachedToken {
+    token: Secret,
+    expires: Instant,
+}
+
+/// How one registry wants to be addressed, learnt from its first challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scheme {
+    Unknown,
+    None,
+    Basic,
+    Bearer { realm: String, service: Option<String> },
+}
+
+/// Per-registry authentication state: the credential, the scheme the registry asked for, and
+/// tokens cached per scope set.
+#[derive(Debug)]
+pub struct Authenticator {
+    registry: String,
+    credential: Credential,
+    scheme: Mutex<Scheme>,
+    tokens: Mutex<HashMap<BTreeSet<Scope>, CachedToken>>,
+    /// Serialises token fetches so a burst of requests for one scope set fetches one token.
+    fetch_lock: Mutex<()>,
+}
+
+impl Authenticator {
+    pub fn new(registry: &str, credential: Credential) -> Self {
+        Authenticator {
+            registry: registry.to_string(),
+            credential,
+            scheme: Mutex::new(Scheme::Unknown),
+            tokens: Mutex::new(HashMap::new()),
+            fetch_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
+    /// Whether the scheme is still unknown (the transport then pings `/v2/` first, so that a
+    /// streamed body is never sent into a 401 it cannot be replayed after).
+    pub async fn needs_ping(&self) -> bool {
+        *self.scheme.lock().await == Scheme::Unknown
+    }
+
+    /// Records what `/v2/` (or any 401) told us.
+    pub async fn learn(&self, challenge: Option<&str>) {
+        let scheme = match challenge.and_then(parse_challenge) {
+            Some(Challenge::Basic) => Scheme::Basic,
+            Some(Challenge::Bearer { realm, service, .. }) => Scheme::Bearer { realm, service },
+            None => Scheme::None,
+        };
+        *self.scheme.lock().await = scheme;
+    }
+
+    /// Drops cached tokens for these scopes (after a 401), and tells a dynamic source.
+    pub async fn invalidate(&self, scopes: &[Scope]) {
+        let key: BTreeSet<Scope> = scopes.iter().cloned().collect();
+        self.tokens.lock().await.remove(&key);
+        if let Credential::Dynamic(src) = &self.credential {
+            src.invalidate();
+        }
+    }
+
+    /// The `Authorization` header value for a request needing `scopes`, fetching a token if needed.
+    pub async fn authorization(
+        &self,
+        http: &reqwest::Client,
+        scopes: &[Scope],
+    ) -> Result<Option<String>, RegistryError> {
+        let scheme = self.scheme.lock().await.clone();
+        match scheme {
+            Scheme::Unknown | Scheme::None => Ok(None),
+            Scheme::Basic => match &self.credential {
+                Credential::Basic { username, password } => Ok(Some(basic_header(username, password))),
+                _ => Ok(None),
+            },
+            Scheme::Bearer { realm, service } => {
+                let key: BTreeSet<Scope> = scopes.iter().cloned().collect();
+                if let Some(t) = self.cached(&key).await {
+                    return Ok(Some(format!("Bearer {}", t.expose())));
+                }
+                let _guard = self.fetch_lock.lock().await;
+                if let Some(t) = self.cached(&key).await {
+                    return Ok(Some(format!("Bearer {}", t.expose())));
+                }
+                let (token, ttl) = self.fetch_token(http, &realm, service.as_deref(), &key).await?;
+                let expires = Instant::now() + ttl.saturating_sub(EXPIRY_MARGIN).max(Duration::from_secs(1));
+                self.tokens.lock().await.insert(key, CachedToken { token: token.clone(), expires });
+                Ok(Some(format!("Bearer {}", token.expose())))
+            }
+        }
+    }
+
+    async fn cached(&self, key: &BTreeSet<Scope>) -> Option<Secret> {
+        let tokens = self.tokens.lock().await;
+        tokens.get(key).filter(|t| t.expires > Instant::now()).map(|t| t.token.clone())
+    }
+
+    async fn fetch_token(
+        &self,
+        http: &reqwest::Client,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &BTreeSet<Scope>,
+    ) -> Result<(Secret, Duration), RegistryError> {
+        let realm_url = url::Url::parse(realm).map_err(|e| RegistryError::Token {
+            registry: self.registry.clone(),
+            realm: realm.to_string(),
+            message: format!("bad realm URL: {e}"),
+        })?;
+        let token_err = |message: String| RegistryError::Token {
+            registry: self.registry.clone(),
+            realm: display_url(&realm_url),
+            message,
+        };
+        let refresh = match &self.credential {
+            Credential::RefreshToken(t) => Some(t.clone()),
+            Credential::Dynamic(src) => Some(src.refresh_token().await?),
+            _ => None,
+        };
+        let request = if let Some(refresh) = refresh {
+            // OAuth2 form (distribution's oauth.md, ACR's /oauth2/token): POST with a refresh token.
+            let mut form: Vec<(&str, String)> = vec![
+                ("grant_type", "refresh_token".to_string()),
+                ("refresh_token", refresh.expose().to_string()),
+                ("client_id", "acr-mirror".to_string()),
+            ];
+            if let Some(s) = service {
+                form.push(("service", s.to_string()));
+            }
+            for s in scopes {
+                form.push(("scope", s.0.clone()));
+            }
+            http.post(realm_url.clone()).form(&form)
+        } else {
+            // Docker's token protocol: GET with the scopes, Basic credentials when we have them.
+            let mut q: Vec<(&str, String)> = Vec::new();
+            if let Some(s) = service {
+                q.push(("service", s.to_string()));
+            }
+            for s in scopes {
+                q.push(("scope", s.0.clone()));
+            }
+            let mut req = http.get(realm_url.clone()).query(&q);
+            if let Credential::Basic { username, password } = &self.credential {
+                req = req.header(reqwest::header::AUTHORIZATION, basic_header(username, password));
+            }
+            req
+        };
+        let resp =
+            request.send().await.map_err(|e| token_err(format!("request failed: {}", describe_reqwest_error(&e))))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| token_err(format!("reading the answer failed: {}", describe_reqwest_error(&e))))?;
+        if status.as_u16() == 401 || status.as_u16() == 403 {
+            let scope = scopes.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join(" ");
+            let (_, message) = super::error::parse_error_body(&body);
+            return Err(RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                scope,
+                message: format!(
+                    "token service answered {status} for {} credentials{}",
+                    self.credential.describe(),
+                    if message.is_empty() { String::new() } else { format!(": {message}") }
+                ),
+            });
+        }
+        if !status.is_success() {
+            let (_, message) = super::error::parse_error_body(&body);
+            return Err(token_err(format!("HTTP {status}: {message}")));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+            #[serde(default)]
+            expires_in: Option<u64>,
+        }
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| token_err(format!("answer is not a token response: {e}")))?;
+        let token = parsed
+            .access_token
+            .or(parsed.token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| token_err("answer has no token".into()))?;
+        // The token spec's default lifetime is 60 s when expires_in is absent.
+        let ttl = Duration::from_secs(parsed.expires_in.unwrap_or(60).max(1));
+        Ok((Secret::new(token), ttl))
+    }
+}
+
+fn basic_header(username: &str, password: &Secret) -> String {
+    let raw = format!("{username}:{}", password.expose());
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+/// Credentials from the Docker config file: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+/// Reads `auths` entries (`auth` as base64 `user:password`, `username`/`password`, or `identitytoken`).
+/// Credential helpers are not run.
+pub fn docker_config_credential(host: &str) -> Result<Option<Credential>, RegistryError> {
+    let path = match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => PathBuf::from(dir).join("config.json"),
+        None => match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(".docker").join("config.json"),
+            None => return Ok(None),
+        },
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(RegistryError::Credentials {
+                registry: host.to_string(),
+                message: format!("cannot read {}: {e}", path.display()),
+            });
+        }
+    };
+    credential_from_docker_config(&text, host).map_err(|message| RegistryError::Credentials {
+        registry: host.to_string(),
+        message: format!("{}: {message}", path.display()),
+    })
+}
+
+/// Looks `host` up in a Docker config's `auths`. Docker Hub is stored under its index URL.
+pub fn credential_from_docker_config(text: &str, host: &str) -> Result<Option<Credential>, String> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(default)]
+        auths: HashMap<String, Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        auth: Option<String>,
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        password: Option<String>,
+        #[serde(default)]
+        identitytoken: Option<String>,
+    }
+    let file: File = serde_json::from_str(text).map_err(|e| format!("not a Docker config: {e}"))?;
+    let wanted: Vec<String> = if host == crate::reference::DOCKER_HUB {
+        vec!["https://index.docker.io/v1/".into(), "index.docker.io".into(), "docker.io".into()]
+    } else {
+        vec![host.to_string(), format!("https://{host}"), format!("http://{host}")]
+    };
+    let entry = file.auths.iter().find(|(k, _)| {
+        let k = k.trim_end_matches('/');
+        wanted.iter().any(|w| w.trim_end_matches('/') == k)
+    });
+    let Some((_, e)) = entry else { return Ok(None) };
+    if let Some(t) = e.identitytoken.as_ref().filter(|t| !t.is_empty()) {
+        return Ok(Some(Credential::RefreshToken(Secret::new(t.clone()))));
+    }
+    if let Some(a) = e.auth.as_ref().filter(|a| !a.is_empty()) {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(a.trim())
+            .map_err(|_| format!("auths entry for {host} has an auth field that is not base64"))?;
+        let raw = String::from_utf8(raw).map_err(|_| format!("auths entry for {host} is not UTF-8"))?;
+        let (u, p) = raw.split_once(':').ok_or_else(|| format!("auths entry for {host} is not user:password"))?;
+        return Ok(Some(Credential::from_user_password(u.to_string(), Secret::new(p))));
+    }
+    if let (Some(u), Some(p)) = (&e.username, &e.password) {
+        return Ok(Some(Credential::from_user_password(u.clone(), Secret::new(p.clone()))));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenges_with_commas_in_quotes() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Challenge::Bearer {
+                realm: "https://auth.example/token".into(),
+                service: Some("registry.example".into()),
+                scope: Some("repository:a/b:pull,push".into()),
+            }
+        );
+        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
+        assert_eq!(parse_challenge("Negotiate abc"), None);
+        assert_eq!(parse_challenge("Bearer service=x"), None, "a bearer challenge without realm is unusable");
+    }
+
+    #[test]
+    fn docker_config_entries() {
+        let cfg = r#"{"auths":{
+            "myacr.azurecr.io":{"auth":"MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAwOnJlZnJlc2g="},
+            "https://index.docker.io/v1/":{"auth":"dXNlcjpwYXNz"},
+            "quay.io":{"identitytoken":"idtok"}}}"#;
+        match credential_from_docker_config(cfg, "myacr.azurecr.io").unwrap() {
+            Some(Credential::RefreshToken(t)) => assert_eq!(t.expose(), "refresh"),
+            other => panic!("all-zero user must mean a refresh token, got {other:?}"),
+        }
+        match credential_from_docker_config(cfg, "docker.io").unwrap() {
+            Some(Credential::Basic { username, password }) => {
+                assert_eq!(username, "user");
+                assert_eq!(password.expose(), "pass");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(credential_from_docker_config(cfg, "quay.io").unwrap(), Some(Credential::RefreshToken(_))));
+        assert!(credential_from_docker_config(cfg, "ghcr.io").unwrap().is_none());
+        assert!(credential_from_docker_config("{", "ghcr.io").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Credential::Basic { username: "u".into(), password: Secret::new("hunter2") };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

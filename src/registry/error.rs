@@ -1,0 +1,150 @@
+//! Registry errors that keep what a caller needs to decide: the status, the OCI error code,
+//! `Retry-After`, and which registry and path. URLs in messages never carry a query string:
+//! blob redirects carry SAS signatures and upload URLs carry session state.
+
+use std::time::Duration;
+
+use crate::digest::Mismatch;
+use crate::manifest::ManifestError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot reach registry {registry} at {url}: {message}")]
+    Connect { registry: String, url: String, message: String },
+
+    #[error("{method} {url} on {registry}: HTTP {status}{}{}", code.as_ref().map(|c| format!(" {c}")).unwrap_or_default(), if message.is_empty() { String::new() } else { format!(": {message}") })]
+    Status {
+        registry: String,
+        method: String,
+        url: String,
+        status: u16,
+        /// The first OCI error code in the body (`MANIFEST_BLOB_UNKNOWN`, `DENIED`, …).
+        code: Option<String>,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+
+    #[error("registry {registry} refused the credentials for {scope}: {message}")]
+    Unauthorized { registry: String, scope: String, message: String },
+
+    #[error("token service {realm} for {registry}: {message}")]
+    Token { registry: String, realm: String, message: String },
+
+    #[error("manifest {reference} is {size} bytes, over the {limit}-byte limit registries enforce")]
+    ManifestTooLarge { reference: String, size: u64, limit: u64 },
+
+    #[error("{what}: {mismatch}")]
+    Mismatch { what: String, mismatch: Mismatch },
+
+    #[error("manifest {reference}: {source}")]
+    Manifest { reference: String, source: ManifestError },
+
+    #[error("registry {registry}: {message}")]
+    Protocol { registry: String, message: String },
+
+    #[error("registry {registry}: reading the response body failed: {message}")]
+    Body { registry: String, message: String },
+
+    #[error("credentials for {registry}: {message}")]
+    Credentials { registry: String, message: String },
+}
+
+impl RegistryError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RegistryError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            RegistryError::Status { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    /// Whether trying the same operation again may succeed: throttling, server errors, broken
+    /// connections, and content that arrived damaged (a mismatch can be a truncated transfer).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RegistryError::Connect { .. } | RegistryError::Body { .. } => true,
+            RegistryError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+            _ => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RegistryError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A URL for messages: scheme, host and path, no query (which may hold signatures or state).
+pub fn display_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.to_string()
+}
+
+/// Reads the first error of an OCI error body: `{"errors":[{"code":"…","message":"…"}]}`.
+pub fn parse_error_body(body: &[u8]) -> (Option<String>, String) {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        code: Option<String>,
+        #[serde(default)]
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<Body>(body) {
+        Ok(b) if !b.errors.is_empty() => {
+            let e = &b.errors[0];
+            (e.code.clone(), e.message.clone().unwrap_or_default())
+        }
+        _ => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            let short: String = text.chars().take(200).collect();
+            (None, short)
+        }
+    }
+}
+
+/// A reqwest error as a message without its URL (which may carry signatures), with its causes.
+pub fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_redirect() {
+        "too many redirects"
+    } else if e.is_body() || e.is_decode() {
+        "body error"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "HTTP error"
+    };
+    let mut msg = kind.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}

@@ -1,0 +1,143 @@
+//! `HEAD`/`GET`/`PUT /v2/<name>/manifests/<reference>`, keeping the exact bytes.
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use reqwest::Method;
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+
+use super::{Body, Registry, RegistryError, Request, Scope};
+use crate::digest::{Digest, verify_bytes};
+use crate::manifest::{ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, Manifest};
+
+/// What a `HEAD` says about a manifest without fetching it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestHead {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: Option<u64>,
+}
+
+/// The result of pushing a manifest.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub digest: Digest,
+    /// The registry's `OCI-Subject` answer: it indexed the manifest's subject in its referrers API.
+    pub oci_subject: Option<String>,
+}
+
+impl Registry {
+    /// `HEAD` a manifest: its digest and media type, or `None` when it does not exist. Registries
+    /// that omit `Docker-Content-Digest` are answered with a `GET` instead.
+    pub async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>, RegistryError> {
+        let url = self.v2(&format!("{repo}/manifests/{reference}"));
+        let req = Request::new(Method::HEAD, url.clone(), vec![Scope::pull(repo)]).header(ACCEPT, ACCEPT_MANIFESTS);
+        let resp = self.send(req).await?;
+        if resp.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        let resp = self.expect(&Method::HEAD, &url, resp, &[200]).await?;
+        let h = resp.headers();
+        let media_type =
+            h.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim();
+        let size = h.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        match h.get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| Digest::parse(v).ok()) {
+            Some(digest) => Ok(Some(ManifestHead { digest, media_type: media_type.to_string(), size })),
+            None => {
+                let m = self.get_manifest(repo, reference).await?;
+                Ok(Some(ManifestHead { size: Some(m.bytes.len() as u64), digest: m.digest, media_type: m.media_type }))
+            }
+        }
+    }
+
+    /// `GET` a manifest, refusing more than 4 MiB, verifying it against the digest asked for (when
+    /// the reference is a digest) and against the `Docker-Content-Digest` the registry sent.
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest, RegistryError> {
+        let url = self.v2(&format!("{repo}/manifests/{reference}"));
+        let req = Request::new(Method::GET, url.clone(), vec![Scope::pull(repo)]).header(ACCEPT, ACCEPT_MANIFESTS);
+        let resp = self.send(req).await?;
+        let resp = self.expect(&Method::GET, &url, resp, &[200]).await?;
+        let display = format!("{}/{repo}:{reference}", self.host);
+        if let Some(len) = resp.content_length()
+            && len > MAX_MANIFEST_BYTES
+        {
+            return Err(RegistryError::ManifestTooLarge { reference: display, size: len, limit: MAX_MANIFEST_BYTES });
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or("").trim().to_string());
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v).ok());
+        let bytes = read_limited(self, resp, MAX_MANIFEST_BYTES, &display).await?;
+        if let Ok(expected) = Digest::parse(reference) {
+            verify_bytes(&bytes, &expected, None)
+                .map_err(|mismatch| RegistryError::Mismatch { what: format!("manifest {display}"), mismatch })?;
+        } else if let Some(expected) = header_digest.filter(|d| d.algorithm() == "sha256") {
+            verify_bytes(&bytes, &expected, None).map_err(|mismatch| RegistryError::Mismatch {
+                what: format!("manifest {display} (against the registry's Docker-Content-Digest)"),
+                mismatch,
+            })?;
+        }
+        Manifest::from_bytes(bytes, content_type.as_deref())
+            .map_err(|source| RegistryError::Manifest { reference: display, source })
+    }
+
+    /// `PUT` a manifest's exact bytes under a tag or its digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        manifest: &Manifest,
+    ) -> Result<Pushed, RegistryError> {
+        let url = self.v2(&format!("{repo}/manifests/{reference}"));
+        let req = Request::new(Method::PUT, url.clone(), vec![Scope::push(repo)])
+            .header(CONTENT_TYPE, &manifest.media_type)
+            .body(Body::Bytes(manifest.bytes.clone()));
+        let resp = self.send(req).await?;
+        let resp = self.expect(&Method::PUT, &url, resp, &[200, 201, 202]).await?;
+        let digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v).ok())
+            .unwrap_or_else(|| manifest.digest.clone());
+        if digest != manifest.digest {
+            return Err(RegistryError::Mismatch {
+                what: format!("pushed manifest {}/{repo}:{reference}", self.host),
+                mismatch: crate::digest::Mismatch::Digest { expected: manifest.digest.clone(), actual: digest },
+            });
+        }
+        let oci_subject = resp.headers().get("oci-subject").and_then(|v| v.to_str().ok()).map(String::from);
+        Ok(Pushed { digest, oci_subject })
+    }
+}
+
+/// Reads a body, failing as soon as it grows past `limit`.
+pub(crate) async fn read_limited(
+    registry: &Registry,
+    resp: reqwest::Response,
+    limit: u64,
+    what: &str,
+) -> Result<Bytes, RegistryError> {
+    let mut out = BytesMut::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| RegistryError::Body {
+            registry: registry.host.clone(),
+            message: super::error::describe_reqwest_error(&e),
+        })?;
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(RegistryError::ManifestTooLarge {
+                reference: what.to_string(),
+                size: out.len() as u64 + chunk.len() as u64,
+                limit,
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}

@@ -1,0 +1,67 @@
+//! OCI 1.1 referrers (signatures, SBOMs attached to a manifest): the referrers API
+//! `GET /v2/<name>/referrers/<digest>`, or, where a registry lacks it (distribution 2.8 answers
+//! 404), the tag schema fallback: an index at tag `sha256-<hex>` listing the referrers.
+
+use reqwest::Method;
+use reqwest::header::ACCEPT;
+
+use super::{Registry, RegistryError, Request, Scope};
+use crate::digest::Digest;
+use crate::manifest::{Descriptor, Manifest, OCI_INDEX};
+
+/// The referrers of one manifest and how they were found.
+#[derive(Debug, Clone, Default)]
+pub struct Referrers {
+    /// True when the registry answered the referrers API.
+    pub via_api: bool,
+    pub descriptors: Vec<Descriptor>,
+}
+
+impl Registry {
+    /// Lists the referrers of `digest` in `repo`, through the API when the registry has it,
+    /// else through the tag schema.
+    pub async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Referrers, RegistryError> {
+        let url = self.v2(&format!("{repo}/referrers/{digest}"));
+        let resp = self
+            .send(Request::new(Method::GET, url.clone(), vec![Scope::pull(repo)]).header(ACCEPT, OCI_INDEX))
+            .await?;
+        let status = resp.status().as_u16();
+        let is_index = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with(OCI_INDEX));
+        if status == 200 && is_index {
+            let bytes = super::manifests::read_limited(
+                self,
+                resp,
+                crate::manifest::MAX_MANIFEST_BYTES,
+                &format!("referrers of {digest}"),
+            )
+            .await?;
+            let m = Manifest::from_bytes(bytes, Some(OCI_INDEX)).map_err(|source| RegistryError::Manifest {
+                reference: format!("{}/{repo} referrers of {digest}", self.host),
+                source,
+            })?;
+            return Ok(Referrers { via_api: true, descriptors: m.parsed.manifests });
+        }
+        if status != 404 && status != 200 {
+            return Err(self.status_error(&Method::GET, &url, resp).await);
+        }
+        drop(resp);
+        Ok(Referrers {
+            via_api: false,
+            descriptors: self.referrers_by_tag(repo, digest).await?.map(|m| m.parsed.manifests).unwrap_or_default(),
+        })
+    }
+
+    /// The tag schema index for `digest`, when there is one.
+    pub async fn referrers_by_tag(&self, repo: &str, digest: &Digest) -> Result<Option<Manifest>, RegistryError> {
+        match self.get_manifest(repo, &digest.referrers_tag()).await {
+            Ok(m) if m.is_index() => Ok(Some(m)),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

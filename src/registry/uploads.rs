@@ -1,0 +1,136 @@
+//! Blob uploads: `POST` (with an optional cross-repository mount), a single streamed `PUT` for
+//! small blobs, `PATCH` chunks with `Content-Range` for large ones, the session's status `GET`
+//! to resume after a failed chunk, and `DELETE` for a session that will not be finished.
+
+use reqwest::Method;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
+use url::Url;
+
+use super::{Body, Registry, RegistryError, Request, Scope};
+use crate::digest::Digest;
+
+/// An open upload session: where to send the next request. Registries may move it on each answer.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub repo: String,
+    pub location: Url,
+}
+
+/// What `POST …/blobs/uploads/` gave us.
+#[derive(Debug)]
+pub enum Started {
+    /// The mount worked: the blob is already in the repository.
+    Mounted,
+    /// An upload session (also the answer when a mount was refused: the 202 fallback).
+    Session(Session),
+}
+
+impl Registry {
+    /// Opens an upload session, first trying to mount `digest` from `from` (same registry) when given.
+    pub async fn start_upload(&self, repo: &str, mount: Option<(&str, &Digest)>) -> Result<Started, RegistryError> {
+        let mut url = self.v2(&format!("{repo}/blobs/uploads/"));
+        let mut scopes = vec![Scope::push(repo)];
+        if let Some((from, digest)) = mount {
+            url.query_pairs_mut().append_pair("mount", digest.as_str()).append_pair("from", from);
+            scopes.push(Scope::pull(from));
+        }
+        let req = Request::new(Method::POST, url.clone(), scopes).header(CONTENT_LENGTH, "0");
+        let resp = self.send(req).await?;
+        let resp = self.expect(&Method::POST, &url, resp, &[201, 202]).await?;
+        if resp.status().as_u16() == 201 {
+            return Ok(Started::Mounted);
+        }
+        Ok(Started::Session(Session { repo: repo.to_string(), location: self.location(&resp)? }))
+    }
+
+    fn location(&self, resp: &reqwest::Response) -> Result<Url, RegistryError> {
+        let loc =
+            resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| RegistryError::Protocol {
+                registry: self.host.clone(),
+                message: "upload answer has no Location header".into(),
+            })?;
+        self.resolve_location(loc)
+    }
+
+    /// Sends the whole blob in one streamed `PUT …?digest=` (the registry checks the digest too).
+    pub async fn put_whole(
+        &self,
+        session: &Session,
+        digest: &Digest,
+        size: u64,
+        body: reqwest::Body,
+    ) -> Result<(), RegistryError> {
+        let mut url = session.location.clone();
+        url.query_pairs_mut().append_pair("digest", digest.as_str());
+        let req = Request::new(Method::PUT, url.clone(), vec![Scope::push(&session.repo)])
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, &size.to_string())
+            .body(Body::Stream(body));
+        let resp = self.send(req).await?;
+        self.expect(&Method::PUT, &url, resp, &[201, 204]).await?;
+        Ok(())
+    }
+
+    /// Sends bytes `start..start+len` of the blob as one `PATCH`; returns the session's next location.
+    pub async fn patch_chunk(
+        &self,
+        session: &Session,
+        start: u64,
+        len: u64,
+        body: reqwest::Body,
+    ) -> Result<Session, RegistryError> {
+        let url = session.location.clone();
+        let end = start + len - 1;
+        let req = Request::new(Method::PATCH, url.clone(), vec![Scope::push(&session.repo)])
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, &len.to_string())
+            .header(reqwest::header::CONTENT_RANGE, &format!("{start}-{end}"))
+            .body(Body::Stream(body));
+        let resp = self.send(req).await?;
+        let resp = self.expect(&Method::PATCH, &url, resp, &[202, 204]).await?;
+        Ok(Session { repo: session.repo.clone(), location: self.location(&resp)? })
+    }
+
+    /// Asks a session how many bytes it holds (`Range: 0-N`), and where to continue.
+    pub async fn upload_status(&self, session: &Session) -> Result<(u64, Session), RegistryError> {
+        let url = session.location.clone();
+        let resp = self.send(Request::new(Method::GET, url.clone(), vec![Scope::push(&session.repo)])).await?;
+        let resp = self.expect(&Method::GET, &url, resp, &[204, 200]).await?;
+        let range = resp.headers().get(RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        // "0-N" means N+1 bytes; an empty session answers "0-0" on some registries and no Range on others.
+        let held = match range.trim_start_matches("bytes=").split_once('-') {
+            Some((_, end)) => end.parse::<u64>().map(|e| e + 1).unwrap_or(0),
+            None => 0,
+        };
+        let next = match resp.headers().get(LOCATION) {
+            Some(_) => Session { repo: session.repo.clone(), location: self.location(&resp)? },
+            None => session.clone(),
+        };
+        Ok((held, next))
+    }
+
+    /// Completes a chunked upload: `PUT …?digest=` with no body.
+    pub async fn complete_upload(&self, session: &Session, digest: &Digest) -> Result<(), RegistryError> {
+        let mut url = session.location.clone();
+        url.query_pairs_mut().append_pair("digest", digest.as_str());
+        let req = Request::new(Method::PUT, url.clone(), vec![Scope::push(&session.repo)])
+            .header(CONTENT_LENGTH, "0")
+            .body(Body::Empty);
+        let resp = self.send(req).await?;
+        self.expect(&Method::PUT, &url, resp, &[201, 204]).await?;
+        Ok(())
+    }
+
+    /// Abandons a session so the registry discards what it holds. Failure to cancel is only logged:
+    /// registries expire abandoned sessions on their own.
+    pub async fn cancel_upload(&self, session: &Session) {
+        let url = session.location.clone();
+        match self.send(Request::new(Method::DELETE, url.clone(), vec![Scope::push(&session.repo)])).await {
+            Ok(resp) if resp.status().is_success() || resp.status().as_u16() == 404 => {}
+            Ok(resp) => {
+                tracing::debug!(registry = %self.host, status = resp.status().as_u16(), "upload cancel refused")
+            }
+            Err(e) => tracing::debug!(registry = %self.host, "upload cancel failed: {e}"),
+        }
+    }
+}
