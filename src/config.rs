@@ -145,6 +145,9 @@ pub struct TransferConfig {
     /// Attempts per operation for retryable failures (429, 5xx, resets, timeouts).
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Images worked on at once (their blobs share `concurrency`).
+    #[serde(default = "default_images")]
+    pub images: usize,
 }
 
 fn default_blob_concurrency() -> usize {
@@ -156,6 +159,9 @@ fn default_chunk_size() -> u64 {
 fn default_retries() -> u32 {
     5
 }
+fn default_images() -> usize {
+    16
+}
 
 impl Default for TransferConfig {
     fn default() -> Self {
@@ -163,6 +169,7 @@ impl Default for TransferConfig {
             concurrency: default_blob_concurrency(),
             chunk_size: default_chunk_size(),
             retries: default_retries(),
+            images: default_images(),
         }
     }
 }

@@ -13,6 +13,8 @@ pub mod config;
 pub mod digest;
 pub mod exit;
 pub mod manifest;
+pub mod plan;
 pub mod reference;
 pub mod registry;
+pub mod report;
 pub mod transfer;

@@ -296,3 +296,9 @@ mod tests {
         assert!(!valid_path_component("_a"));
     }
 }
+
+impl serde::Serialize for Reference {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use crate::exit;
 
 mod copy;
+mod progress;
+mod run;
 
 #[derive(Debug, Parser)]
 #[command(name = "mirror", version, about = "Pre-seed a private Azure Container Registry for network isolated AKS")]
@@ -33,6 +35,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Copy one image (or warm it through a pull-through cache), verifying every byte.
     Copy(copy::CopyArgs),
+    /// Show what sync would do, without writing (exit 2 when anything is missing).
+    Plan(run::PlanArgs),
+    /// Copy or warm everything the image set needs that the target lacks.
+    Sync(run::SyncArgs),
+    /// Check, read-only and deep, that every needed manifest and blob is in the target (exit 2 if not).
+    Verify(run::VerifyArgs),
 }
 
 /// Parses the command line, runs the command, and maps the outcome to an exit code.
@@ -56,6 +64,9 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &cli.command {
             Command::Copy(args) => copy::run(&cli, args).await,
+            Command::Plan(args) => run::plan(&cli, args).await,
+            Command::Sync(args) => run::sync(&cli, args).await,
+            Command::Verify(args) => run::verify(&cli, args).await,
         }
     });
     match result {
@@ -83,4 +94,34 @@ pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<crate::config::Config> {
         Some(path) => Ok(crate::config::Config::load(path)?),
         None => Ok(crate::config::Config::default()),
     }
+}
+
+/// The config and the images it asks for. (Interim: explicit `images:` mapped by `target` and
+/// `mappings`; the image-set module replaces this.)
+pub(crate) fn image_set(cli: &Cli) -> anyhow::Result<(crate::config::Config, Vec<crate::plan::Wanted>)> {
+    use crate::config::MappingMode;
+    use crate::reference::Reference;
+    let cfg = load_config(cli)?;
+    let target = cfg.target.clone().ok_or_else(|| anyhow::anyhow!("the config has no `target` registry"))?;
+    let mut out = Vec::new();
+    for i in &cfg.images {
+        let source = Reference::parse(i)?;
+        let m = cfg
+            .mappings
+            .iter()
+            .find(|m| m.source == "*" || m.source == source.registry)
+            .ok_or_else(|| anyhow::anyhow!("no mapping for {source}"))?;
+        let prefix = m.target.replace("{registry}", &source.registry);
+        let mut t = source.clone();
+        t.registry = target.clone();
+        t.repository = format!("{prefix}/{}", source.repository);
+        t.digest = None;
+        if t.tag.is_none() {
+            t.digest = source.digest.clone();
+        }
+        let mode = m.mode;
+        let _ = MappingMode::Copy;
+        out.push(crate::plan::Wanted { source, target: t, mode, platforms: cfg.platforms.clone() });
+    }
+    Ok((cfg, out))
 }

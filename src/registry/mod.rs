@@ -126,6 +126,8 @@ pub struct Registry {
     in_flight: Semaphore,
     budget: Option<Budget>,
     retries: u32,
+    /// Set once the registry has shown it has no ACR listing API.
+    no_acr_api: std::sync::atomic::AtomicBool,
     pub stats: Stats,
 }
 
@@ -418,6 +420,7 @@ impl Registries {
             in_flight: Semaphore::new(cfg.and_then(|c| c.max_concurrent_requests).unwrap_or(32).max(1)),
             budget: cfg.and_then(|c| c.requests_per_minute).filter(|r| *r > 0).map(Budget::new),
             retries: self.retries,
+            no_acr_api: Default::default(),
             stats: Stats::default(),
         });
         self.open.lock().expect("registry map lock").insert(host.to_string(), registry.clone());

@@ -1,8 +1,37 @@
-//! Moving one image graph: verified streaming copy into a target, or warming through a cache.
+//! Moving one image graph: verified streaming copy into a target ([`copy`]), or warming a
+//! pull-through cache by reading everything through it ([`warm`]).
+//!
+//! The order is what keeps a target consistent at every instant: blobs before the manifests
+//! that reference them, children before the index, referrers before the tag, and the tag
+//! last. A failure at any point leaves no tag pointing at content that is not all there.
+//!
+//! A [`Context`] is shared by every image of a run: one bound on blob transfers, one table of
+//! blobs in flight (a layer shared by ten images moves once per target repository), and one
+//! record of where each blob already is in the target (so later repositories mount it).
 
+pub mod blob;
+pub mod copy;
+pub mod pipeline;
+pub mod warm;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::future::{BoxFuture, Shared};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::digest::{Digest, Mismatch};
+use crate::manifest::PlatformFilter;
+use crate::registry::RegistryError;
 
 /// What to do with a multi-arch index when only some of its platforms are wanted.
+///
+/// The default is `preserve`: the copy is byte-identical, so `image@sha256:…` pins in workload
+/// manifests keep working, and every registry accepts it. It costs the bytes of the platforms
+/// nobody runs; `sparse` avoids that where the target accepts an index whose children are not
+/// all present, and `rewrite` everywhere at the price of a new digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum IndexPolicy {
@@ -13,4 +42,170 @@ pub enum IndexPolicy {
     Sparse,
     /// Push a new index of the chosen platforms: a new digest, reported as such.
     Rewrite,
+}
+
+impl std::fmt::Display for IndexPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IndexPolicy::Preserve => "preserve",
+            IndexPolicy::Sparse => "sparse",
+            IndexPolicy::Rewrite => "rewrite",
+        })
+    }
+}
+
+/// Options for one image.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Platforms to carry; empty means all.
+    pub platforms: Vec<PlatformFilter>,
+    pub index_policy: IndexPolicy,
+    /// Copy OCI referrers (signatures, SBOMs) of every copied manifest.
+    pub referrers: bool,
+    /// Walk the graph even when the target tag already has the right digest (a partial image:
+    /// platforms or referrers missing behind a present tag).
+    pub repair: bool,
+    /// Blob bytes this image streamed (a blob shared by images counts for the one that moved it).
+    pub bytes: Arc<AtomicU64>,
+}
+
+/// Why moving an image failed. Each variant names the image or blob concerned.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransferError {
+    #[error("{0}")]
+    Registry(Arc<RegistryError>),
+    #[error("blob {digest}: {mismatch} — the source served bytes that do not match the digest; nothing was committed")]
+    BlobMismatch { digest: Digest, mismatch: Mismatch },
+    #[error(
+        "target {target} refused the original index with only the chosen platforms present ({detail}). \
+         Use --index-policy rewrite (a new index of the chosen platforms, new digest) or preserve (copy every platform)"
+    )]
+    SparseRefused { target: String, detail: String },
+    #[error("{target}: {message}")]
+    Refused { target: String, message: String },
+    #[error("warming {target}: {message}")]
+    Warm { target: String, message: String },
+}
+
+impl From<RegistryError> for TransferError {
+    fn from(e: RegistryError) -> Self {
+        TransferError::Registry(Arc::new(e))
+    }
+}
+
+impl TransferError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TransferError::Registry(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// Counters for a run, shared by all images.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Blob bytes streamed from source to target (or pulled through a cache when warming).
+    pub bytes: AtomicU64,
+    pub blobs_copied: AtomicU64,
+    pub blobs_mounted: AtomicU64,
+    pub blobs_present: AtomicU64,
+    pub manifests_pushed: AtomicU64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            bytes: self.bytes.load(Ordering::Relaxed),
+            blobs_copied: self.blobs_copied.load(Ordering::Relaxed),
+            blobs_mounted: self.blobs_mounted.load(Ordering::Relaxed),
+            blobs_present: self.blobs_present.load(Ordering::Relaxed),
+            manifests_pushed: self.manifests_pushed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    pub bytes: u64,
+    pub blobs_copied: u64,
+    pub blobs_mounted: u64,
+    pub blobs_present: u64,
+    pub manifests_pushed: u64,
+}
+
+impl std::ops::Sub for StatsSnapshot {
+    type Output = StatsSnapshot;
+    fn sub(self, o: StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            bytes: self.bytes - o.bytes,
+            blobs_copied: self.blobs_copied - o.blobs_copied,
+            blobs_mounted: self.blobs_mounted - o.blobs_mounted,
+            blobs_present: self.blobs_present - o.blobs_present,
+            manifests_pushed: self.manifests_pushed - o.manifests_pushed,
+        }
+    }
+}
+
+/// How a blob got into the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobOutcome {
+    Present,
+    Mounted,
+    Copied,
+}
+
+type BlobKey = (String, String, Digest);
+type InFlight = Shared<BoxFuture<'static, Result<BlobOutcome, TransferError>>>;
+
+/// State shared by every image of a run.
+pub struct Context {
+    /// Bounds concurrent blob streams: memory stays at about this many network buffers.
+    pub blob_slots: Arc<Semaphore>,
+    /// Blobs larger than this are uploaded in resumable chunks of this size.
+    pub chunk_size: u64,
+    /// Attempts per blob for retryable failures (resumed, not restarted, for chunked uploads).
+    pub retries: u32,
+    pub stats: Arc<Stats>,
+    in_flight: std::sync::Mutex<HashMap<BlobKey, InFlight>>,
+    /// Where a blob is known to be in a target registry: (registry, digest) → repository.
+    located: std::sync::Mutex<HashMap<(String, Digest), String>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("chunk_size", &self.chunk_size).field("retries", &self.retries).finish()
+    }
+}
+
+impl Context {
+    pub fn new(concurrency: usize, chunk_size: u64, retries: u32) -> Arc<Self> {
+        Arc::new(Context {
+            blob_slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            chunk_size: chunk_size.max(1),
+            retries,
+            stats: Arc::new(Stats::default()),
+            in_flight: Default::default(),
+            located: Default::default(),
+        })
+    }
+
+    pub fn from_config(cfg: &crate::config::TransferConfig) -> Arc<Self> {
+        Context::new(cfg.concurrency, cfg.chunk_size, cfg.retries)
+    }
+
+    /// Records that `repo` in `registry` holds `digest`, so other repositories can mount it.
+    pub fn located(&self, registry: &str, digest: &Digest, repo: &str) {
+        self.located.lock().expect("located lock").insert((registry.to_string(), digest.clone()), repo.to_string());
+    }
+
+    /// A repository of `registry` known to hold `digest`, other than `except`.
+    pub fn mount_source(&self, registry: &str, digest: &Digest, except: &str) -> Option<String> {
+        self.located
+            .lock()
+            .expect("located lock")
+            .get(&(registry.to_string(), digest.clone()))
+            .filter(|r| r.as_str() != except)
+            .cloned()
+    }
 }

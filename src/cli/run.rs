@@ -1,0 +1,219 @@
+//! `mirror plan`, `mirror sync` and `mirror verify`: the image set against the target.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use crate::exit;
+use crate::plan::{self, Plan, PlanOptions, Status};
+use crate::registry::Registries;
+use crate::report::{self, Report};
+use crate::transfer::pipeline::{self, ImageResult, Outcome, RunOptions};
+use crate::transfer::{self, IndexPolicy};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum, Default)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Write a JSON report of every image (digests, status, bytes, duration, error).
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// Write a JUnit XML report, one test case per image, for CI systems.
+    #[arg(long, value_name = "FILE")]
+    pub report_junit: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Also check every selected child manifest and blob behind tags that look present.
+    #[arg(long)]
+    pub deep: bool,
+    #[command(flatten)]
+    pub reports: ReportArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// Check every child manifest and blob behind present tags, and repair partial images.
+    #[arg(long)]
+    pub deep: bool,
+    /// Stop at the first image that fails (the others are reported as skipped).
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Do not copy referrers (signatures, SBOMs).
+    #[arg(long)]
+    pub no_referrers: bool,
+    #[command(flatten)]
+    pub reports: ReportArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(flatten)]
+    pub reports: ReportArgs,
+}
+
+fn index_policy(cfg: &crate::config::Config) -> IndexPolicy {
+    cfg.index_policy.unwrap_or_default()
+}
+
+pub async fn plan(cli: &super::Cli, args: &PlanArgs) -> anyhow::Result<u8> {
+    let (cfg, wanted) = super::image_set(cli)?;
+    let started = (SystemTime::now(), Instant::now());
+    let registries = Registries::from_config(&cfg)?;
+    let p =
+        plan::plan(&registries, &wanted, &PlanOptions { index_policy: index_policy(&cfg), deep: args.deep }).await?;
+    finish_plan("plan", &p, started, args.output, &args.reports)
+}
+
+pub async fn verify(cli: &super::Cli, args: &VerifyArgs) -> anyhow::Result<u8> {
+    let (cfg, wanted) = super::image_set(cli)?;
+    let started = (SystemTime::now(), Instant::now());
+    let registries = Registries::from_config(&cfg)?;
+    let p = plan::plan(&registries, &wanted, &PlanOptions { index_policy: index_policy(&cfg), deep: true }).await?;
+    finish_plan("verify", &p, started, args.output, &args.reports)
+}
+
+/// Prints a plan, writes its reports, and maps it to an exit code: 0 in sync, 2 drift, 1 when an
+/// image could not be examined at all.
+fn finish_plan(
+    command: &str,
+    p: &Plan,
+    started: (SystemTime, Instant),
+    output: Output,
+    reports: &ReportArgs,
+) -> anyhow::Result<u8> {
+    let results: Vec<ImageResult> = p
+        .images
+        .iter()
+        .map(|i| ImageResult {
+            source: i.source.clone(),
+            target: i.target.clone(),
+            mode: i.mode,
+            planned: i.status,
+            outcome: if i.status == Status::Present { Outcome::Unchanged } else { Outcome::Failed },
+            source_digest: i.source_digest.clone(),
+            target_digest: i.target_digest.clone(),
+            bytes: i.bytes_to_move,
+            duration_ms: 0,
+            error: match i.status {
+                Status::Present => None,
+                Status::Missing => Some("missing in the target".into()),
+                Status::Outdated => Some(format!(
+                    "outdated: target has {}, source now {}",
+                    i.target_digest.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+                    i.expected_digest.as_ref().map(|d| d.to_string()).unwrap_or_default()
+                )),
+                Status::Partial => Some(format!("partial: missing {}", i.missing.join(", "))),
+                Status::Error => i.error.clone(),
+            },
+        })
+        .collect();
+    let report = Report::new(command, started.0, started.1.elapsed().as_millis() as u64, results);
+    write_reports(&report, reports)?;
+    match output {
+        Output::Json => {
+            let mut out = std::io::stdout().lock();
+            std::io::Write::write_all(&mut out, &serde_json::to_vec_pretty(p)?)?;
+            println!();
+        }
+        Output::Table => print_plan(p),
+    }
+    Ok(if p.count(Status::Error) > 0 {
+        exit::ERROR
+    } else if p.in_sync() {
+        exit::OK
+    } else {
+        exit::DRIFT
+    })
+}
+
+fn print_plan(p: &Plan) {
+    let width = p.images.iter().map(|i| i.target.len()).max().unwrap_or(6).clamp(6, 90);
+    println!("{:<8} {:<5} {:<width$} {:>10}  DETAIL", "STATUS", "MODE", "TARGET", "TO MOVE");
+    for i in &p.images {
+        let detail = match i.status {
+            Status::Outdated => format!(
+                "target {} → source {}",
+                i.target_digest.as_ref().map(short).unwrap_or_default(),
+                i.expected_digest.as_ref().map(short).unwrap_or_default()
+            ),
+            Status::Partial => format!("missing {}", i.missing.join(", ")),
+            Status::Error => i.error.clone().unwrap_or_default(),
+            _ => i.source.clone(),
+        };
+        println!(
+            "{:<8} {:<5} {:<width$} {:>10}  {}",
+            i.status.to_string(),
+            format!("{:?}", i.mode).to_lowercase(),
+            i.target,
+            report::human_bytes(i.bytes_to_move),
+            detail
+        );
+    }
+    println!(
+        "{} images: {} present, {} missing, {} outdated, {} partial, {} errors; {} to move",
+        p.images.len(),
+        p.count(Status::Present),
+        p.count(Status::Missing),
+        p.count(Status::Outdated),
+        p.count(Status::Partial),
+        p.count(Status::Error),
+        report::human_bytes(p.bytes_to_move)
+    );
+}
+
+fn short(d: &crate::digest::Digest) -> String {
+    format!("{}:{}", d.algorithm(), &d.hex()[..12.min(d.hex().len())])
+}
+
+fn write_reports(report: &Report, args: &ReportArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.report_json {
+        report::write_file(path, &report.to_json())
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.report_junit {
+        report::write_file(path, &report.to_junit())
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+pub async fn sync(cli: &super::Cli, args: &SyncArgs) -> anyhow::Result<u8> {
+    let (cfg, wanted) = super::image_set(cli)?;
+    let started = (SystemTime::now(), Instant::now());
+    let registries = Registries::from_config(&cfg)?;
+    let policy = index_policy(&cfg);
+    let p = plan::plan(&registries, &wanted, &PlanOptions { index_policy: policy, deep: args.deep }).await?;
+    let ctx = transfer::Context::from_config(&cfg.transfer);
+    let opts = RunOptions {
+        index_policy: policy,
+        referrers: !args.no_referrers,
+        images_in_flight: cfg.transfer.images,
+        fail_fast: args.fail_fast,
+    };
+    let todo = p.images.iter().filter(|i| i.status.needs_work()).count();
+    tracing::info!("{} images: {} need work, {} to move", p.images.len(), todo, report::human_bytes(p.bytes_to_move));
+    let progress =
+        super::progress::Progress::start(ctx.clone(), todo as u64, p.bytes_to_move, std::io::stderr().is_terminal());
+    let results = pipeline::run(&registries, &ctx, &p, &opts, &progress).await;
+    progress.finish();
+    let report = Report::new("sync", started.0, started.1.elapsed().as_millis() as u64, results);
+    write_reports(&report, &args.reports)?;
+    report.table(&mut std::io::stdout().lock(), false)?;
+    for (host, n) in registries.request_counts() {
+        tracing::debug!(registry = %host, requests = n, "requests made");
+    }
+    Ok(if report.summary.failed > 0 || report.summary.skipped > 0 { exit::PARTIAL } else { exit::OK })
+}

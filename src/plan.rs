@@ -1,0 +1,368 @@
+//! The diff between the image set and the target: what `sync` would do, without writing.
+//!
+//! It is built to be cheap when there is nothing to do, because a nightly job mostly finds
+//! nothing to do: the target is listed once per repository (ACR's `/acr/v1/{repo}/_tags` gives
+//! digests with the names; elsewhere `/v2/…/tags/list` and a `HEAD` for each needed tag that
+//! exists), and the source is asked once per tag (`HEAD`, for its digest). Only images that need
+//! work have their manifests read, to count the bytes to move.
+//!
+//! A tag pointing at the right digest is taken as complete: registries refuse a manifest whose
+//! blobs are missing. A pull-through cache breaks that rule (it keeps only what was pulled), so
+//! `--deep` (and `verify`, always) also checks every selected child manifest and blob.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::config::MappingMode;
+use crate::digest::Digest;
+use crate::manifest::{Descriptor, Manifest, PlatformFilter};
+use crate::reference::Reference;
+use crate::registry::tags::TagListing;
+use crate::registry::{Registries, Registry, RegistryError};
+use crate::transfer::IndexPolicy;
+
+/// Requests in flight while planning (HEADs and listings are small).
+const PLAN_CONCURRENCY: usize = 32;
+
+/// One image the set needs: where it comes from, where it goes, how.
+#[derive(Debug, Clone, Serialize)]
+pub struct Wanted {
+    pub source: Reference,
+    pub target: Reference,
+    pub mode: MappingMode,
+    /// Platforms to carry; empty means all.
+    pub platforms: Vec<PlatformFilter>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The target has the image at the tag, with the source's digest.
+    Present,
+    /// The target has no such tag.
+    Missing,
+    /// The target's tag points elsewhere than the source's tag now does.
+    Outdated,
+    /// The tag is right but platforms, blobs or referrers are missing behind it (found by deep checks).
+    Partial,
+    /// The image could not be examined (source unreachable, tag gone, …).
+    Error,
+}
+
+impl Status {
+    pub fn needs_work(self) -> bool {
+        matches!(self, Status::Missing | Status::Outdated | Status::Partial)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Present => "present",
+            Status::Missing => "missing",
+            Status::Outdated => "outdated",
+            Status::Partial => "partial",
+            Status::Error => "error",
+        })
+    }
+}
+
+/// What the plan found for one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImagePlan {
+    pub source: String,
+    pub target: String,
+    pub mode: MappingMode,
+    pub status: Status,
+    pub source_digest: Option<Digest>,
+    /// What the target tag points at now, if anything.
+    pub target_digest: Option<Digest>,
+    /// The digest the target tag should point at (differs from the source under `rewrite`).
+    pub expected_digest: Option<Digest>,
+    /// For `partial`: what is missing behind the tag.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// Bytes this image adds to the transfer (blobs shared with an image earlier in the plan, or
+    /// mountable from another repository of the target, count as zero).
+    pub bytes_to_move: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub wanted: Wanted,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub images: Vec<ImagePlan>,
+    pub bytes_to_move: u64,
+}
+
+impl Plan {
+    pub fn count(&self, status: Status) -> usize {
+        self.images.iter().filter(|i| i.status == status).count()
+    }
+    pub fn in_sync(&self) -> bool {
+        self.images.iter().all(|i| i.status == Status::Present)
+    }
+}
+
+/// Options for planning.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    pub index_policy: IndexPolicy,
+    /// Check every selected child manifest and blob behind a present tag.
+    pub deep: bool,
+}
+
+/// Diffs `wanted` against the targets.
+pub async fn plan(registries: &Registries, wanted: &[Wanted], opts: &PlanOptions) -> Result<Plan, RegistryError> {
+    // 1. The target, once per repository.
+    let mut repos: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (i, w) in wanted.iter().enumerate() {
+        repos.entry((w.target.registry.clone(), w.target.repository.clone())).or_default().push(i);
+    }
+    let listings: Vec<((String, String), Result<TagListing, RegistryError>)> =
+        futures::stream::iter(repos.keys().cloned())
+            .map(|(host, repo)| async move {
+                let r = match registries.get(&host) {
+                    Ok(reg) => reg.list_tag_digests(&repo).await,
+                    Err(e) => Err(e),
+                };
+                ((host, repo), r)
+            })
+            .buffer_unordered(PLAN_CONCURRENCY)
+            .collect()
+            .await;
+    let mut listing: HashMap<(String, String), TagListing> = HashMap::new();
+    for (key, r) in listings {
+        // A target we cannot list is a run-level error: nothing about it can be trusted.
+        listing.insert(key, r?);
+    }
+
+    // 2. Each image: source digest, target digest, status.
+    let mut images: Vec<ImagePlan> = futures::stream::iter(wanted.iter().cloned())
+        .map(|w| {
+            let l = listing.get(&(w.target.registry.clone(), w.target.repository.clone())).cloned().unwrap_or_default();
+            async move { examine(registries, w, &l, opts).await }
+        })
+        .buffered(PLAN_CONCURRENCY)
+        .collect()
+        .await;
+
+    // 3. Bytes to move for images that need work, each blob counted once per target registry.
+    let mut counted: HashSet<(String, Digest)> = HashSet::new();
+    let mut total = 0;
+    for img in images.iter_mut().filter(|i| i.status.needs_work()) {
+        match bytes_for(registries, img, opts, &mut counted).await {
+            Ok(n) => {
+                img.bytes_to_move = n;
+                total += n;
+            }
+            Err(e) => {
+                img.status = Status::Error;
+                img.error = Some(e.to_string());
+            }
+        }
+    }
+    Ok(Plan { images, bytes_to_move: total })
+}
+
+async fn examine(registries: &Registries, w: Wanted, listing: &TagListing, opts: &PlanOptions) -> ImagePlan {
+    let mut p = ImagePlan {
+        source: w.source.to_string(),
+        target: w.target.to_string(),
+        mode: w.mode,
+        status: Status::Error,
+        source_digest: None,
+        target_digest: None,
+        expected_digest: None,
+        missing: Vec::new(),
+        bytes_to_move: 0,
+        error: None,
+        wanted: w.clone(),
+    };
+    match examine_inner(registries, &w, listing, opts, &mut p).await {
+        Ok(status) => p.status = status,
+        Err(e) => {
+            p.status = Status::Error;
+            p.error = Some(e.to_string());
+        }
+    }
+    p
+}
+
+async fn examine_inner(
+    registries: &Registries,
+    w: &Wanted,
+    listing: &TagListing,
+    opts: &PlanOptions,
+    p: &mut ImagePlan,
+) -> Result<Status, RegistryError> {
+    let src = registries.get(&w.source.registry)?;
+    let dst = registries.get(&w.target.registry)?;
+    let rewrite = w.mode == MappingMode::Copy && opts.index_policy == IndexPolicy::Rewrite && !w.platforms.is_empty();
+    // The source's digest: from the reference when pinned, else one HEAD (a GET under rewrite,
+    // whose expected digest is that of the index we would build).
+    let source_digest = match (&w.source.digest, rewrite) {
+        (Some(d), false) => d.clone(),
+        _ if rewrite => {
+            let m = src.get_manifest(&w.source.repository, &w.source.selector()).await?;
+            p.expected_digest = Some(expected_rewrite(&m, &w.platforms));
+            m.digest
+        }
+        _ => match src.head_manifest(&w.source.repository, &w.source.selector()).await? {
+            Some(h) => h.digest,
+            None => {
+                return Err(RegistryError::Status {
+                    registry: src.host.clone(),
+                    method: "HEAD".into(),
+                    url: w.source.to_string(),
+                    status: 404,
+                    code: Some("MANIFEST_UNKNOWN".into()),
+                    message: "the source has no such image".into(),
+                    retry_after: None,
+                });
+            }
+        },
+    };
+    p.source_digest = Some(source_digest.clone());
+    let expected = p.expected_digest.clone().unwrap_or_else(|| source_digest.clone());
+    p.expected_digest = Some(expected.clone());
+
+    let target_selector = w.target.tag.clone().unwrap_or_else(|| expected.to_string());
+    let target_digest = if w.target.tag.is_none() {
+        // Pushed by digest only: present iff the digest exists.
+        dst.head_manifest(&w.target.repository, &target_selector).await?.map(|h| h.digest)
+    } else {
+        match listing.tags.get(&target_selector) {
+            None => None,
+            Some(Some(d)) => Some(d.clone()),
+            Some(None) => dst.head_manifest(&w.target.repository, &target_selector).await?.map(|h| h.digest),
+        }
+    };
+    p.target_digest = target_digest.clone();
+    match target_digest {
+        None => Ok(Status::Missing),
+        Some(d) if d != expected => Ok(Status::Outdated),
+        Some(_) if opts.deep => {
+            p.missing = deep_missing(&dst, &w.target.repository, &target_selector, &w.platforms).await?;
+            Ok(if p.missing.is_empty() { Status::Present } else { Status::Partial })
+        }
+        Some(_) => Ok(Status::Present),
+    }
+}
+
+fn expected_rewrite(index: &Manifest, platforms: &[PlatformFilter]) -> Digest {
+    if !index.is_index() {
+        return index.digest.clone();
+    }
+    let keep: HashSet<&str> = index
+        .parsed
+        .manifests
+        .iter()
+        .filter(|c| c.platform.as_ref().is_some_and(|p| platforms.iter().any(|f| f.matches(p))))
+        .map(|c| c.digest.as_str())
+        .collect();
+    let mut value: serde_json::Value = serde_json::from_slice(&index.bytes).unwrap_or_default();
+    if let Some(list) = value.get_mut("manifests").and_then(|m| m.as_array_mut()) {
+        list.retain(|e| e.get("digest").and_then(|d| d.as_str()).is_some_and(|d| keep.contains(d)));
+    }
+    Digest::of(&serde_json::to_vec(&value).unwrap_or_default())
+}
+
+/// What is missing behind a present tag: selected child manifests and blobs.
+pub async fn deep_missing(
+    dst: &Arc<Registry>,
+    repo: &str,
+    selector: &str,
+    platforms: &[PlatformFilter],
+) -> Result<Vec<String>, RegistryError> {
+    let top = dst.get_manifest(repo, selector).await?;
+    let mut missing = Vec::new();
+    let mut images: Vec<Manifest> = Vec::new();
+    if top.is_index() {
+        for c in selected(&top, platforms) {
+            match dst.get_manifest(repo, c.digest.as_str()).await {
+                Ok(m) => images.push(m),
+                Err(e) if e.is_not_found() => missing.push(format!(
+                    "manifest {} ({})",
+                    c.digest,
+                    c.platform.as_ref().map(|p| p.to_string()).unwrap_or_default()
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+    } else {
+        images.push(top);
+    }
+    let mut seen = HashSet::new();
+    let blobs: Vec<Descriptor> =
+        images.iter().flat_map(|m| m.blobs().cloned()).filter(|d| seen.insert(d.digest.clone())).collect();
+    let heads: Vec<(Descriptor, Result<Option<u64>, RegistryError>)> = futures::stream::iter(blobs)
+        .map(|d| async move {
+            let r = dst.head_blob(repo, &d.digest).await;
+            (d, r)
+        })
+        .buffer_unordered(PLAN_CONCURRENCY)
+        .collect()
+        .await;
+    for (d, r) in heads {
+        if r?.is_none() {
+            missing.push(format!("blob {}", d.digest));
+        }
+    }
+    missing.sort();
+    Ok(missing)
+}
+
+/// Children of an index that the platform filter selects (all when the filter is empty).
+pub fn selected<'a>(index: &'a Manifest, platforms: &[PlatformFilter]) -> Vec<&'a Descriptor> {
+    index
+        .parsed
+        .manifests
+        .iter()
+        .filter(|c| platforms.is_empty() || c.platform.as_ref().is_some_and(|p| platforms.iter().any(|f| f.matches(p))))
+        .collect()
+}
+
+/// Bytes an image would move: its blobs (under the platform filter and policy) that the target
+/// repository lacks and no earlier image of the plan brings to the same registry.
+async fn bytes_for(
+    registries: &Registries,
+    img: &ImagePlan,
+    opts: &PlanOptions,
+    counted: &mut HashSet<(String, Digest)>,
+) -> Result<u64, RegistryError> {
+    let w = &img.wanted;
+    let src = registries.get(&w.source.registry)?;
+    let dst = registries.get(&w.target.registry)?;
+    let top = src.get_manifest(&w.source.repository, &w.source.selector()).await?;
+    let children: Vec<Manifest> = if top.is_index() {
+        let all_platforms = w.mode == MappingMode::Copy && opts.index_policy == IndexPolicy::Preserve;
+        let pick = if all_platforms { Vec::new() } else { w.platforms.clone() };
+        let mut v = Vec::new();
+        for c in selected(&top, &pick) {
+            v.push(src.get_manifest(&w.source.repository, c.digest.as_str()).await?);
+        }
+        v
+    } else {
+        vec![top]
+    };
+    let mut bytes = 0;
+    for m in &children {
+        for b in m.blobs() {
+            if !counted.insert((dst.host.clone(), b.digest.clone())) {
+                continue;
+            }
+            if w.mode == MappingMode::Copy && dst.head_blob(&w.target.repository, &b.digest).await?.is_some() {
+                continue;
+            }
+            bytes += b.size;
+        }
+    }
+    Ok(bytes)
+}

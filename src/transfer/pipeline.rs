@@ -1,0 +1,208 @@
+//! Running a plan: every image that needs work, overlapped under one global bound on blob
+//! transfers (the [`Context`]), with in-flight de-duplication and mounts across images.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, IndexPolicy, Options, TransferError, copy, warm};
+use crate::config::MappingMode;
+use crate::digest::Digest;
+use crate::plan::{ImagePlan, Plan, Status};
+use crate::registry::Registries;
+
+/// What happened to one image in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Already in the target; nothing was done.
+    Unchanged,
+    /// Copied into the target.
+    Copied,
+    /// Read through the target's cache.
+    Warmed,
+    /// Failed; see the error.
+    Failed,
+    /// Not attempted because an earlier image failed and `--fail-fast` was given.
+    Skipped,
+}
+
+/// One image's record in a run report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageResult {
+    pub source: String,
+    pub target: String,
+    pub mode: MappingMode,
+    /// Status found by the plan.
+    pub planned: Status,
+    pub outcome: Outcome,
+    pub source_digest: Option<Digest>,
+    pub target_digest: Option<Digest>,
+    /// Blob bytes this image streamed (copied or read through the cache).
+    pub bytes: u64,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Options for a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub index_policy: IndexPolicy,
+    pub referrers: bool,
+    /// Images in flight at once (their blobs share the context's bound).
+    pub images_in_flight: usize,
+    pub fail_fast: bool,
+}
+
+/// Hooks for progress display; called from many tasks.
+pub trait Observer: Send + Sync {
+    fn started(&self, _image: &ImagePlan) {}
+    fn finished(&self, _result: &ImageResult) {}
+}
+
+/// No progress display.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Executes `plan`: images needing work are copied or warmed; the others are reported as they are.
+pub async fn run(
+    registries: &Registries,
+    ctx: &Arc<Context>,
+    plan: &Plan,
+    opts: &RunOptions,
+    observer: &dyn Observer,
+) -> Vec<ImageResult> {
+    let cancel = CancellationToken::new();
+    let results = futures::stream::iter(plan.images.iter())
+        .map(|img| {
+            let cancel = cancel.clone();
+            async move {
+                if !img.status.needs_work() {
+                    let (outcome, error) = match img.status {
+                        Status::Error => (Outcome::Failed, img.error.clone()),
+                        _ => (Outcome::Unchanged, None),
+                    };
+                    if outcome == Outcome::Failed && opts.fail_fast {
+                        cancel.cancel();
+                    }
+                    return ImageResult {
+                        source: img.source.clone(),
+                        target: img.target.clone(),
+                        mode: img.mode,
+                        planned: img.status,
+                        outcome,
+                        source_digest: img.source_digest.clone(),
+                        target_digest: img.target_digest.clone(),
+                        bytes: 0,
+                        duration_ms: 0,
+                        error,
+                    };
+                }
+                if cancel.is_cancelled() {
+                    return skipped(img);
+                }
+                observer.started(img);
+                let started = Instant::now();
+                let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let result = tokio::select! {
+                    r = one(registries, ctx, img, opts, counter.clone()) => r,
+                    _ = cancel.cancelled() => return skipped(img),
+                };
+                let moved = counter.load(std::sync::atomic::Ordering::Relaxed);
+                let r = match result {
+                    Ok((outcome, target_digest)) => ImageResult {
+                        source: img.source.clone(),
+                        target: img.target.clone(),
+                        mode: img.mode,
+                        planned: img.status,
+                        outcome,
+                        source_digest: img.source_digest.clone(),
+                        target_digest: Some(target_digest),
+                        bytes: moved,
+                        duration_ms: duration_ms(started.elapsed()),
+                        error: None,
+                    },
+                    Err(e) => {
+                        if opts.fail_fast {
+                            cancel.cancel();
+                        }
+                        ImageResult {
+                            source: img.source.clone(),
+                            target: img.target.clone(),
+                            mode: img.mode,
+                            planned: img.status,
+                            outcome: Outcome::Failed,
+                            source_digest: img.source_digest.clone(),
+                            target_digest: img.target_digest.clone(),
+                            bytes: moved,
+                            duration_ms: duration_ms(started.elapsed()),
+                            error: Some(e.to_string()),
+                        }
+                    }
+                };
+                observer.finished(&r);
+                r
+            }
+        })
+        .buffered(opts.images_in_flight.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    results
+}
+
+fn skipped(img: &ImagePlan) -> ImageResult {
+    ImageResult {
+        source: img.source.clone(),
+        target: img.target.clone(),
+        mode: img.mode,
+        planned: img.status,
+        outcome: Outcome::Skipped,
+        source_digest: img.source_digest.clone(),
+        target_digest: img.target_digest.clone(),
+        bytes: 0,
+        duration_ms: 0,
+        error: Some("not attempted: --fail-fast stopped the run after a failure".into()),
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+async fn one(
+    registries: &Registries,
+    ctx: &Arc<Context>,
+    img: &ImagePlan,
+    opts: &RunOptions,
+    bytes: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(Outcome, Digest), TransferError> {
+    let w = &img.wanted;
+    let src = registries.get(&w.source.registry)?;
+    let dst = registries.get(&w.target.registry)?;
+    // Pin the source to the digest the plan saw, so a tag moving mid-run cannot mix two versions.
+    let source = match &img.source_digest {
+        Some(d) => w.source.with_digest(d.clone()),
+        None => w.source.clone(),
+    };
+    let options = Options {
+        platforms: w.platforms.clone(),
+        index_policy: opts.index_policy,
+        referrers: opts.referrers,
+        repair: img.status == Status::Partial,
+        bytes,
+    };
+    match w.mode {
+        MappingMode::Copy => {
+            let c = copy::copy_image(ctx, src, &source, dst, &w.target, &options).await?;
+            Ok((if c.unchanged { Outcome::Unchanged } else { Outcome::Copied }, c.target_digest))
+        }
+        MappingMode::Warm => {
+            let r = warm::warm_image(ctx, Some((src, &source)), dst, &w.target, &options).await?;
+            Ok((Outcome::Warmed, r.digest))
+        }
+    }
+}

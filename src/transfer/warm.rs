@@ -1,0 +1,101 @@
+//! Warming a pull-through cache: read the whole image through the target path so the cache
+//! fetches and keeps it, and write nothing.
+//!
+//! ACR refuses pushes into a cache rule's repositories (aks-acr-facts.md §7), and a cache holds
+//! only what was pulled through it — one platform's blobs if a node pulled one platform. So
+//! warming pulls the manifest, every selected child manifest and every blob of each, and checks
+//! each against the source's digest: the cache must serve the same bytes the source has.
+
+use std::sync::Arc;
+
+use futures::future::try_join_all;
+use serde::Serialize;
+
+use super::{Context, Options, TransferError, blob};
+use crate::digest::Digest;
+use crate::manifest::{Descriptor, Manifest};
+use crate::reference::Reference;
+use crate::registry::Registry;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Warmed {
+    pub source: String,
+    pub target: String,
+    pub digest: Digest,
+    pub platforms: Vec<String>,
+    pub manifests: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+/// Pulls `target_ref` through the cache. When `src` is given, the digest the cache serves must
+/// equal the source's.
+pub async fn warm_image(
+    ctx: &Arc<Context>,
+    src: Option<(Arc<Registry>, &Reference)>,
+    cache: Arc<Registry>,
+    target_ref: &Reference,
+    opts: &Options,
+) -> Result<Warmed, TransferError> {
+    let repo = &target_ref.repository;
+    let expected = match &src {
+        Some((registry, r)) => match &r.digest {
+            Some(d) => Some(d.clone()),
+            None => registry.head_manifest(&r.repository, &r.selector()).await?.map(|h| h.digest),
+        },
+        None => target_ref.digest.clone(),
+    };
+    let top = cache.get_manifest(repo, &target_ref.selector()).await?;
+    if let Some(expected) = &expected
+        && &top.digest != expected
+    {
+        return Err(TransferError::Warm {
+            target: target_ref.to_string(),
+            message: format!(
+                "the cache serves {} but the source has {expected}; the cached tag is stale (caches refresh tags late)",
+                top.digest
+            ),
+        });
+    }
+    let mut warmed = Warmed {
+        source: src.as_ref().map(|(_, r)| r.to_string()).unwrap_or_default(),
+        target: target_ref.to_string(),
+        digest: top.digest.clone(),
+        platforms: Vec::new(),
+        manifests: 1,
+        blobs: 0,
+        bytes: 0,
+    };
+    let images: Vec<Manifest> = if top.is_index() {
+        let chosen: Vec<&Descriptor> = top
+            .parsed
+            .manifests
+            .iter()
+            .filter(|c| {
+                opts.platforms.is_empty()
+                    || c.platform.as_ref().is_some_and(|p| opts.platforms.iter().any(|f| f.matches(p)))
+            })
+            .collect();
+        if chosen.is_empty() {
+            return Err(TransferError::Warm {
+                target: target_ref.to_string(),
+                message: "no platform of the index matches the platforms asked for".into(),
+            });
+        }
+        warmed.platforms =
+            chosen.iter().map(|c| c.platform.as_ref().map(|p| p.to_string()).unwrap_or_default()).collect();
+        let fetched = try_join_all(chosen.iter().map(|c| cache.get_manifest(repo, c.digest.as_str()))).await?;
+        warmed.manifests += fetched.len();
+        fetched
+    } else {
+        vec![top]
+    };
+    let blobs: Vec<&Descriptor> = {
+        let mut seen = std::collections::HashSet::new();
+        images.iter().flat_map(|m| m.blobs()).filter(|d| seen.insert(d.digest.clone())).collect()
+    };
+    warmed.blobs = blobs.len();
+    let sizes = try_join_all(blobs.iter().map(|d| blob::pull_verify(ctx, &cache, repo, d, &opts.bytes))).await?;
+    warmed.bytes = sizes.iter().sum();
+    Ok(warmed)
+}
