@@ -126,6 +126,12 @@ impl fmt::Debug for EntraToken {
 }
 
 impl EntraCredential {
+    /// Wraps any `TokenCredential` (one built elsewhere, or a test's own). `kind` is what logs and
+    /// errors will call it.
+    pub fn from_token_credential(kind: CredentialKind, credential: Arc<dyn TokenCredential>) -> Self {
+        EntraCredential { kind, inner: credential }
+    }
+
     /// The kind actually used (never `Auto`).
     pub fn kind(&self) -> CredentialKind {
         self.kind
