@@ -203,13 +203,11 @@ pub fn build_credential(sign_in: &SignIn, http: Option<reqwest::Client>) -> Resu
             client_id: sign_in.client_id.clone(),
             tenant_id: sign_in.tenant_id.clone(),
             token_file_path: None,
-            ..Default::default()
         }))
         .map_err(sdk_err)?,
         CredentialKind::ManagedIdentity => ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
             user_assigned_id: sign_in.client_id.clone().map(UserAssignedId::ClientId),
             client_options: client_options(),
-            ..Default::default()
         }))
         .map_err(sdk_err)?,
         CredentialKind::AzureCli => AzureCliCredential::new(Some(AzureCliCredentialOptions {

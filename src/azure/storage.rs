@@ -48,13 +48,6 @@ pub enum StorageError {
 
 /// Another run holds the lock. The CLI maps this to exit code [`crate::exit::LOCKED`].
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "another run holds the lock {blob}{}{}; its lease lapses by {} unless that run keeps renewing it, \
-     so this run exits without doing anything",
-    holder.as_deref().map(|h| format!(" (holder {h}")).unwrap_or_default(),
-    since.as_deref().map(|s| format!(", since {s})")).unwrap_or_else(|| if holder.is_some() { ")".into() } else { String::new() }),
-    until.map(fmt_utc).unwrap_or_else(|| "the end of its lease (at most 60 s after its last renewal)".into())
-)]
 pub struct LockHeld {
     pub blob: String,
     /// Who holds it (host and process id, as written by the holder), if readable.
@@ -63,6 +56,23 @@ pub struct LockHeld {
     pub since: Option<String>,
     /// The latest time the holder's current lease lasts without a further renewal.
     pub until: Option<SystemTime>,
+}
+
+impl fmt::Display for LockHeld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "another run holds the lock {}", self.blob)?;
+        match (&self.holder, &self.since) {
+            (Some(h), Some(s)) => write!(f, " (holder {h}, since {s})")?,
+            (Some(h), None) => write!(f, " (holder {h})")?,
+            (None, Some(s)) => write!(f, " (since {s})")?,
+            (None, None) => {}
+        }
+        match self.until {
+            Some(t) => write!(f, "; its lease lapses at {} unless that run renews it", fmt_utc(t))?,
+            None => write!(f, "; its lease lapses at most 60 s after that run stops renewing it")?,
+        }
+        write!(f, ". This run exits without doing anything.")
+    }
 }
 
 /// A container path in Blob Storage (`https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH`,
@@ -481,5 +491,22 @@ mod tests {
             m.contains("https://a/c/lock") && m.contains("build-7 pid 42") && m.contains("2026-11-26T02:01:00Z"),
             "{m}"
         );
+        let bare = LockHeld { blob: "b".into(), holder: None, since: Some("t".into()), until: None }.to_string();
+        assert!(bare.contains("(since t)") && bare.contains("at most 60 s"), "{bare}");
+    }
+
+    #[test]
+    fn a_missing_sas_variable_is_named() {
+        // Checks that from_config names the unset sasTokenEnv variable instead of trying Entra.
+        let cfg = BlobConfig {
+            azure_blob: "https://a.blob.core.windows.net/c/p".into(),
+            sas_token_env: Some("MIRROR_TEST_SURELY_UNSET_SAS".into()),
+            credential: None,
+            tenant_id: None,
+            client_id: None,
+            client_secret_env: None,
+        };
+        let e = BlobLocation::from_config(&cfg).unwrap_err();
+        assert!(e.to_string().contains("MIRROR_TEST_SURELY_UNSET_SAS"), "{e}");
     }
 }
