@@ -340,20 +340,26 @@ fn acr_error_detail(body: &[u8]) -> String {
 pub struct AzureTokenSource {
     credential: EntraCredential,
     http: reqwest::Client,
-    exchange_url: Url,
-    service: String,
+    /// Where to exchange and for which `service`; replaceable by [`AzureTokenSource::use_realm`]
+    /// once the registry's challenge is known.
+    target: std::sync::RwLock<ExchangeTarget>,
     tenant: Option<String>,
     renew_margin: Duration,
     cached: tokio::sync::Mutex<Option<AcrRefreshToken>>,
     invalidated: AtomicBool,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ExchangeTarget {
+    url: Url,
+    service: String,
+}
+
 impl fmt::Debug for AzureTokenSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AzureTokenSource")
             .field("credential", &self.credential)
-            .field("exchange_url", &self.exchange_url.as_str())
-            .field("service", &self.service)
+            .field("target", &self.target())
             .finish_non_exhaustive()
     }
 }
@@ -369,8 +375,7 @@ impl AzureTokenSource {
         AzureTokenSource {
             credential,
             http,
-            exchange_url,
-            service: service.into(),
+            target: std::sync::RwLock::new(ExchangeTarget { url: exchange_url, service: service.into() }),
             tenant,
             renew_margin: DEFAULT_RENEW_MARGIN,
             cached: tokio::sync::Mutex::new(None),
@@ -387,6 +392,44 @@ impl AzureTokenSource {
         tenant: Option<String>,
     ) -> Result<Self, AzureAuthError> {
         Ok(Self::new(credential, http, exchange_url_from_realm(realm)?, service, tenant))
+    }
+
+    /// For a registry whose challenge has not been seen yet: ACR's realm is always
+    /// `https://<login server>/oauth2/token`, so the exchange is `<registry_url>/oauth2/exchange`
+    /// and the service is the login server's host. [`use_realm`](Self::use_realm) corrects both
+    /// if the challenge says otherwise (a stand-in token service on another port, in tests).
+    pub fn for_registry(
+        credential: EntraCredential,
+        http: reqwest::Client,
+        registry_url: &Url,
+        tenant: Option<String>,
+    ) -> Result<Self, AzureAuthError> {
+        let mut realm = registry_url.clone();
+        realm.set_path("/oauth2/token");
+        let service = registry_url.host_str().unwrap_or_default().to_string();
+        Self::from_realm(credential, http, &realm, service, tenant)
+    }
+
+    /// Points the exchange at the realm and service of a challenge the registry sent. A change
+    /// drops the cached refresh token (it was issued for another service).
+    pub fn use_realm(&self, realm: &Url, service: &str) -> Result<(), AzureAuthError> {
+        let new = ExchangeTarget { url: exchange_url_from_realm(realm)?, service: service.to_string() };
+        let mut target = self.target.write().unwrap_or_else(|p| p.into_inner());
+        if *target != new {
+            *target = new;
+            self.invalidate();
+        }
+        Ok(())
+    }
+
+    /// The exchange URL and service currently in use.
+    pub fn exchange_target(&self) -> (Url, String) {
+        let t = self.target();
+        (t.url, t.service)
+    }
+
+    fn target(&self) -> ExchangeTarget {
+        self.target.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Renew when less than this remains (default five minutes).
@@ -411,15 +454,16 @@ impl AzureTokenSource {
             return Ok(t.token.clone());
         }
         let entra = self.credential.token(ACR_SCOPE).await?;
+        let target = self.target();
         let fresh = exchange_for_refresh_token(
             &self.http,
-            &self.exchange_url,
-            &self.service,
+            &target.url,
+            &target.service,
             self.tenant.as_deref(),
             entra.secret(),
         )
         .await?;
-        tracing::debug!(service = %self.service, expires_at = ?fresh.expires_at, "ACR refresh token obtained");
+        tracing::debug!(service = %target.service, expires_at = ?fresh.expires_at, "ACR refresh token obtained");
         let token = fresh.token.clone();
         *cached = Some(fresh);
         Ok(token)
@@ -469,6 +513,21 @@ mod tests {
         assert_eq!(resolve_auto(env(&[("IDENTITY_ENDPOINT", "http://x")]), true).0, CredentialKind::ManagedIdentity);
         assert_eq!(resolve_auto(env(&[("AZURE_FEDERATED_TOKEN_FILE", "")]), true).0, CredentialKind::AzureCli);
         assert_eq!(resolve_auto(env(&[]), false).0, CredentialKind::ManagedIdentity);
+    }
+
+    #[test]
+    fn a_source_for_a_registry_assumes_acr_realm_until_told_otherwise() {
+        // Checks for_registry's default exchange target and that use_realm replaces it.
+        let cred =
+            EntraCredential::from_token_credential(CredentialKind::AzureCli, AzureCliCredential::new(None).unwrap());
+        let reg = Url::parse("https://myacr.azurecr.io").unwrap();
+        let src = AzureTokenSource::for_registry(cred, reqwest::Client::new(), &reg, None).unwrap();
+        let (url, service) = src.exchange_target();
+        assert_eq!((url.as_str(), service.as_str()), ("https://myacr.azurecr.io/oauth2/exchange", "myacr.azurecr.io"));
+        src.use_realm(&Url::parse("http://127.0.0.1:9/oauth2/token").unwrap(), "test-registry").unwrap();
+        let (url, service) = src.exchange_target();
+        assert_eq!((url.as_str(), service.as_str()), ("http://127.0.0.1:9/oauth2/exchange", "test-registry"));
+        assert!(src.use_realm(&Url::parse("http://127.0.0.1:9/token").unwrap(), "x").is_err());
     }
 
     #[test]
