@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::azure::CredentialKind;
 use crate::manifest::PlatformFilter;
 use crate::transfer::IndexPolicy;
 
@@ -42,6 +43,32 @@ pub struct Config {
     /// Limits for the transfer engine.
     #[serde(default)]
     pub transfer: TransferConfig,
+    /// Where each run's JSON and JUnit reports are uploaded (`{azureBlob: https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX}`).
+    #[serde(default)]
+    pub report: Option<BlobConfig>,
+    /// A blob whose lease keeps two scheduled runs from overlapping (`{azureBlob: https://…/CONTAINER/mirror.lock}`).
+    #[serde(default)]
+    pub lock: Option<BlobConfig>,
+}
+
+/// A place in Azure Blob Storage and how to sign in to it: a SAS token from `sasTokenEnv`, or else
+/// an Entra credential (`credential`, default `auto`, as for `auth: {type: azure}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BlobConfig {
+    /// `https://ACCOUNT.blob.core.windows.net/CONTAINER[/PATH]`, without a SAS.
+    pub azure_blob: String,
+    /// Environment variable holding a SAS token for the container.
+    #[serde(default)]
+    pub sas_token_env: Option<String>,
+    #[serde(default)]
+    pub credential: Option<CredentialKind>,
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +112,37 @@ pub enum AuthConfig {
         #[serde(default)]
         token_file: Option<PathBuf>,
     },
+    /// Entra ID sign-in: an Entra token exchanged at the registry's `/oauth2/exchange` for an ACR
+    /// refresh token (see `crate::azure::identity`).
+    #[serde(rename_all = "camelCase")]
+    Azure {
+        #[serde(default)]
+        credential: CredentialKind,
+        /// Entra tenant; also sent to the exchange. Required for `client-secret`.
+        #[serde(default)]
+        tenant_id: Option<String>,
+        /// App (client) ID: service principal, workload identity app, or user-assigned managed identity.
+        #[serde(default)]
+        client_id: Option<String>,
+        /// Environment variable holding the client secret (`client-secret` only).
+        #[serde(default)]
+        client_secret_env: Option<String>,
+    },
+}
+
+impl AuthConfig {
+    /// The Entra sign-in an `azure` auth section describes; `None` for the other kinds.
+    pub fn azure_sign_in(&self) -> Option<crate::azure::SignIn> {
+        match self {
+            AuthConfig::Azure { credential, tenant_id, client_id, client_secret_env } => Some(crate::azure::SignIn {
+                credential: *credential,
+                tenant_id: tenant_id.clone(),
+                client_id: client_id.clone(),
+                client_secret_env: client_secret_env.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +273,30 @@ impl Config {
                 return Err(format!("registry {}: refreshToken auth needs tokenEnv or tokenFile", r.host));
             }
         }
+        for r in &self.registries {
+            if let Some(AuthConfig::Azure { credential, tenant_id, client_id, client_secret_env }) = &r.auth {
+                validate_client_secret(*credential, tenant_id, client_id, client_secret_env)
+                    .map_err(|m| format!("registry {}: azure auth: {m}", r.host))?;
+            }
+        }
+        for (key, b) in [("report", &self.report), ("lock", &self.lock)] {
+            let Some(b) = b else { continue };
+            let url = url::Url::parse(&b.azure_blob).map_err(|e| format!("{key}.azureBlob: not a URL: {e}"))?;
+            if url.query().is_some() {
+                return Err(format!(
+                    "{key}.azureBlob: no query string; put a SAS token in the variable named by sasTokenEnv"
+                ));
+            }
+            if b.sas_token_env.is_none() {
+                validate_client_secret(
+                    b.credential.unwrap_or_default(),
+                    &b.tenant_id,
+                    &b.client_id,
+                    &b.client_secret_env,
+                )
+                .map_err(|m| format!("{key}: {m}"))?;
+            }
+        }
         if self.transfer.concurrency == 0 {
             return Err("transfer.concurrency must be at least 1".into());
         }
@@ -223,6 +305,20 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn validate_client_secret(
+    kind: CredentialKind,
+    tenant_id: &Option<String>,
+    client_id: &Option<String>,
+    client_secret_env: &Option<String>,
+) -> Result<(), String> {
+    if kind == CredentialKind::ClientSecret
+        && (tenant_id.is_none() || client_id.is_none() || client_secret_env.is_none())
+    {
+        return Err("credential client-secret needs tenantId, clientId and clientSecretEnv".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -254,5 +350,38 @@ mod tests {
             Config::parse("registries:\n  - host: a.io\n    auth: {type: basic, username: u}\n", Path::new("m.yaml"))
                 .unwrap_err();
         assert!(e.to_string().contains("passwordEnv"), "{e}");
+    }
+
+    #[test]
+    fn azure_auth_and_blob_sections_parse() {
+        // Checks the azure auth variant (kebab-case credential names) and the report/lock sections.
+        let cfg = Config::parse(
+            "registries:\n  - host: myacr.azurecr.io\n    auth: {type: azure, credential: workload-identity, clientId: abc}\n\
+             report: {azureBlob: https://acct.blob.core.windows.net/runs/nightly}\n\
+             lock: {azureBlob: https://acct.blob.core.windows.net/runs/mirror.lock, sasTokenEnv: LOCK_SAS}\n",
+            Path::new("m.yaml"),
+        )
+        .unwrap();
+        let sign_in = cfg.registries[0].auth.as_ref().unwrap().azure_sign_in().unwrap();
+        assert_eq!(sign_in.credential, CredentialKind::WorkloadIdentity);
+        assert_eq!(sign_in.client_id.as_deref(), Some("abc"));
+        assert_eq!(cfg.lock.unwrap().sas_token_env.as_deref(), Some("LOCK_SAS"));
+        assert!(cfg.report.is_some());
+    }
+
+    #[test]
+    fn azure_auth_rejects_unknown_keys_and_incomplete_client_secret() {
+        // Checks deny_unknown_fields on the new variant and the client-secret completeness rule.
+        let e = Config::parse("registries:\n  - host: a.io\n    auth: {type: azure, tenant: t}\n", Path::new("m.yaml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("tenant"), "{e}");
+        let e = Config::parse(
+            "registries:\n  - host: a.io\n    auth: {type: azure, credential: client-secret, tenantId: t}\n",
+            Path::new("m.yaml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("clientSecretEnv"), "{e}");
+        let e = Config::parse("report: {azureBlob: \"https://a/c?sig=x\"}\n", Path::new("m.yaml")).unwrap_err();
+        assert!(e.to_string().contains("sasTokenEnv"), "{e}");
     }
 }

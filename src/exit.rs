@@ -6,6 +6,7 @@
 //! | 1 | any other error: bad input, unreachable registry, wrong credentials, a failed copy |
 //! | 2 | drift found (`plan`, `verify`): the target lacks something |
 //! | 3 | `sync` finished but some images failed (the rest were done) |
+//! | 4 | another run holds the run lock (`lock: {azureBlob: …}`); nothing was done |
 
 use std::process::ExitCode;
 
@@ -13,6 +14,9 @@ pub const OK: u8 = 0;
 pub const ERROR: u8 = 1;
 pub const DRIFT: u8 = 2;
 pub const PARTIAL: u8 = 3;
+/// Another scheduled run holds the blob-lease lock: this run did nothing, and a scheduler can
+/// tell "skipped, still running from before" from a failure.
+pub const LOCKED: u8 = 4;
 
 pub fn code(c: u8) -> ExitCode {
     ExitCode::from(c)

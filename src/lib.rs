@@ -6,8 +6,10 @@
 //! - [`imageset`]: which images are needed and why (AKS component lists, workload manifests);
 //! - [`registry`]: a thin distribution-API client (auth, retries, manifests, blobs, uploads);
 //! - [`transfer`]: verified streaming copy and cache warming of one image graph;
+//! - [`azure`]: Entra ID sign-in to ACR, run records and the run lock in Blob Storage;
 //! - [`exit`]: the exit codes every command shares.
 
+pub mod azure;
 pub mod cli;
 pub mod config;
 pub mod digest;
