@@ -476,6 +476,31 @@ impl AzureTokenSource {
     }
 }
 
+/// The registry's token layer asks this for the refresh token whenever it needs an access token;
+/// the challenge's realm and service say where to exchange.
+impl crate::registry::auth::RefreshTokenSource for AzureTokenSource {
+    fn refresh_token<'a>(
+        &'a self,
+        realm: &'a str,
+        service: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<crate::registry::Secret, crate::registry::RegistryError>> {
+        Box::pin(async move {
+            let err = |e: AzureAuthError| crate::registry::RegistryError::Credentials {
+                registry: service.unwrap_or(realm).to_string(),
+                message: format!("Entra ID sign-in ({}): {e}", self.credential_kind()),
+            };
+            if let (Ok(url), Some(service)) = (Url::parse(realm), service) {
+                self.use_realm(&url, service).map_err(err)?;
+            }
+            AzureTokenSource::refresh_token(self).await.map(crate::registry::Secret::new).map_err(err)
+        })
+    }
+
+    fn invalidate(&self) {
+        AzureTokenSource::invalidate(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,7 +75,12 @@ impl fmt::Debug for Secret {
 /// Entra ID exchange lasts about three hours). The token layer asks it for the current token each
 /// time it needs a new access token, and tells it when the registry rejected one.
 pub trait RefreshTokenSource: Send + Sync + fmt::Debug {
-    fn refresh_token(&self) -> futures::future::BoxFuture<'_, Result<Secret, RegistryError>>;
+    /// The current refresh token for the registry whose challenge named `realm` and `service`.
+    fn refresh_token<'a>(
+        &'a self,
+        realm: &'a str,
+        service: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<Secret, RegistryError>>;
     /// The registry refused a token made from the current refresh token: get a new one next time.
     fn invalidate(&self);
 }
@@ -307,7 +312,7 @@ impl Authenticator {
         };
         let refresh = match &self.credential {
             Credential::RefreshToken(t) => Some(t.clone()),
-            Credential::Dynamic(src) => Some(src.refresh_token().await?),
+            Credential::Dynamic(src) => Some(src.refresh_token(realm, service).await?),
             _ => None,
         };
         let request = if let Some(refresh) = refresh {

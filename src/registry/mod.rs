@@ -409,6 +409,7 @@ impl Registries {
             }
         };
         let credential = match cfg.and_then(|c| c.auth.as_ref()) {
+            Some(a @ AuthConfig::Azure { .. }) => azure_credential(host, a, &self.http, &base)?,
             Some(a) => credential_from_config(host, a)?,
             None => auth::docker_config_credential(host)?.unwrap_or(Credential::Anonymous),
         };
@@ -462,7 +463,24 @@ fn credential_from_config(host: &str, auth: &AuthConfig) -> Result<Credential, R
         AuthConfig::RefreshToken { token_env, token_file } => {
             Ok(Credential::RefreshToken(read_secret(token_env, token_file)?))
         }
+        AuthConfig::Azure { .. } => Err(cred_err("Entra ID sign-in is set up by azure_credential".into())),
     }
+}
+
+/// Entra ID sign-in, exchanged for an ACR refresh token that is renewed during the run.
+fn azure_credential(
+    host: &str,
+    auth: &AuthConfig,
+    http: &reqwest::Client,
+    base: &Url,
+) -> Result<Credential, RegistryError> {
+    let cred_err = |message: String| RegistryError::Credentials { registry: host.to_string(), message };
+    let sign_in = auth.azure_sign_in().ok_or_else(|| cred_err("not an Azure sign-in".into()))?;
+    let tenant = sign_in.tenant_id.clone();
+    let entra = crate::azure::build_credential(&sign_in, None).map_err(|e| cred_err(e.to_string()))?;
+    let source = crate::azure::AzureTokenSource::for_registry(entra, http.clone(), base, tenant)
+        .map_err(|e| cred_err(e.to_string()))?;
+    Ok(Credential::Dynamic(Arc::new(source)))
 }
 
 #[cfg(test)]
