@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod exit;
+pub mod imageset;
 pub mod manifest;
 pub mod reference;
 pub mod registry;

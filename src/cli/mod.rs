@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 use crate::exit;
 
 mod copy;
+mod lists;
+mod resolve;
+mod rewrite;
 
 #[derive(Debug, Parser)]
 #[command(name = "mirror", version, about = "Pre-seed a private Azure Container Registry for network isolated AKS")]
@@ -33,6 +36,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Copy one image (or warm it through a pull-through cache), verifying every byte.
     Copy(copy::CopyArgs),
+    /// Print the image set: every image, its target and mode, and why it is needed.
+    Resolve(resolve::ResolveArgs),
+    /// Point workload manifests at the private registry, pinned by digest.
+    Rewrite(rewrite::RewriteArgs),
+    /// Manage the AKS component lists (manifests-lists/aks).
+    Lists(lists::ListsArgs),
 }
 
 /// Parses the command line, runs the command, and maps the outcome to an exit code.
@@ -56,6 +65,9 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &cli.command {
             Command::Copy(args) => copy::run(&cli, args).await,
+            Command::Resolve(args) => resolve::run(&cli, args),
+            Command::Rewrite(args) => rewrite::run(&cli, args),
+            Command::Lists(args) => lists::run(args),
         }
     });
     match result {
