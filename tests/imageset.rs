@@ -46,10 +46,7 @@ fn choose(set: &ListSet, version: &str, archs: &[&str], gpu: bool) -> BTreeMap<S
         },
     )
     .unwrap();
-    sel.chosen
-        .into_iter()
-        .map(|c| (c.entry.image, c.platforms.iter().map(|p| p.to_string()).collect()))
-        .collect()
+    sel.chosen.into_iter().map(|c| (c.entry.image, c.platforms.iter().map(|p| p.to_string()).collect())).collect()
 }
 
 const MCR: &str = "mcr.microsoft.com/";
@@ -101,7 +98,8 @@ fn current_components_json_for_1_34() {
 #[test]
 fn older_components_json_for_1_34_and_1_35() {
     let (_d, set) = lists_from("components-2026-06-16.json", "42fa7ea890be");
-    assert_eq!(set.known(), "1.28, 1.29, 1.30, 1.31, 1.32, 1.33, 1.34, 1.35, 1.36");
+    assert_eq!(set.known(), "1.30, 1.31, 1.32, 1.33, 1.34, 1.35, 1.36", "1.28 and 1.29 are listed but not offered");
+    assert!(set.lists.contains_key(&(1, 28)));
     let got = choose(&set, "1.34", &["amd64"], false);
     assert!(got.contains_key(&format!("{MCR}oss/v2/kubernetes/kube-proxy:v1.34.7-2")));
     assert!(got.contains_key(&format!("{MCR}oss/kubernetes/pause:3.6")));
@@ -121,10 +119,8 @@ fn committed_lists_are_the_importer_output() {
     let text = std::fs::read_to_string(data("agentbaker/components.json")).unwrap();
     let lists = agentbaker::import(&text, &source("components.json", "4767d117a7d0")).unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests-lists/aks");
-    let mut committed: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
+    let mut committed: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
     committed.sort();
     let mut want: Vec<String> = lists.values().map(|l| format!("{}.yaml", l.kubernetes_minor)).collect();
     want.sort();
@@ -132,7 +128,10 @@ fn committed_lists_are_the_importer_output() {
     for l in lists.values() {
         let on_disk = std::fs::read_to_string(dir.join(format!("{}.yaml", l.kubernetes_minor))).unwrap();
         assert_eq!(on_disk, agentbaker::render(l), "{}.yaml differs from the importer's output", l.kubernetes_minor);
-        assert!(on_disk.contains("components.json") && on_disk.contains("4767d117a7d0"), "header names file and commit");
+        assert!(
+            on_disk.contains("components.json") && on_disk.contains("4767d117a7d0"),
+            "header names file and commit"
+        );
     }
 }
 
@@ -190,7 +189,10 @@ fn ingress_nginx_images() {
         .collect();
     assert_eq!(
         lines,
-        [(549, "Job/ingress-nginx-admission-create".to_string()), (605, "Job/ingress-nginx-admission-patch".to_string())]
+        [
+            (549, "Job/ingress-nginx-admission-create".to_string()),
+            (605, "Job/ingress-nginx-admission-patch".to_string())
+        ]
     );
 }
 
@@ -223,7 +225,9 @@ fn stdin_folders_and_globs() {
     let dex = r.images.iter().find(|e| e.source.to_string() == "ghcr.io/dexidp/dex:v2.45.1").unwrap();
     // stdin once, the argo-cd file via the glob and again via the folder (same place: one provenance).
     assert_eq!(dex.provenance.len(), 2, "{:?}", dex.provenance);
-    assert!(dex.provenance.iter().any(|p| matches!(p, Provenance::Workload { file, line: 4, .. } if file == "<stdin>")));
+    assert!(
+        dex.provenance.iter().any(|p| matches!(p, Provenance::Workload { file, line: 4, .. } if file == "<stdin>"))
+    );
 }
 
 // Checks a whole config: AKS lists (built in) + workloads + explicit images, mappings, platforms,
@@ -239,10 +243,16 @@ fn aks_workloads_and_images_together() {
     );
     let by: BTreeMap<String, &imageset::ImageEntry> = r.images.iter().map(|e| (e.source.to_string(), e)).collect();
     let kp = by["mcr.microsoft.com/oss/v2/kubernetes/kube-proxy:v1.34.10-1"];
-    assert_eq!(kp.target.to_string(), "myacr.azurecr.io/aks-managed-repository/oss/v2/kubernetes/kube-proxy:v1.34.10-1");
+    assert_eq!(
+        kp.target.to_string(),
+        "myacr.azurecr.io/aks-managed-repository/oss/v2/kubernetes/kube-proxy:v1.34.10-1"
+    );
     assert_eq!(kp.mode, MappingMode::Warm);
     assert!(by.contains_key("mcr.microsoft.com/oss/binaries/kubernetes/kubernetes-node:v1.34.9-linux-amd64"));
-    assert!(!by.contains_key("mcr.microsoft.com/oss/binaries/kubernetes/kubernetes-node:v1.34.7-linux-amd64"), "patch 1.34.9 asked for");
+    assert!(
+        !by.contains_key("mcr.microsoft.com/oss/binaries/kubernetes/kubernetes-node:v1.34.7-linux-amd64"),
+        "patch 1.34.9 asked for"
+    );
     let nginx = by["docker.io/library/nginx:latest"];
     assert_eq!(nginx.target.to_string(), "myacr.azurecr.io/mirror/docker.io/library/nginx:latest");
     assert!(matches!(nginx.provenance[..], [Provenance::Config { index: 0, line: 5 }]), "{:?}", nginx.provenance);
@@ -263,20 +273,26 @@ fn aks_images_outside_the_cache_path_are_warned_about() {
     let r = resolve(
         "target: myacr.azurecr.io\nmappings: [{source: '*', target: 'mirror/{registry}', mode: copy}]\naks: {kubernetesVersion: '1.33'}\n",
     );
-    assert!(r.warnings.iter().any(|w| w.contains("mapped outside myacr.azurecr.io/aks-managed-repository/")), "{:?}", r.warnings);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("mapped outside myacr.azurecr.io/aks-managed-repository/")),
+        "{:?}",
+        r.warnings
+    );
 }
 
 // The bad inputs of the issue, each a clear error naming what was wrong and where.
 #[test]
 fn malformed_yaml_in_config_names_line_and_column() {
-    let e = Config::parse("target: a.io\naks: {kubernetesVersion: '1.34'\nimages: [\n", Path::new("m.yaml")).unwrap_err();
+    let e =
+        Config::parse("target: a.io\naks: {kubernetesVersion: '1.34'\nimages: [\n", Path::new("m.yaml")).unwrap_err();
     let m = e.to_string();
     assert!(m.contains("m.yaml") && m.contains("line") && m.contains("column"), "{m}");
 }
 
 #[test]
 fn unknown_keys_in_config_sections_are_refused() {
-    let e = Config::parse("aks: {kubernetesVersion: '1.34', gpus: true}\n", Path::new("m.yaml")).unwrap_err().to_string();
+    let e =
+        Config::parse("aks: {kubernetesVersion: '1.34', gpus: true}\n", Path::new("m.yaml")).unwrap_err().to_string();
     assert!(e.contains("gpus"), "{e}");
     let e = Config::parse("workloads: {manifest: [a.yaml]}\n", Path::new("m.yaml")).unwrap_err().to_string();
     assert!(e.contains("manifest"), "{e}");
@@ -318,7 +334,8 @@ fn bad_image_references_name_their_place() {
 #[test]
 fn malformed_manifest_yaml_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("w.yaml"), "kind: ConfigMap\n---\nkind: Pod\nspec: {containers: [\n  - x\n").unwrap();
+    std::fs::write(dir.path().join("w.yaml"), "kind: ConfigMap\n---\nkind: Pod\nspec: {containers: [\n  - x\n")
+        .unwrap();
     let cfg = config("target: a.io\nworkloads: {manifests: [w.yaml]}\n");
     let e = imageset::resolve(&cfg, dir.path()).unwrap_err().to_string();
     assert!(e.contains("w.yaml") && e.contains("malformed YAML") && e.contains("line"), "{e}");
@@ -346,9 +363,13 @@ fn rewrite_real_manifests() {
     );
     let mapper = r.mapper.as_ref().unwrap();
     let mut digests = BTreeMap::new();
-    for (i, s) in ["ghcr.io/dexidp/dex:v2.45.1", "public.ecr.aws/docker/library/redis:8.10.1-alpine", "quay.io/argoproj/argocd:latest"]
-        .iter()
-        .enumerate()
+    for (i, s) in [
+        "ghcr.io/dexidp/dex:v2.45.1",
+        "public.ecr.aws/docker/library/redis:8.10.1-alpine",
+        "quay.io/argoproj/argocd:latest",
+    ]
+    .iter()
+    .enumerate()
     {
         digests.insert(s.to_string(), Digest::parse(&format!("sha256:{}", i.to_string().repeat(64))).unwrap());
     }
@@ -356,11 +377,22 @@ fn rewrite_real_manifests() {
     assert!(out[0].contains(
         "image: myacr.azurecr.io/mirror/registry.k8s.io/ingress-nginx/controller:v1.15.1@sha256:594ceea76b01c592858f803f9ff4d2cb40542cae2060410b2c95f75907d659e1\n"
     ));
-    assert_eq!(out[1].matches(&format!("image: myacr.azurecr.io/mirror/quay.io/argoproj/argocd:latest@sha256:{}", "2".repeat(64))).count(), 8);
+    assert_eq!(
+        out[1]
+            .matches(&format!(
+                "image: myacr.azurecr.io/mirror/quay.io/argoproj/argocd:latest@sha256:{}",
+                "2".repeat(64)
+            ))
+            .count(),
+        8
+    );
     assert!(!out[1].contains("image: quay.io"));
     assert_eq!(out[1].lines().count(), r.workloads[1].text.lines().count(), "only image strings change");
     let k = rewrite::kustomize_images(&r.workloads, mapper, &digests).unwrap();
-    assert!(k.contains("  - name: quay.io/argoproj/argocd\n    newName: myacr.azurecr.io/mirror/quay.io/argoproj/argocd\n"), "{k}");
+    assert!(
+        k.contains("  - name: quay.io/argoproj/argocd\n    newName: myacr.azurecr.io/mirror/quay.io/argoproj/argocd\n"),
+        "{k}"
+    );
     digests.clear();
     let e = rewrite::rewrite_files(&r.workloads, mapper, &digests).unwrap_err().to_string();
     assert!(e.contains("quay.io/argoproj/argocd:latest") && !e.contains("ingress-nginx"), "{e}");

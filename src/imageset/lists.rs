@@ -147,10 +147,10 @@ pub struct ComponentList {
 /// Errors reading or choosing from component lists. Each names the file or the value at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
-    #[error("cannot read AKS component lists in {path}: {source}")]
-    ReadDir { path: PathBuf, source: std::io::Error },
-    #[error("cannot read AKS component list {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read AKS component lists in {path}: {error}")]
+    ReadDir { path: PathBuf, error: std::io::Error },
+    #[error("cannot read AKS component list {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("AKS component list {path}: {message}")]
     Parse { path: String, message: String },
     #[error(
@@ -241,11 +241,11 @@ pub struct ListSet {
 impl ListSet {
     /// Reads every `*.yaml` in `dir`.
     pub fn load_dir(dir: &Path) -> Result<ListSet, ListError> {
-        let rd = std::fs::read_dir(dir).map_err(|source| ListError::ReadDir { path: dir.to_path_buf(), source })?;
+        let rd = std::fs::read_dir(dir).map_err(|error| ListError::ReadDir { path: dir.to_path_buf(), error })?;
         let mut lists = BTreeMap::new();
         let mut paths: Vec<PathBuf> = Vec::new();
         for e in rd {
-            let e = e.map_err(|source| ListError::ReadDir { path: dir.to_path_buf(), source })?;
+            let e = e.map_err(|error| ListError::ReadDir { path: dir.to_path_buf(), error })?;
             let p = e.path();
             if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
                 paths.push(p);
@@ -253,7 +253,7 @@ impl ListSet {
         }
         paths.sort();
         for p in paths {
-            let text = std::fs::read_to_string(&p).map_err(|source| ListError::Read { path: p.clone(), source })?;
+            let text = std::fs::read_to_string(&p).map_err(|error| ListError::Read { path: p.clone(), error })?;
             let name = p.display().to_string();
             let list = parse_list(&text, &name)?;
             let key = minor_key(&list.kubernetes_minor, &name)?;
@@ -271,7 +271,7 @@ impl ListSet {
             let key = minor_key(&list.kubernetes_minor, &name)?;
             lists.insert(key, (name, list));
         }
-        Ok(ListSet { origin: "the lists built into this binary".into(), lists })
+        Ok(ListSet { origin: "this binary".into(), lists })
     }
 
     /// The lists to use: `explicit` when given, else `./manifests-lists/aks` if it exists, else built-in.
@@ -288,8 +288,9 @@ impl ListSet {
 
     /// The minors known, `1.30, 1.31, …`, for error messages.
     pub fn known(&self) -> String {
-        let v: Vec<String> = self.lists.keys().map(|(a, b)| format!("{a}.{b}")).collect();
-        if v.is_empty() { "no versions at all (the folder has no lists)".into() } else { v.join(", ") }
+        let v: Vec<String> =
+            self.lists.keys().filter(|(a, b)| *a > 1 || *b >= MIN_MINOR).map(|(a, b)| format!("{a}.{b}")).collect();
+        if v.is_empty() { "no supported versions (1.30 or later) at all".into() } else { v.join(", ") }
     }
 }
 

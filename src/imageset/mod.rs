@@ -143,8 +143,8 @@ pub enum ImageSetError {
     Workloads(#[from] WorkloadError),
     #[error(transparent)]
     Mapping(#[from] MappingError),
-    #[error("images[{index}] (line {line}, column {column}): {source}")]
-    ConfigImage { index: usize, line: u64, column: u64, source: ReferenceError },
+    #[error("images[{index}] (line {line}, column {column}): {error}")]
+    ConfigImage { index: usize, line: u64, column: u64, error: ReferenceError },
 }
 
 /// Extensions network isolated mode does not support (aks-acr-facts §1, Limitations): a
@@ -292,11 +292,11 @@ pub fn resolve_with(cfg: &Config, config_dir: &Path, opts: &ResolveOptions) -> R
     }
 
     for (index, img) in cfg.images.iter().enumerate() {
-        let source = Reference::parse(&img.value).map_err(|source| ImageSetError::ConfigImage {
+        let source = Reference::parse(&img.value).map_err(|error| ImageSetError::ConfigImage {
             index,
             line: img.referenced.line(),
             column: img.referenced.column(),
-            source,
+            error,
         })?;
         let (target, mode, _) = mapper.map(&source)?;
         let prov = Provenance::Config { index, line: img.referenced.line() };

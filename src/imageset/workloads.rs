@@ -31,12 +31,12 @@ pub enum WorkloadError {
     BadGlob { pattern: String, reason: String },
     #[error("workloads.manifests: folder {path} holds no .yaml, .yml or .json files")]
     EmptyFolder { path: PathBuf },
-    #[error("workloads.manifests: cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("workloads.manifests: cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{file}: malformed YAML: {message}")]
     Yaml { file: String, message: String },
-    #[error("{file}:{line}: {kind} {name} {field}: {source}")]
-    BadImage { file: String, line: usize, kind: String, name: String, field: String, source: ReferenceError },
+    #[error("{file}:{line}: {kind} {name} {field}: {error}")]
+    BadImage { file: String, line: usize, kind: String, name: String, field: String, error: ReferenceError },
 }
 
 /// One place a manifest input comes from.
@@ -63,7 +63,7 @@ pub fn expand(patterns: &[String], base: &Path) -> Result<Vec<Input>, WorkloadEr
                 glob::glob(&pat).map_err(|e| WorkloadError::BadGlob { pattern: p.clone(), reason: e.to_string() })?;
             let mut found: Vec<PathBuf> = Vec::new();
             for entry in paths {
-                let path = entry.map_err(|e| WorkloadError::Read { path: e.path().to_path_buf(), source: e.into() })?;
+                let path = entry.map_err(|e| WorkloadError::Read { path: e.path().to_path_buf(), error: e.into() })?;
                 if path.is_dir() {
                     found.extend(yaml_files(&path)?);
                 } else {
@@ -85,7 +85,7 @@ pub fn expand(patterns: &[String], base: &Path) -> Result<Vec<Input>, WorkloadEr
             if !full.exists() {
                 return Err(WorkloadError::Read {
                     path: full,
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+                    error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
                 });
             }
             out.push(Input::File(full));
@@ -96,9 +96,9 @@ pub fn expand(patterns: &[String], base: &Path) -> Result<Vec<Input>, WorkloadEr
 
 fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, WorkloadError> {
     let mut out = Vec::new();
-    let rd = std::fs::read_dir(dir).map_err(|source| WorkloadError::Read { path: dir.to_path_buf(), source })?;
+    let rd = std::fs::read_dir(dir).map_err(|error| WorkloadError::Read { path: dir.to_path_buf(), error })?;
     for e in rd {
-        let e = e.map_err(|source| WorkloadError::Read { path: dir.to_path_buf(), source })?;
+        let e = e.map_err(|error| WorkloadError::Read { path: dir.to_path_buf(), error })?;
         let p = e.path();
         if p.is_dir() {
             out.extend(yaml_files(&p)?);
@@ -117,11 +117,11 @@ pub fn read_input(input: &Input) -> Result<(String, String), WorkloadError> {
             let mut s = String::new();
             std::io::stdin()
                 .read_to_string(&mut s)
-                .map_err(|source| WorkloadError::Read { path: PathBuf::from("<stdin>"), source })?;
+                .map_err(|error| WorkloadError::Read { path: PathBuf::from("<stdin>"), error })?;
             Ok(("<stdin>".into(), s))
         }
         Input::File(p) => {
-            let s = std::fs::read_to_string(p).map_err(|source| WorkloadError::Read { path: p.clone(), source })?;
+            let s = std::fs::read_to_string(p).map_err(|error| WorkloadError::Read { path: p.clone(), error })?;
             Ok((p.display().to_string(), s))
         }
     }
@@ -201,13 +201,13 @@ pub fn extract(text: &str, file: &str) -> Result<Vec<FoundImage>, WorkloadError>
             let k = used.entry(h.image.clone()).or_insert(0);
             let line = nth_line(&doc_lines, &h.image, *k).map(|l| start + l).unwrap_or(start);
             *k += 1;
-            let reference = Reference::parse(&h.image).map_err(|source| WorkloadError::BadImage {
+            let reference = Reference::parse(&h.image).map_err(|error| WorkloadError::BadImage {
                 file: file.to_string(),
                 line,
                 kind: h.kind.clone(),
                 name: h.name.clone(),
                 field: h.field.clone(),
-                source,
+                error,
             })?;
             out.push(FoundImage {
                 written: h.image,
