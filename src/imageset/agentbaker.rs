@@ -83,7 +83,6 @@ pub fn import(text: &str, source: &ListSource) -> Result<BTreeMap<(u32, u32), Co
     let mut raws: Vec<Raw> = Vec::new();
     let mut windows: BTreeSet<String> = BTreeSet::new();
     let mut linux_refs: BTreeSet<String> = BTreeSet::new();
-    let mut no_versions: Vec<String> = Vec::new();
 
     // ContainerImages
     let images = root.get("ContainerImages").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -95,11 +94,9 @@ pub fn import(text: &str, source: &ListSource) -> Result<BTreeMap<(u32, u32), Co
             return Err(shape(&place, &format!("downloadURL {url:?} does not end in :*")));
         };
         let follows = FOLLOWS_KUBERNETES.contains(&repo);
-        let mut any = false;
         for (j, v) in arr(ci, "multiArchVersionsV2").iter().enumerate() {
             for field in ["latestVersion", "previousLatestVersion"] {
                 if let Some(tag) = v.get(field).and_then(Value::as_str) {
-                    any = true;
                     let from = format!("{place} ({repo}) multiArchVersionsV2[{j}].{field}");
                     let k8s = v.get("k8sVersion").and_then(Value::as_str);
                     raws.push(container(repo, tag, &["amd64", "arm64"], follows, k8s, from, &place, &shape)?);
@@ -121,21 +118,17 @@ pub fn import(text: &str, source: &ListSource) -> Result<BTreeMap<(u32, u32), Co
                 _ => return Err(shape(&place, &format!("amd64OnlyVersions[{j}] is neither a string nor an object"))),
             };
             for (tag, from) in tags {
-                any = true;
                 raws.push(container(repo, tag, &["amd64"], follows, None, from, &place, &shape)?);
             }
         }
         for v in arr(ci, "windowsVersions") {
             for field in ["latestVersion", "previousLatestVersion"] {
                 if let Some(tag) = v.get(field).and_then(Value::as_str) {
-                    any = true;
                     windows.insert(format!("{repo}:{tag}"));
                 }
             }
         }
-        if !any {
-            no_versions.push(repo.to_string());
-        }
+        // An entry with no versions at all (aks-app-routing-operator, …) gives no image.
     }
 
     // GPUContainerImages
@@ -301,7 +294,6 @@ pub fn import(text: &str, source: &ListSource) -> Result<BTreeMap<(u32, u32), Co
             },
         );
     }
-    let _ = no_versions;
     Ok(out)
 }
 

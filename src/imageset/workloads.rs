@@ -35,8 +35,20 @@ pub enum WorkloadError {
     Read { path: PathBuf, error: std::io::Error },
     #[error("{file}: malformed YAML: {message}")]
     Yaml { file: String, message: String },
-    #[error("{file}:{line}: {kind} {name} {field}: {error}")]
-    BadImage { file: String, line: usize, kind: String, name: String, field: String, error: ReferenceError },
+    #[error("{0}")]
+    BadImage(Box<BadImage>),
+}
+
+/// An image string in a manifest that is not a valid reference, with where it stood.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {kind} {name} {field}: {error}")]
+pub struct BadImage {
+    pub file: String,
+    pub line: usize,
+    pub kind: String,
+    pub name: String,
+    pub field: String,
+    pub error: ReferenceError,
 }
 
 /// One place a manifest input comes from.
@@ -201,13 +213,15 @@ pub fn extract(text: &str, file: &str) -> Result<Vec<FoundImage>, WorkloadError>
             let k = used.entry(h.image.clone()).or_insert(0);
             let line = nth_line(&doc_lines, &h.image, *k).map(|l| start + l).unwrap_or(start);
             *k += 1;
-            let reference = Reference::parse(&h.image).map_err(|error| WorkloadError::BadImage {
-                file: file.to_string(),
-                line,
-                kind: h.kind.clone(),
-                name: h.name.clone(),
-                field: h.field.clone(),
-                error,
+            let reference = Reference::parse(&h.image).map_err(|error| {
+                WorkloadError::BadImage(Box::new(BadImage {
+                    file: file.to_string(),
+                    line,
+                    kind: h.kind.clone(),
+                    name: h.name.clone(),
+                    field: h.field.clone(),
+                    error,
+                }))
             })?;
             out.push(FoundImage {
                 written: h.image,
