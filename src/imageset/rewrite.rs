@@ -176,23 +176,20 @@ pub fn rewrite_file(file: &WorkloadFile, mapper: &Mapper, digests: &dyn DigestSo
     Ok(out)
 }
 
-/// Replaces whole-word occurrences of `old` (not a prefix of a longer reference) in `line`.
+/// Replaces `old` where it is the value of an `image` key on `line` (so `{name: nginx, image:
+/// nginx}` keeps its name); where no occurrence is, every whole-word occurrence.
 fn replace_word(line: &str, old: &str, new: &str) -> String {
-    let word = |c: char| c.is_ascii_alphanumeric() || "._/:@-".contains(c);
-    let mut out = String::new();
-    let mut rest = line;
-    while let Some(i) = rest.find(old) {
-        let before = rest[..i].chars().next_back().or(out.chars().next_back());
-        let after = rest[i + old.len()..].chars().next();
-        out.push_str(&rest[..i]);
-        if before.is_none_or(|c| !word(c)) && after.is_none_or(|c| !word(c)) {
-            out.push_str(new);
-        } else {
-            out.push_str(old);
-        }
-        rest = &rest[i + old.len()..];
+    let all: Vec<usize> = workloads::word_matches(line, old).collect();
+    let keyed: Vec<usize> = all.iter().copied().filter(|&i| workloads::is_image_key_prefix(&line[..i])).collect();
+    let chosen = if keyed.is_empty() { all } else { keyed };
+    let mut out = String::with_capacity(line.len() + new.len());
+    let mut last = 0;
+    for i in chosen {
+        out.push_str(&line[last..i]);
+        out.push_str(new);
+        last = i + old.len();
     }
-    out.push_str(rest);
+    out.push_str(&line[last..]);
     out
 }
 
@@ -289,6 +286,27 @@ spec:
             "    image: myacr.azurecr.io/mirror/docker.io/library/nginx:1.27-alpine@sha256:{}\n",
             "2".repeat(64)
         )));
+    }
+
+    // Checks that flow style keeps a container name equal to the image string.
+    #[test]
+    fn flow_style_keeps_names() {
+        let mapper = Mapper::new(Some("a.io"), &[]).unwrap();
+        let text =
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: nginx, image: nginx}]}\n";
+        let mut d = BTreeMap::new();
+        d.insert(
+            "docker.io/library/nginx:latest".to_string(),
+            Digest::parse(&format!("sha256:{}", "5".repeat(64))).unwrap(),
+        );
+        let out = rewrite_file(&file(text), &mapper, &d).unwrap();
+        assert!(
+            out.contains(&format!(
+                "{{name: nginx, image: a.io/mirror/docker.io/library/nginx:latest@sha256:{}}}",
+                "5".repeat(64)
+            )),
+            "{out}"
+        );
     }
 
     // Checks that a missing digest is an error naming the image, and nothing is half-written.

@@ -209,9 +209,13 @@ pub fn extract(text: &str, file: &str) -> Result<Vec<FoundImage>, WorkloadError>
         walk_object(&value, "", &mut found);
         let doc_lines: Vec<&str> = doc.lines().collect();
         let mut used: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut totals: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for h in &found {
+            *totals.entry(h.image.clone()).or_insert(0) += 1;
+        }
         for h in found {
             let k = used.entry(h.image.clone()).or_insert(0);
-            let line = nth_line(&doc_lines, &h.image, *k).map(|l| start + l).unwrap_or(start);
+            let line = nth_line(&doc_lines, &h.image, *k, totals[&h.image]).map(|l| start + l).unwrap_or(start);
             *k += 1;
             let reference = Reference::parse(&h.image).map_err(|error| {
                 WorkloadError::BadImage(Box::new(BadImage {
@@ -240,21 +244,58 @@ pub fn extract(text: &str, file: &str) -> Result<Vec<FoundImage>, WorkloadError>
     Ok(out)
 }
 
-/// The 0-based index (within `lines`) of the `n`-th line holding `image` as a whole word.
-fn nth_line(lines: &[&str], image: &str, n: usize) -> Option<usize> {
+/// The 0-based index (within `lines`) of the line holding the `n`-th of `total` uses of
+/// `image`. Lines where the image is the value of an `image` key written one field a line are
+/// preferred (so a `last-applied-configuration` annotation repeating the image is skipped),
+/// then any `image:` value, then any whole-word occurrence.
+/// A test on a line and the byte offset of an image in it.
+type LineTest<'a> = &'a dyn Fn(&str, usize) -> bool;
+
+fn nth_line(lines: &[&str], image: &str, n: usize, total: usize) -> Option<usize> {
+    let tiers: [LineTest; 3] = [
+        &|l: &str, i: usize| {
+            let t = l.trim_start();
+            let t = t.strip_prefix("- ").map(str::trim_start).unwrap_or(t);
+            let t = t.trim_start_matches(['"', '\'']);
+            t.starts_with("image") && is_image_key_prefix(&l[..i])
+        },
+        &|l: &str, i: usize| is_image_key_prefix(&l[..i]),
+        &|_: &str, _: usize| true,
+    ];
+    for tier in tiers {
+        let found: Vec<usize> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| word_matches(l, image).any(|i| tier(l, i)))
+            .map(|(i, _)| i)
+            .collect();
+        if found.len() >= total {
+            return found.get(n).copied();
+        }
+    }
+    None
+}
+
+/// Byte offsets of `image` in `line` where it stands as a whole reference, not as part of a
+/// longer one (`nginx` in `nginx-ingress`).
+pub(crate) fn word_matches<'a>(line: &'a str, image: &'a str) -> impl Iterator<Item = usize> + 'a {
     let word = |c: char| c.is_ascii_alphanumeric() || "._/:@-".contains(c);
-    lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| {
-            l.match_indices(image).any(|(i, _)| {
-                let before = l[..i].chars().next_back();
-                let after = l[i + image.len()..].chars().next();
-                before.is_none_or(|c| !word(c)) && after.is_none_or(|c| !word(c))
-            })
-        })
-        .map(|(i, _)| i)
-        .nth(n)
+    line.match_indices(image).map(|(i, _)| i).filter(move |&i| {
+        let before = line[..i].chars().next_back();
+        let after = line[i + image.len()..].chars().next();
+        before.is_none_or(|c| !word(c)) && after.is_none_or(|c| !word(c))
+    })
+}
+
+/// Whether the text before a value ends in an `image` key: `image: `, `"image": "`, `image: '`.
+pub(crate) fn is_image_key_prefix(prefix: &str) -> bool {
+    let p = prefix.trim_end();
+    let p = p.strip_suffix(['"', '\'']).unwrap_or(p).trim_end();
+    let Some(p) = p.strip_suffix(':') else { return false };
+    let p = p.trim_end();
+    let p = p.strip_suffix(['"', '\'']).unwrap_or(p);
+    let Some(before) = p.strip_suffix("image") else { return false };
+    before.chars().next_back().is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_' && c != '-' && c != '.')
 }
 
 struct Hit {
@@ -470,6 +511,46 @@ data: {image: nginx}
         assert_eq!(got[1].container.as_deref(), Some("config-reloader"));
         assert_eq!(got[0].namespace.as_deref(), Some("monitoring"));
         assert_eq!(got[2].line, 13);
+    }
+
+    // Checks that an annotation repeating the image (kubectl's last-applied-configuration) does
+    // not take the image's line, and that JSON input (kubectl get -o json) works.
+    #[test]
+    fn annotations_and_json() {
+        let text = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  annotations:
+    kubectl.kubernetes.io/last-applied-configuration: |
+      {\"spec\":{\"template\":{\"spec\":{\"containers\":[{\"image\":\"nginx:1\",\"name\":\"nginx\"}]}}}}
+spec:
+  template:
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1
+";
+        let got = extract(text, "t.yaml").unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].line, 13);
+        let json = "{\n\t\"apiVersion\": \"v1\",\n\t\"kind\": \"List\",\n\t\"items\": [{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": \"p\"},\n\t\t\"spec\": {\"containers\": [{\"name\": \"a\",\n\t\t\"image\": \"quay.io/a/b:1\"}]}}]\n}\n";
+        let got = extract(json, "t.json").unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].reference.to_string().as_str(), got[0].line), ("quay.io/a/b:1", 6));
+    }
+
+    // Checks the image-key test used to find and rewrite image values.
+    #[test]
+    fn image_key_prefixes() {
+        assert!(is_image_key_prefix("    image: "));
+        assert!(is_image_key_prefix("  - image: \""));
+        assert!(is_image_key_prefix("{\"image\": \""));
+        assert!(is_image_key_prefix("{name: x, image: "));
+        assert!(!is_image_key_prefix("    name: "));
+        assert!(!is_image_key_prefix("    baseimage: "));
+        assert!(!is_image_key_prefix("    image-pull: "));
     }
 
     // Checks that a bad reference names file, line, kind and field; and malformed YAML its line.
