@@ -244,13 +244,13 @@ pub fn extract(text: &str, file: &str) -> Result<Vec<FoundImage>, WorkloadError>
     Ok(out)
 }
 
+/// A test on a line and the byte offset of an image in it.
+type LineTest<'a> = &'a dyn Fn(&str, usize) -> bool;
+
 /// The 0-based index (within `lines`) of the line holding the `n`-th of `total` uses of
 /// `image`. Lines where the image is the value of an `image` key written one field a line are
 /// preferred (so a `last-applied-configuration` annotation repeating the image is skipped),
 /// then any `image:` value, then any whole-word occurrence.
-/// A test on a line and the byte offset of an image in it.
-type LineTest<'a> = &'a dyn Fn(&str, usize) -> bool;
-
 fn nth_line(lines: &[&str], image: &str, n: usize, total: usize) -> Option<usize> {
     let tiers: [LineTest; 3] = [
         &|l: &str, i: usize| {
