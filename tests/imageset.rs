@@ -267,6 +267,26 @@ fn aks_workloads_and_images_together() {
     assert!(!w.contains("Flatcar"), "Flatcar gaps are not news for a Linux cluster: {w}");
 }
 
+// Checks the OS choice: Linux images are always taken (every cluster has a Linux system pool),
+// Flatcar adds the sysext artifacts, Windows adds nothing and is named in the warning.
+#[test]
+fn node_os_choice() {
+    let r = resolve("target: a.io\naks: {kubernetesVersion: '1.35', os: [windows, flatcar]}\n");
+    let s: Vec<String> = r.images.iter().map(|e| e.source.to_string()).collect();
+    assert!(s.contains(&"mcr.microsoft.com/oss/v2/kubernetes/kube-proxy:v1.35.7-1".to_string()));
+    assert!(
+        s.contains(&"mcr.microsoft.com/oss/v2/kubernetes/kubelet-sysext:v1.35.7-2-azlinux3-x86-64".to_string()),
+        "{s:?}"
+    );
+    assert!(!s.iter().any(|x| x.contains("kubelet-sysext:v1.34")));
+    assert!(!s.iter().any(|x| x.contains("windows/") || x.contains("-windows-")));
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("Windows node pools are not supported") && w.contains("aks.os names windows"))
+    );
+}
+
 // Checks that an AKS component mapped away from aks-managed-repository is warned about.
 #[test]
 fn aks_images_outside_the_cache_path_are_warned_about() {

@@ -192,7 +192,9 @@ pub fn resolve_with(cfg: &Config, config_dir: &Path, opts: &ResolveOptions) -> R
         } else {
             vec!["amd64".to_string()]
         };
-        let os = if aks.os.is_empty() { vec![NodeOs::Linux] } else { aks.os.clone() };
+        // Every AKS cluster has a Linux system node pool, so Linux is always in.
+        let mut os = vec![NodeOs::Linux];
+        os.extend(aks.os.iter().copied().filter(|o| *o != NodeOs::Linux));
         let lists_dir = aks.lists.as_ref().map(|p| config_dir.join(p));
         let set_of_lists = ListSet::locate(lists_dir.as_deref())?;
         let choice = ClusterChoice { version, architectures, gpu: aks.gpu, os: os.clone() };
