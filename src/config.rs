@@ -37,9 +37,10 @@ pub struct Config {
     /// Kubernetes manifests whose images are needed.
     #[serde(default)]
     pub workloads: Option<WorkloadsConfig>,
-    /// Explicit image references.
+    /// Explicit image references. Kept with their place in the file so that a reference that
+    /// does not parse is reported at its line.
     #[serde(default)]
-    pub images: Vec<String>,
+    pub images: Vec<serde_saphyr::Spanned<String>>,
     /// Limits for the transfer engine.
     #[serde(default)]
     pub transfer: TransferConfig,
@@ -167,7 +168,7 @@ pub enum MappingMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AksConfig {
-    /// `1.34` or `1.34.9`.
+    /// `1.34` or `1.34.9` (1.30 or later: network isolated mode needs it).
     pub kubernetes_version: String,
     /// Node architectures: `amd64`, `arm64`.
     #[serde(default)]
@@ -178,7 +179,12 @@ pub struct AksConfig {
     /// Cluster extensions (warned about when network isolated mode does not support them).
     #[serde(default)]
     pub extensions: Vec<String>,
-    /// Folder of the component lists; default `manifests-lists/aks` beside the binary's working directory.
+    /// Node OS families: `linux` (Ubuntu, Azure Linux; the default), `flatcar` (adds the Flatcar
+    /// system extensions), `windows` (not supported in network isolated mode: warned about).
+    #[serde(default)]
+    pub os: Vec<crate::imageset::NodeOs>,
+    /// Folder of the component lists, relative to the config file. Default: `manifests-lists/aks`
+    /// in the current directory when it exists, else the lists built into the binary.
     #[serde(default)]
     pub lists: Option<PathBuf>,
 }

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod exit;
+pub mod imageset;
 pub mod manifest;
 pub mod plan;
 pub mod reference;

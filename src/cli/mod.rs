@@ -11,6 +11,9 @@ use crate::exit;
 mod copy;
 mod progress;
 mod run;
+mod lists;
+mod resolve;
+mod rewrite;
 
 #[derive(Debug, Parser)]
 #[command(name = "mirror", version, about = "Pre-seed a private Azure Container Registry for network isolated AKS")]
@@ -41,6 +44,12 @@ pub enum Command {
     Sync(run::SyncArgs),
     /// Check, read-only and deep, that every needed manifest and blob is in the target (exit 2 if not).
     Verify(run::VerifyArgs),
+    /// Print the image set: every image, its target and mode, and why it is needed.
+    Resolve(resolve::ResolveArgs),
+    /// Point workload manifests at the private registry, pinned by digest.
+    Rewrite(rewrite::RewriteArgs),
+    /// Manage the AKS component lists (manifests-lists/aks).
+    Lists(lists::ListsArgs),
 }
 
 /// Parses the command line, runs the command, and maps the outcome to an exit code.
@@ -67,6 +76,9 @@ pub fn main() -> ExitCode {
             Command::Plan(args) => run::plan(&cli, args).await,
             Command::Sync(args) => run::sync(&cli, args).await,
             Command::Verify(args) => run::verify(&cli, args).await,
+            Command::Resolve(args) => resolve::run(&cli, args),
+            Command::Rewrite(args) => rewrite::run(&cli, args),
+            Command::Lists(args) => lists::run(args),
         }
     });
     match result {
@@ -96,32 +108,17 @@ pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<crate::config::Config> {
     }
 }
 
-/// The config and the images it asks for. (Interim: explicit `images:` mapped by `target` and
-/// `mappings`; the image-set module replaces this.)
+/// The config and the images it asks for, warnings printed.
 pub(crate) fn image_set(cli: &Cli) -> anyhow::Result<(crate::config::Config, Vec<crate::plan::Wanted>)> {
-    use crate::config::MappingMode;
-    use crate::reference::Reference;
     let cfg = load_config(cli)?;
-    let target = cfg.target.clone().ok_or_else(|| anyhow::anyhow!("the config has no `target` registry"))?;
-    let mut out = Vec::new();
-    for i in &cfg.images {
-        let source = Reference::parse(i)?;
-        let m = cfg
-            .mappings
-            .iter()
-            .find(|m| m.source == "*" || m.source == source.registry)
-            .ok_or_else(|| anyhow::anyhow!("no mapping for {source}"))?;
-        let prefix = m.target.replace("{registry}", &source.registry);
-        let mut t = source.clone();
-        t.registry = target.clone();
-        t.repository = format!("{prefix}/{}", source.repository);
-        t.digest = None;
-        if t.tag.is_none() {
-            t.digest = source.digest.clone();
-        }
-        let mode = m.mode;
-        let _ = MappingMode::Copy;
-        out.push(crate::plan::Wanted { source, target: t, mode, platforms: cfg.platforms.clone() });
+    let resolved = resolve::resolve_config(cli)?;
+    for w in &resolved.warnings {
+        tracing::warn!("{w}");
     }
-    Ok((cfg, out))
+    let wanted = resolved
+        .images
+        .into_iter()
+        .map(|e| crate::plan::Wanted { source: e.source, target: e.target, mode: e.mode, platforms: e.platforms })
+        .collect();
+    Ok((cfg, wanted))
 }

@@ -1,0 +1,345 @@
+//! Pointing workload manifests at the private registry.
+//!
+//! Only `mcr.microsoft.com` is redirected on network isolated nodes (containerd's hosts.toml,
+//! aks-acr-facts §1), so every other image must be referenced at the ACR itself, and pinned by
+//! digest so that what runs is what was copied. Two outputs:
+//! - the manifests written back with each image string replaced on the line it stood, so
+//!   comments and formatting survive; every replacement is checked by extracting the images
+//!   again from the result;
+//! - a kustomize `images:` block (`name`/`newName`/`digest`) to add to a kustomization.
+//!
+//! Digests come from a [`DigestSource`]: the digest in the source reference when it has one,
+//! else the source's digest as the registry engine (or a `--digests` file) reports it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use crate::digest::Digest;
+use crate::reference::Reference;
+
+use super::WorkloadFile;
+use super::mapping::{Mapper, MappingError};
+use super::workloads;
+
+/// Where digests of source images come from.
+pub trait DigestSource {
+    /// The manifest digest of `source` (the index digest for a multi-arch image), if known.
+    fn digest_of(&self, source: &Reference) -> Option<Digest>;
+}
+
+impl DigestSource for HashMap<String, Digest> {
+    fn digest_of(&self, source: &Reference) -> Option<Digest> {
+        self.get(&source.to_string()).cloned()
+    }
+}
+
+impl DigestSource for BTreeMap<String, Digest> {
+    fn digest_of(&self, source: &Reference) -> Option<Digest> {
+        self.get(&source.to_string()).cloned()
+    }
+}
+
+/// Why a rewrite could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    #[error("no digest known for {}: run the copy first, or pass --digests with them", .0.join(", "))]
+    MissingDigests(Vec<String>),
+    #[error("digests file: {0}")]
+    DigestsFile(String),
+    #[error(
+        "kustomize images: {name} is used with different digests ({a} and {b}); a kustomize image override cannot tell them apart, write the manifests with --out instead"
+    )]
+    KustomizeConflict { name: String, a: String, b: String },
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    #[error("{file}:{line}: could not rewrite {image}: {reason}")]
+    Check { file: String, line: usize, image: String, reason: String },
+}
+
+/// Reads a `--digests` file: a JSON object `{"<source ref>": "sha256:…"}`, or the output of
+/// `mirror resolve -o json` (its `images[].source` and `images[].digest`). Keys are normalised,
+/// so `nginx:1` and `docker.io/library/nginx:1` are the same image.
+pub fn parse_digests(text: &str) -> Result<BTreeMap<String, Digest>, RewriteError> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| RewriteError::DigestsFile(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    let mut put = |k: &str, d: &str| -> Result<(), RewriteError> {
+        let r = Reference::parse(k).map_err(|e| RewriteError::DigestsFile(e.to_string()))?;
+        let d = Digest::parse(d).map_err(|e| RewriteError::DigestsFile(format!("{k}: {e}")))?;
+        out.insert(r.to_string(), d);
+        Ok(())
+    };
+    if let Some(images) = v.get("images").and_then(|x| x.as_array()) {
+        for i in images {
+            if let (Some(s), Some(d)) =
+                (i.get("source").and_then(|x| x.as_str()), i.get("digest").and_then(|x| x.as_str()))
+            {
+                put(s, d)?;
+            }
+        }
+    } else if let Some(m) = v.as_object() {
+        for (k, d) in m {
+            let d = d.as_str().ok_or_else(|| RewriteError::DigestsFile(format!("{k}: digest is not a string")))?;
+            put(k, d)?;
+        }
+    } else {
+        return Err(RewriteError::DigestsFile("expected a JSON object".into()));
+    }
+    Ok(out)
+}
+
+/// The reference a manifest should use for `source`: its target, pinned by digest (the tag is
+/// kept for people reading the manifest).
+pub fn pinned(
+    source: &Reference,
+    mapper: &Mapper,
+    digests: &dyn DigestSource,
+) -> Result<Option<Reference>, MappingError> {
+    let (target, _, _) = mapper.map(source)?;
+    let d = source.digest.clone().or_else(|| digests.digest_of(source));
+    Ok(d.map(|d| target.with_digest(d)))
+}
+
+/// Every source in the files whose digest is unknown, sorted and de-duplicated.
+fn missing(files: &[WorkloadFile], digests: &dyn DigestSource) -> Vec<String> {
+    let mut m: Vec<String> = files
+        .iter()
+        .flat_map(|f| &f.images)
+        .filter(|i| i.reference.digest.is_none() && digests.digest_of(&i.reference).is_none())
+        .map(|i| i.reference.to_string())
+        .collect();
+    m.sort();
+    m.dedup();
+    m
+}
+
+/// Rewrites every file; fails as a whole, naming every image without a digest, rather than
+/// writing a half-pinned set.
+pub fn rewrite_files(
+    files: &[WorkloadFile],
+    mapper: &Mapper,
+    digests: &dyn DigestSource,
+) -> Result<Vec<String>, RewriteError> {
+    let m = missing(files, digests);
+    if !m.is_empty() {
+        return Err(RewriteError::MissingDigests(m));
+    }
+    files.iter().map(|f| rewrite_file(f, mapper, digests)).collect()
+}
+
+/// One file with its images replaced on their lines.
+pub fn rewrite_file(file: &WorkloadFile, mapper: &Mapper, digests: &dyn DigestSource) -> Result<String, RewriteError> {
+    let mut lines: Vec<String> = file.text.split_inclusive('\n').map(str::to_string).collect();
+    let mut expected = Vec::new();
+    for img in &file.images {
+        let new = pinned(&img.reference, mapper, digests)?
+            .ok_or_else(|| RewriteError::MissingDigests(vec![img.reference.to_string()]))?;
+        let idx = img.line - 1;
+        let Some(line) = lines.get_mut(idx) else {
+            return Err(RewriteError::Check {
+                file: file.name.clone(),
+                line: img.line,
+                image: img.written.clone(),
+                reason: "line out of range".into(),
+            });
+        };
+        if line.contains(&img.written) {
+            *line = replace_word(line, &img.written, &new.to_string());
+        }
+        expected.push(new.to_string());
+    }
+    let out: String = lines.concat();
+    // Check: the rewritten text names exactly the expected images, in the same order.
+    let again = workloads::extract(&out, &file.name).map_err(|e| RewriteError::Check {
+        file: file.name.clone(),
+        line: 0,
+        image: String::new(),
+        reason: e.to_string(),
+    })?;
+    for (got, (want, img)) in again.iter().zip(expected.iter().zip(&file.images)) {
+        if got.reference.to_string() != *want {
+            return Err(RewriteError::Check {
+                file: file.name.clone(),
+                line: img.line,
+                image: img.written.clone(),
+                reason: format!("the image is not on its own line; found {} after rewriting", got.reference),
+            });
+        }
+    }
+    if again.len() != expected.len() {
+        return Err(RewriteError::Check {
+            file: file.name.clone(),
+            line: 0,
+            image: String::new(),
+            reason: "rewriting changed the number of images".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Replaces `old` where it is the value of an `image` key on `line` (so `{name: nginx, image:
+/// nginx}` keeps its name); where no occurrence is, every whole-word occurrence.
+fn replace_word(line: &str, old: &str, new: &str) -> String {
+    let all: Vec<usize> = workloads::word_matches(line, old).collect();
+    let keyed: Vec<usize> = all.iter().copied().filter(|&i| workloads::is_image_key_prefix(&line[..i])).collect();
+    let chosen = if keyed.is_empty() { all } else { keyed };
+    let mut out = String::with_capacity(line.len() + new.len());
+    let mut last = 0;
+    for i in chosen {
+        out.push_str(&line[last..i]);
+        out.push_str(new);
+        last = i + old.len();
+    }
+    out.push_str(&line[last..]);
+    out
+}
+
+/// A kustomize `images:` block for every image in the files: `name` is the image name as the
+/// manifests write it (kustomize matches on that), `newName` the target, `digest` the pin.
+pub fn kustomize_images(
+    files: &[WorkloadFile],
+    mapper: &Mapper,
+    digests: &dyn DigestSource,
+) -> Result<String, RewriteError> {
+    let m = missing(files, digests);
+    if !m.is_empty() {
+        return Err(RewriteError::MissingDigests(m));
+    }
+    let mut by_name: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for img in files.iter().flat_map(|f| &f.images) {
+        let new = pinned(&img.reference, mapper, digests)?
+            .ok_or_else(|| RewriteError::MissingDigests(vec![img.reference.to_string()]))?;
+        let name = written_name(&img.written);
+        let digest = new.digest.as_ref().map(|d| d.to_string()).unwrap_or_default();
+        let entry = (new.name(), digest);
+        match by_name.get(&name) {
+            Some(prev) if *prev != entry => {
+                return Err(RewriteError::KustomizeConflict { name, a: prev.1.clone(), b: entry.1 });
+            }
+            _ => {
+                by_name.insert(name, entry);
+            }
+        }
+    }
+    let mut o = String::from("# Generated by `mirror rewrite --kustomize`: add to your kustomization.yaml.\nimages:\n");
+    for (name, (new_name, digest)) in by_name {
+        let _ = writeln!(o, "  - name: {name}\n    newName: {new_name}\n    digest: {digest}");
+    }
+    Ok(o)
+}
+
+/// The image name as written, without tag or digest.
+fn written_name(w: &str) -> String {
+    let no_digest = w.split('@').next().unwrap_or(w);
+    match no_digest.rfind(':') {
+        Some(c) if no_digest.rfind('/').is_none_or(|s| c > s) => no_digest[..c].to_string(),
+        _ => no_digest.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> WorkloadFile {
+        WorkloadFile {
+            name: "w.yaml".into(),
+            path: None,
+            text: text.into(),
+            images: workloads::extract(text, "w.yaml").unwrap(),
+        }
+    }
+
+    const POD: &str = "\
+# a comment that stays
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+  - name: a
+    image: nginx:1.27   # pinned below
+  - name: b
+    image: nginx:1.27-alpine
+";
+
+    fn digests() -> BTreeMap<String, Digest> {
+        let mut m = BTreeMap::new();
+        m.insert("docker.io/library/nginx:1.27".into(), Digest::parse(&format!("sha256:{}", "1".repeat(64))).unwrap());
+        m.insert(
+            "docker.io/library/nginx:1.27-alpine".into(),
+            Digest::parse(&format!("sha256:{}", "2".repeat(64))).unwrap(),
+        );
+        m
+    }
+
+    // Checks in-place rewriting: comments kept, whole words only, pinned by digest.
+    #[test]
+    fn rewrites_in_place() {
+        let mapper = Mapper::new(Some("myacr.azurecr.io"), &[]).unwrap();
+        let out = rewrite_files(&[file(POD)], &mapper, &digests()).unwrap().remove(0);
+        assert!(out.starts_with("# a comment that stays\n"));
+        assert!(out.contains(&format!(
+            "    image: myacr.azurecr.io/mirror/docker.io/library/nginx:1.27@sha256:{}   # pinned below\n",
+            "1".repeat(64)
+        )));
+        assert!(out.contains(&format!(
+            "    image: myacr.azurecr.io/mirror/docker.io/library/nginx:1.27-alpine@sha256:{}\n",
+            "2".repeat(64)
+        )));
+    }
+
+    // Checks that flow style keeps a container name equal to the image string.
+    #[test]
+    fn flow_style_keeps_names() {
+        let mapper = Mapper::new(Some("a.io"), &[]).unwrap();
+        let text =
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: nginx, image: nginx}]}\n";
+        let mut d = BTreeMap::new();
+        d.insert(
+            "docker.io/library/nginx:latest".to_string(),
+            Digest::parse(&format!("sha256:{}", "5".repeat(64))).unwrap(),
+        );
+        let out = rewrite_file(&file(text), &mapper, &d).unwrap();
+        assert!(
+            out.contains(&format!(
+                "{{name: nginx, image: a.io/mirror/docker.io/library/nginx:latest@sha256:{}}}",
+                "5".repeat(64)
+            )),
+            "{out}"
+        );
+    }
+
+    // Checks that a missing digest is an error naming the image, and nothing is half-written.
+    #[test]
+    fn missing_digests_are_named() {
+        let mapper = Mapper::new(Some("myacr.azurecr.io"), &[]).unwrap();
+        let mut d = digests();
+        d.remove("docker.io/library/nginx:1.27-alpine");
+        let e = rewrite_files(&[file(POD)], &mapper, &d).unwrap_err().to_string();
+        assert!(e.contains("docker.io/library/nginx:1.27-alpine"), "{e}");
+    }
+
+    // Checks the kustomize block and the digests-file formats.
+    #[test]
+    fn kustomize_block_and_digest_files() {
+        let mapper = Mapper::new(Some("myacr.azurecr.io"), &[]).unwrap();
+        let e = kustomize_images(&[file(POD)], &mapper, &digests()).unwrap_err();
+        assert!(matches!(e, RewriteError::KustomizeConflict { .. }), "two tags of nginx cannot share a name");
+        let one =
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: nginx:1.27}]}\n";
+        let out = kustomize_images(&[file(one)], &mapper, &digests()).unwrap();
+        assert!(out.contains(&format!(
+            "  - name: nginx\n    newName: myacr.azurecr.io/mirror/docker.io/library/nginx\n    digest: sha256:{}\n",
+            "1".repeat(64)
+        )));
+        let m = parse_digests(&format!("{{\"nginx:1\": \"sha256:{}\"}}", "3".repeat(64))).unwrap();
+        assert!(m.contains_key("docker.io/library/nginx:1"));
+        let m = parse_digests(&format!(
+            "{{\"images\": [{{\"source\": \"a.io/b:c\", \"digest\": \"sha256:{}\"}}]}}",
+            "4".repeat(64)
+        ))
+        .unwrap();
+        assert!(m.contains_key("a.io/b:c"));
+        assert!(parse_digests("[1]").is_err());
+    }
+}
