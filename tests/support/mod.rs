@@ -9,10 +9,12 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod images;
+pub mod proxy;
 pub mod registry;
 pub mod token;
 
 pub use images::{Blob, Format, PushedImage, PushedManifest, Seeder};
+pub use proxy::{BadBlobServer, DelayProxy, FaultProxy, ReferrersProxy};
 pub use registry::TestRegistry;
 pub use token::{TokenService, Users};
 

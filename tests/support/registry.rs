@@ -74,6 +74,37 @@ impl TestRegistry {
         self.dir.path().join("data")
     }
 
+    /// Whether the blob's data file is in this registry's storage (a pull-through cache
+    /// commits a blob only after streaming it to the client).
+    pub fn has_blob_on_disk(&self, digest: &acr_mirror::digest::Digest) -> bool {
+        let hex = digest.hex();
+        self.storage_dir().join("docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data").exists()
+    }
+
+    /// Waits (up to 10 s) until every blob is in storage; panics naming the first missing one.
+    pub async fn wait_for_blobs_on_disk(&self, digests: &[&acr_mirror::digest::Digest]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for digest in digests {
+            while !self.has_blob_on_disk(digest) {
+                assert!(Instant::now() < deadline, "blob {digest} never reached {}", self.storage_dir().display());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// The bytes an upload session has written so far, read from storage
+    /// (`repositories/<repo>/_uploads/<uuid>/data`), or `None` if there is no such session.
+    pub fn upload_bytes_on_disk(&self, repo: &str, uuid: &str) -> Option<u64> {
+        let path = self
+            .storage_dir()
+            .join("docker/registry/v2/repositories")
+            .join(repo)
+            .join("_uploads")
+            .join(uuid)
+            .join("data");
+        std::fs::metadata(path).ok().map(|m| m.len())
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("registry.log")
     }
