@@ -73,7 +73,8 @@ async fn token_auth_refuses_anonymous_and_mounts_with_multi_scope_token() {
 
 /// Token service protocol: GET with multiple scopes grants exactly what a password user asked
 /// for, anonymous callers get pull only, wrong passwords get 401, and the OAuth2 POST form
-/// supports password (with an offline refresh token) and refresh_token grants.
+/// supports password (with an offline refresh token) and refresh_token grants; a service that
+/// refuses anonymous callers answers them 401.
 #[tokio::test]
 async fn token_service_grants_and_records() {
     let tokens = TokenService::start(Users::new().user("bob", "pw").refresh_token("rt-1", "bob")).await;
@@ -117,13 +118,19 @@ async fn token_service_grants_and_records() {
     let form = [("grant_type", "refresh_token"), ("refresh_token", "bogus"), ("scope", "repository:a:pull")];
     assert_eq!(http.post(tokens.realm()).form(&form).send().await.unwrap().status(), 401);
 
+    let resp = get("scope=repository:a:pull").basic_auth("00000000-0000-0000-0000-000000000000", Some("rt-1")).send();
+    assert_eq!(resp.await.unwrap().status(), 200, "a refresh token works as a Basic password");
+
     let reqs = tokens.requests();
-    assert_eq!(tokens.count(), 7);
+    assert_eq!(tokens.count(), 8);
     assert_eq!(reqs[0].scopes, vec!["repository:a:pull,push", "repository:b:pull"]);
     assert_eq!(reqs[1].credential, Credential::Anonymous);
     assert_eq!(reqs[3].scopes, vec!["repository:a:push", "repository:c:pull"], "space-separated scopes split");
     assert_eq!(reqs[5].credential, Credential::RefreshToken("rt-1".into()));
     assert_eq!(reqs[6].status, 401);
+
+    tokens.set_users(Users::new().anonymous(false));
+    assert_eq!(get("scope=repository:a:pull").send().await.unwrap().status(), 401);
 }
 
 /// Artifacts and streaming: the SBOM artifact (empty config `{}`), the Helm-shaped artifact

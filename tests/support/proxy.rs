@@ -318,9 +318,10 @@ async fn forward(State(state): State<Arc<ProxyState>>, ConnectInfo(conn): Connec
 
     let cut_after = match decide(&state, &method, &path) {
         Action::Answer(status, retry_after) => {
+            let code = if status == 429 { "TOOMANYREQUESTS" } else { "UNAVAILABLE" };
             let mut resp = (
                 StatusCode::from_u16(status).unwrap(),
-                axum::Json(json!({"errors": [{"code": "TOOMANYREQUESTS", "message": "injected by FaultProxy"}]})),
+                axum::Json(json!({"errors": [{"code": code, "message": "injected by FaultProxy"}]})),
             )
                 .into_response();
             if let Some(secs) = retry_after {
@@ -355,6 +356,9 @@ async fn forward(State(state): State<Arc<ProxyState>>, ConnectInfo(conn): Connec
         let bytes = axum::body::to_bytes(body, 16 << 20).await.expect("manifest body");
         manifest_bytes = Some(bytes.clone());
         builder.body(bytes)
+    } else if axum::body::HttpBody::size_hint(&body).exact() == Some(0) {
+        // No body at all (GET, HEAD, DELETE, an empty POST): do not turn it into a chunked one.
+        builder
     } else {
         builder.body(reqwest::Body::wrap_stream(body.into_data_stream().map_err(io::Error::other)))
     };

@@ -30,7 +30,13 @@ pub const SERVICE: &str = "test-registry";
 pub const ISSUER: &str = "test-token-issuer";
 
 /// Who may get tokens. Password users and refresh-token holders get every action they ask
-/// for; anonymous callers (when allowed) get only `pull`.
+/// for; anonymous callers (when allowed) get only `pull`. A refresh token is accepted as a
+/// `POST grant_type=refresh_token`, and also as the password of `GET` with Basic auth (any
+/// user name), the way ACR accepts it from `docker login`.
+///
+/// ```text
+/// let tokens = TokenService::start(Users::new().user("alice", "pw").anonymous(false)).await;
+/// ```
 #[derive(Clone, Debug)]
 pub struct Users {
     pub passwords: Vec<(String, String)>,
@@ -342,9 +348,15 @@ async fn get_token(State(weak): St, RawQuery(query): RawQuery, headers: HeaderMa
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())));
+    let refresh_subject =
+        |p: &str| users.refresh_tokens.iter().find(|(t, _)| t == p).map(|(_, subject)| subject.clone());
     let (credential, subject, verdict) = match &basic {
         Some((u, p)) if users.passwords.iter().any(|(uu, pp)| uu == u && pp == p) => {
             (Credential::Basic(u.clone()), u.clone(), Ok(false))
+        }
+        // As ACR accepts for `docker login` with a refresh token: any user name, the token as password.
+        Some((u, p)) if refresh_subject(p).is_some() => {
+            (Credential::Basic(u.clone()), refresh_subject(p).unwrap(), Ok(false))
         }
         Some((u, _)) => (Credential::Basic(u.clone()), u.clone(), Err("wrong username or password")),
         None if users.anonymous => (Credential::Anonymous, String::new(), Ok(true)),
