@@ -275,18 +275,11 @@ impl Seeder {
         platform: &Platform,
         layers: &[Blob],
     ) -> PushedManifest {
-        let config = Blob::new(
-            serde_json::to_vec_pretty(&json!({
-                "architecture": platform.architecture,
-                "os": platform.os,
-                "os.version": platform.os_version,
-                "variant": platform.variant,
-                "config": {"Env": ["PATH=/usr/bin"], "Labels": {"seed": self.rng.next_u32().to_string()}},
-                "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.digest.as_str()).collect::<Vec<_>>()},
-                "history": [],
-            }))
-            .unwrap(),
-        );
+        let mut config = platform_json(platform);
+        config["config"] = json!({"Env": ["PATH=/usr/bin"], "Labels": {"seed": self.rng.next_u32().to_string()}});
+        config["rootfs"] =
+            json!({"type": "layers", "diff_ids": layers.iter().map(|l| l.digest.as_str()).collect::<Vec<_>>()});
+        let config = Blob::new(serde_json::to_vec_pretty(&config).unwrap());
         for blob in std::iter::once(&config).chain(layers) {
             self.push_blob(repo, blob).await;
         }

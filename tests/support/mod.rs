@@ -6,6 +6,25 @@
 //! bugs instead of sharing them. Helpers panic with a message on failure: they are test code.
 //!
 //! Each test binary declares `mod support;` and uses a subset, hence the `dead_code` allowance.
+//!
+//! A typical test:
+//!
+//! ```text
+//! let mcr = TestRegistry::anonymous().await;                       // source
+//! let image = Seeder::new(&mcr.url(), 1).push_multiarch("dotnet/runtime", "8.0", Format::Oci).await;
+//! let tokens = TokenService::start(Users::new().user("ci", "pw")).await;
+//! let acr = TestRegistry::with_token_auth(&tokens).await;          // target
+//! // ... run the tool from mcr.host() to acr.host() ...
+//! let pull = tokens.mint(&[("dotnet/runtime", "pull")]);
+//! images::assert_image_present(&acr.url(), "dotnet/runtime", &image, Some(&pull)).await;
+//! ```
+//!
+//! - [`registry`]: `TestRegistry::{anonymous, with_token_auth, proxy_cache}`, `url`, `host`, `stop`.
+//! - [`token`]: `TokenService::start(Users)`, `realm`, `mint`, `requests`, `count`.
+//! - [`images`]: `Seeder` (images, indexes, artifacts, signatures, streamed blobs) and the
+//!   independent checks (`get_manifest`, `manifest_digest`, `blob_exists`, `blob_digest`,
+//!   `assert_image_present`, `skopeo_*`, `oci_pull_manifest`).
+//! - [`proxy`]: `FaultProxy` (429/503, cut PATCH, counts), `DelayProxy`, `ReferrersProxy`, `BadBlobServer`.
 #![allow(dead_code, unused_imports)]
 
 pub mod images;
