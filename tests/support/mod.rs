@@ -1,0 +1,64 @@
+//! Shared support for the integration tests: real `docker-registry` processes, a token
+//! service, an image seeder and small fault-injecting proxies.
+//!
+//! Everything here talks to the registry with raw HTTP (reqwest), `skopeo` or `oci-client`,
+//! never through the crate's own registry client, so that the tests can catch that client's
+//! bugs instead of sharing them. Helpers panic with a message on failure: they are test code.
+//!
+//! Each test binary declares `mod support;` and uses a subset, hence the `dead_code` allowance.
+//!
+//! A typical test:
+//!
+//! ```text
+//! let mcr = TestRegistry::anonymous().await;                       // source
+//! let image = Seeder::new(&mcr.url(), 1).push_multiarch("dotnet/runtime", "8.0", Format::Oci).await;
+//! let tokens = TokenService::start(Users::new().user("ci", "pw")).await;
+//! let acr = TestRegistry::with_token_auth(&tokens).await;          // target
+//! // ... run the tool from mcr.host() to acr.host() ...
+//! let pull = tokens.mint(&[("dotnet/runtime", "pull")]);
+//! images::assert_image_present(&acr.url(), "dotnet/runtime", &image, Some(&pull)).await;
+//! ```
+//!
+//! - [`registry`]: `TestRegistry::{anonymous, with_token_auth, proxy_cache}`, `url`, `host`, `stop`.
+//! - [`token`]: `TokenService::start(Users)`, `realm`, `mint`, `requests`, `count`.
+//! - [`images`]: `Seeder` (images, indexes, artifacts, signatures, streamed blobs) and the
+//!   independent checks (`get_manifest`, `manifest_digest`, `blob_exists`, `blob_digest`,
+//!   `assert_image_present`, `skopeo_*`, `oci_pull_manifest`).
+//! - [`proxy`]: `FaultProxy` (429/503, cut PATCH, counts), `DelayProxy`, `ReferrersProxy`, `BadBlobServer`.
+#![allow(dead_code, unused_imports)]
+
+pub mod images;
+pub mod proxy;
+pub mod registry;
+pub mod token;
+
+pub use images::{Blob, Format, PushedImage, PushedManifest, Seeder};
+pub use proxy::{BadBlobServer, DelayProxy, FaultProxy, ReferrersProxy};
+pub use registry::TestRegistry;
+pub use token::{TokenService, Users};
+
+use std::net::{SocketAddr, TcpListener};
+
+/// A loopback port that was free a moment ago. There is a window in which someone else can
+/// take it; callers that spawn a process on it retry with a new port when that happens.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// Binds a tokio listener on a free loopback port (no race: the listener is kept).
+pub async fn bind_loopback() -> (tokio::net::TcpListener, SocketAddr) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = l.local_addr().expect("local_addr");
+    (l, addr)
+}
+
+/// A reqwest client for talking to test registries: no redirects followed (so tests see what
+/// the server said), no proxy from the environment (everything is loopback).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("build reqwest client")
+}

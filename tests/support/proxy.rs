@@ -1,0 +1,614 @@
+//! Small HTTP servers in front of (or instead of) a real registry, each on its own loopback
+//! port: a forwarding proxy with injectable faults, a delay proxy, a proxy that adds the OCI
+//! 1.1 referrers API that distribution 2.8 lacks, and a tiny registry serving corrupt content.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use acr_mirror::digest::Digest;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::bind_loopback;
+use super::images::{OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, sha256};
+
+/// Headers that belong to one hop and must not be forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// Referrer descriptors by (repository, subject digest).
+type ReferrerMap = HashMap<(String, String), Vec<Value>>;
+
+#[derive(Clone, Debug)]
+enum Fault {
+    /// Answer the next `remaining` requests matching method and path substring with `status`.
+    Status { method: Method, path: String, remaining: usize, status: u16, retry_after: Option<u64> },
+    /// Cut the `nth` (1-based, counted from when the fault was set) PATCH to `/blobs/uploads/`
+    /// after forwarding `after` bytes of its body.
+    CutPatch { nth: usize, seen: usize, after: usize },
+}
+
+struct ProxyState {
+    upstream: String,
+    own: String,
+    http: reqwest::Client,
+    faults: Mutex<Vec<Fault>>,
+    log: Mutex<Vec<(Method, String)>>,
+    delay: Duration,
+    /// Referrers recorded from manifest PUTs, by (repository, subject digest); `None` when
+    /// the referrers API is not emulated.
+    referrers: Option<Mutex<ReferrerMap>>,
+}
+
+/// A forwarding proxy in front of a registry. Bodies stream both ways; `Location` headers that
+/// point at the upstream are rewritten to point at the proxy so a client keeps going through it.
+pub struct FaultProxy {
+    state: Arc<ProxyState>,
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    /// Starts a proxy forwarding to `upstream_url` (`http://127.0.0.1:PORT`).
+    pub async fn start(upstream_url: &str) -> Self {
+        Self::start_with(upstream_url, Duration::ZERO, false).await
+    }
+
+    async fn start_with(upstream_url: &str, delay: Duration, referrers: bool) -> Self {
+        let (listener, addr) = bind_loopback().await;
+        let state = Arc::new(ProxyState {
+            upstream: upstream_url.trim_end_matches('/').to_string(),
+            own: format!("http://{addr}"),
+            http: super::http_client(),
+            faults: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+            delay,
+            referrers: referrers.then(|| Mutex::new(HashMap::new())),
+        });
+        let app = Router::new().fallback(forward).with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let service = app.into_make_service_with_connect_info::<Conn>();
+            axum::serve(AbortableListener(listener), service).await.expect("proxy server");
+        });
+        FaultProxy { state, addr, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Answers the next `n` requests whose method is `method` and whose path contains `path`
+    /// with 429 and `Retry-After: 1`, without forwarding them.
+    pub fn fail_429(&self, method: &str, path: &str, n: usize) {
+        self.fail_with(method, path, n, 429, Some(1));
+    }
+
+    /// Answers the next `n` matching requests with 503, without forwarding them.
+    pub fn fail_503(&self, method: &str, path: &str, n: usize) {
+        self.fail_with(method, path, n, 503, None);
+    }
+
+    pub fn fail_with(&self, method: &str, path: &str, n: usize, status: u16, retry_after: Option<u64>) {
+        let method = Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        self.state.faults.lock().unwrap().push(Fault::Status {
+            method,
+            path: path.into(),
+            remaining: n,
+            status,
+            retry_after,
+        });
+    }
+
+    /// Cuts the `nth` PATCH to `/blobs/uploads/` from now on (1 = the next one): its first
+    /// `after_bytes` bytes reach the upstream, then both connections are dropped, so the
+    /// upstream holds a partial chunk and the client sees the connection fail with no response.
+    pub fn cut_patch(&self, nth: usize, after_bytes: usize) {
+        assert!(nth >= 1, "nth is 1-based");
+        self.state.faults.lock().unwrap().push(Fault::CutPatch { nth, seen: 0, after: after_bytes });
+    }
+
+    /// Removes every fault not yet spent.
+    pub fn clear_faults(&self) {
+        self.state.faults.lock().unwrap().clear();
+    }
+
+    /// How many requests with this method had a path (with query) containing `path`.
+    /// Faulted requests count too.
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        self.state.log.lock().unwrap().iter().filter(|(m, p)| m.as_str() == method && p.contains(path)).count()
+    }
+
+    /// Every request seen: (method, path with query).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.state.log.lock().unwrap().iter().map(|(m, p)| (m.to_string(), p.clone())).collect()
+    }
+}
+
+/// A proxy that adds a fixed delay each way (before forwarding the request, and before
+/// returning the response), for a high-latency benchmark profile.
+pub struct DelayProxy(FaultProxy);
+
+impl DelayProxy {
+    pub async fn start(upstream_url: &str, delay_each_way: Duration) -> Self {
+        DelayProxy(FaultProxy::start_with(upstream_url, delay_each_way, false).await)
+    }
+}
+
+impl Deref for DelayProxy {
+    type Target = FaultProxy;
+    fn deref(&self) -> &FaultProxy {
+        &self.0
+    }
+}
+
+/// A proxy that implements the OCI 1.1 referrers API on top of a registry without one:
+/// manifests with a `subject` PUT through it are recorded (and answered with `OCI-Subject`),
+/// and `GET /v2/<name>/referrers/<digest>[?artifactType=]` returns them as an OCI index.
+/// Manifests pushed to the upstream directly are not seen.
+pub struct ReferrersProxy(FaultProxy);
+
+impl ReferrersProxy {
+    pub async fn start(upstream_url: &str) -> Self {
+        ReferrersProxy(FaultProxy::start_with(upstream_url, Duration::ZERO, true).await)
+    }
+
+    /// The descriptors recorded for `subject` in `repo`.
+    pub fn referrers(&self, repo: &str, subject: &Digest) -> Vec<Value> {
+        let map = self.0.state.referrers.as_ref().unwrap().lock().unwrap();
+        map.get(&(repo.to_string(), subject.to_string())).cloned().unwrap_or_default()
+    }
+}
+
+impl Deref for ReferrersProxy {
+    type Target = FaultProxy;
+    fn deref(&self) -> &FaultProxy {
+        &self.0
+    }
+}
+
+// ---- connections that a handler can cut ----
+
+/// Per-connection info handed to handlers: setting `abort` makes every further read or write
+/// on the connection fail, so the server drops it without sending a response.
+#[derive(Clone, Debug)]
+struct Conn {
+    abort: Arc<AtomicBool>,
+}
+
+struct AbortableListener(TcpListener);
+
+struct AbortableStream {
+    inner: TcpStream,
+    abort: Arc<AtomicBool>,
+}
+
+impl axum::serve::Listener for AbortableListener {
+    type Io = AbortableStream;
+    type Addr = Conn;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            if let Ok((inner, _)) = self.0.accept().await {
+                let abort = Arc::new(AtomicBool::new(false));
+                return (AbortableStream { inner, abort: abort.clone() }, Conn { abort });
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(Conn { abort: Arc::new(AtomicBool::new(false)) })
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, AbortableListener>> for Conn {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, AbortableListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+fn cut() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "connection cut by FaultProxy")
+}
+
+impl AsyncRead for AbortableStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.abort.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(cut()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AbortableStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.abort.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(cut()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+// ---- forwarding ----
+
+enum Action {
+    Forward,
+    Answer(u16, Option<u64>),
+    Cut(usize),
+}
+
+fn decide(state: &ProxyState, method: &Method, path: &str) -> Action {
+    let mut faults = state.faults.lock().unwrap();
+    let is_upload_patch = *method == Method::PATCH && path.contains("/blobs/uploads/");
+    let mut action = Action::Forward;
+    for fault in faults.iter_mut() {
+        match fault {
+            Fault::Status { method: m, path: p, remaining, status, retry_after }
+                if *remaining > 0 && m == method && path.contains(p.as_str()) =>
+            {
+                *remaining -= 1;
+                action = Action::Answer(*status, *retry_after);
+                break;
+            }
+            Fault::CutPatch { nth, seen, after } if is_upload_patch && *seen < *nth => {
+                *seen += 1;
+                if seen == nth {
+                    action = Action::Cut(*after);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    action
+}
+
+async fn forward(State(state): State<Arc<ProxyState>>, ConnectInfo(conn): ConnectInfo<Conn>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into());
+    state.log.lock().unwrap().push((method.clone(), path.clone()));
+    if !state.delay.is_zero() {
+        tokio::time::sleep(state.delay).await;
+    }
+
+    if state.referrers.is_some()
+        && method == Method::GET
+        && let Some((repo, subject)) = split_path(req.uri().path(), "/referrers/")
+    {
+        return referrers_index(&state, &repo, &subject, req.uri().query());
+    }
+
+    let cut_after = match decide(&state, &method, &path) {
+        Action::Answer(status, retry_after) => {
+            let code = if status == 429 { "TOOMANYREQUESTS" } else { "UNAVAILABLE" };
+            let mut resp = (
+                StatusCode::from_u16(status).unwrap(),
+                axum::Json(json!({"errors": [{"code": code, "message": "injected by FaultProxy"}]})),
+            )
+                .into_response();
+            if let Some(secs) = retry_after {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return resp;
+        }
+        Action::Cut(after) => Some(after),
+        Action::Forward => None,
+    };
+
+    if let Some(after) = cut_after {
+        let (parts, body) = req.into_parts();
+        send_truncated(&state.upstream, &method, &path, &parts.headers, body, after).await;
+        // The upstream has seen `after` bytes and the end of the stream; now drop the client.
+        conn.abort.store(true, Ordering::SeqCst);
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+
+    let mut builder = state.http.request(method.clone(), format!("{}{}", state.upstream, path));
+    for (name, value) in req.headers() {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            builder = builder.header(name, value);
+        }
+    }
+    let record_manifest = state.referrers.is_some() && method == Method::PUT;
+    let manifest_target = if record_manifest { split_path(req.uri().path(), "/manifests/") } else { None };
+
+    let mut manifest_bytes = None;
+    let body = req.into_body();
+    let builder = if manifest_target.is_some() {
+        let bytes = axum::body::to_bytes(body, 16 << 20).await.expect("manifest body");
+        manifest_bytes = Some(bytes.clone());
+        builder.body(bytes)
+    } else if axum::body::HttpBody::size_hint(&body).exact() == Some(0) {
+        // No body at all (GET, HEAD, DELETE, an empty POST): do not turn it into a chunked one.
+        builder
+    } else {
+        builder.body(reqwest::Body::wrap_stream(body.into_data_stream().map_err(io::Error::other)))
+    };
+
+    let upstream = match builder.send().await {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response(),
+    };
+    if !state.delay.is_zero() {
+        tokio::time::sleep(state.delay).await;
+    }
+
+    let status = upstream.status();
+    let mut headers = HeaderMap::new();
+    for (name, value) in upstream.headers() {
+        if HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        if name == header::LOCATION
+            && let Ok(loc) = value.to_str()
+            && let Some(rest) = loc.strip_prefix(&state.upstream)
+        {
+            headers.append(name, HeaderValue::from_str(&format!("{}{rest}", state.own)).unwrap());
+            continue;
+        }
+        headers.append(name, value.clone());
+    }
+    if let (Some((repo, _)), Some(bytes)) = (&manifest_target, &manifest_bytes)
+        && status == StatusCode::CREATED
+        && let Some(subject) = record_referrer(&state, repo, bytes)
+    {
+        headers.insert("oci-subject", HeaderValue::from_str(&subject).unwrap());
+    }
+    let mut resp = Response::new(Body::from_stream(upstream.bytes_stream()));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// Sends the request to the upstream over a raw connection with only the first `limit` bytes
+/// of its body, half-closes, and waits until the upstream answers or closes. A raw socket is
+/// used because an HTTP client may drop buffered body bytes when the body fails; this way the
+/// upstream deterministically receives exactly `limit` bytes before the end of the stream.
+async fn send_truncated(upstream: &str, method: &Method, path: &str, headers: &HeaderMap, body: Body, limit: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut prefix = Vec::with_capacity(limit);
+    let mut stream = body.into_data_stream();
+    while prefix.len() < limit {
+        match stream.next().await {
+            Some(Ok(chunk)) => prefix.extend_from_slice(&chunk[..chunk.len().min(limit - prefix.len())]),
+            _ => break,
+        }
+    }
+    let host = upstream.trim_start_matches("http://");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let chunked = !headers.contains_key(header::CONTENT_LENGTH);
+    for (name, value) in headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            head.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap_or("")));
+        }
+    }
+    if chunked {
+        head.push_str("Transfer-Encoding: chunked\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    if chunked {
+        out.extend_from_slice(format!("{:x}\r\n", prefix.len()).as_bytes());
+        out.extend_from_slice(&prefix);
+        out.extend_from_slice(b"\r\n"); // no terminating 0-chunk: the body ends early
+    } else {
+        out.extend_from_slice(&prefix);
+    }
+    let mut conn = TcpStream::connect(host).await.expect("connect upstream");
+    conn.write_all(&out).await.expect("write truncated request");
+    conn.shutdown().await.expect("half-close upstream");
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut sink)).await;
+}
+
+/// Splits `/v2/<name><marker><rest>` into `(name, rest)`.
+fn split_path(path: &str, marker: &str) -> Option<(String, String)> {
+    let path = path.strip_prefix("/v2/")?;
+    let (name, rest) = path.rsplit_once(marker)?;
+    (!name.is_empty() && !rest.is_empty() && !rest.contains('/')).then(|| (name.to_string(), rest.to_string()))
+}
+
+/// Records a PUT manifest that has a `subject`; returns the subject digest.
+fn record_referrer(state: &ProxyState, repo: &str, bytes: &Bytes) -> Option<String> {
+    let m: Value = serde_json::from_slice(bytes).ok()?;
+    let subject = m["subject"]["digest"].as_str()?.to_string();
+    let artifact_type = m["artifactType"]
+        .as_str()
+        .or_else(|| m["config"]["mediaType"].as_str().filter(|t| *t != OCI_EMPTY))
+        .map(str::to_string);
+    let mut entry = json!({
+        "mediaType": m["mediaType"].as_str().unwrap_or(OCI_MANIFEST),
+        "digest": sha256(bytes).as_str(),
+        "size": bytes.len(),
+    });
+    if let Some(at) = artifact_type {
+        entry["artifactType"] = json!(at);
+    }
+    if m["annotations"].is_object() {
+        entry["annotations"] = m["annotations"].clone();
+    }
+    let mut map = state.referrers.as_ref()?.lock().unwrap();
+    let list = map.entry((repo.to_string(), subject.clone())).or_default();
+    if !list.iter().any(|e| e["digest"] == entry["digest"]) {
+        list.push(entry);
+    }
+    Some(subject)
+}
+
+fn referrers_index(state: &ProxyState, repo: &str, subject: &str, query: Option<&str>) -> Response {
+    let filter = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "artifactType").map(|(_, v)| v.into_owned())
+    });
+    let map = state.referrers.as_ref().unwrap().lock().unwrap();
+    let all = map.get(&(repo.to_string(), subject.to_string())).cloned().unwrap_or_default();
+    let manifests: Vec<Value> =
+        all.into_iter().filter(|e| filter.as_ref().is_none_or(|f| e["artifactType"].as_str() == Some(f))).collect();
+    let body =
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})).unwrap();
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
+    if filter.is_some() {
+        resp.headers_mut().insert("oci-filters-applied", HeaderValue::from_static("artifactType"));
+    }
+    resp
+}
+
+// ---- a registry serving bad content ----
+
+/// A tiny anonymous registry of our own serving, in repository [`BadBlobServer::REPO`]:
+/// tag `v1`, an OCI image whose one layer is served with the right size and the wrong bytes
+/// (manifest and config are correct), and tag `huge`, a manifest over 4 MiB.
+pub struct BadBlobServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    pub manifest_digest: Digest,
+    pub config: (Digest, u64),
+    /// The digest the manifest promises for the layer, and its size.
+    pub layer: (Digest, u64),
+    pub huge_digest: Digest,
+    pub huge_size: u64,
+}
+
+impl Drop for BadBlobServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct BadContent {
+    manifests: HashMap<String, Bytes>,
+    blobs: HashMap<String, Bytes>,
+}
+
+impl BadBlobServer {
+    pub const REPO: &str = "bad/image";
+    pub const TAG: &str = "v1";
+    pub const HUGE_TAG: &str = "huge";
+
+    pub async fn start() -> Self {
+        let config =
+            Bytes::from_static(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#);
+        let good_layer = Bytes::from(vec![7u8; 10_000]);
+        let bad_layer = Bytes::from(vec![8u8; 10_000]);
+        let (config_d, layer_d) = (sha256(&config), sha256(&good_layer));
+        let manifest = |annotations: Value| {
+            Bytes::from(
+                serde_json::to_vec(&json!({
+                    "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": OCI_CONFIG, "digest": config_d.as_str(), "size": config.len()},
+                    "layers": [{"mediaType": OCI_LAYER, "digest": layer_d.as_str(), "size": good_layer.len()}],
+                    "annotations": annotations,
+                }))
+                .unwrap(),
+            )
+        };
+        let small = manifest(json!({"org.example": "bad layer"}));
+        let huge = manifest(json!({"org.example.padding": "x".repeat(4 * 1024 * 1024 + 100)}));
+        let (small_d, huge_d) = (sha256(&small), sha256(&huge));
+        let mut manifests = HashMap::new();
+        manifests.insert(Self::TAG.to_string(), small.clone());
+        manifests.insert(small_d.to_string(), small.clone());
+        manifests.insert(Self::HUGE_TAG.to_string(), huge.clone());
+        manifests.insert(huge_d.to_string(), huge.clone());
+        let mut blobs = HashMap::new();
+        blobs.insert(config_d.to_string(), config.clone());
+        blobs.insert(layer_d.to_string(), bad_layer);
+        let content = Arc::new(BadContent { manifests, blobs });
+
+        let (listener, addr) = bind_loopback().await;
+        let app = Router::new().fallback(serve_bad).with_state(content);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("bad blob server");
+        });
+        BadBlobServer {
+            addr,
+            task,
+            manifest_digest: small_d,
+            config: (config_d, config.len() as u64),
+            layer: (layer_d, good_layer.len() as u64),
+            huge_digest: huge_d,
+            huge_size: huge.len() as u64,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+async fn serve_bad(State(content): State<Arc<BadContent>>, method: Method, uri: axum::http::Uri) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let path = uri.path();
+    if path == "/v2/" || path == "/v2" {
+        return axum::Json(json!({})).into_response();
+    }
+    let found = if let Some((repo, reference)) = split_path(path, "/manifests/") {
+        (repo == BadBlobServer::REPO)
+            .then(|| content.manifests.get(&reference))
+            .flatten()
+            .map(|b| (b.clone(), OCI_MANIFEST, sha256(b).to_string()))
+    } else if let Some((repo, digest)) = split_path(path, "/blobs/") {
+        (repo == BadBlobServer::REPO)
+            .then(|| content.blobs.get(&digest))
+            .flatten()
+            // The registry claims the requested digest, whatever the bytes are.
+            .map(|b| (b.clone(), "application/octet-stream", digest.clone()))
+    } else {
+        None
+    };
+    let Some((bytes, content_type, digest)) = found else {
+        return (StatusCode::NOT_FOUND, axum::Json(json!({"errors": [{"code": "NOT_FOUND", "message": path}]})))
+            .into_response();
+    };
+    let len = bytes.len();
+    let mut resp = if method == Method::HEAD { Response::new(Body::empty()) } else { Response::new(Body::from(bytes)) };
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert("docker-content-digest", HeaderValue::from_str(&digest).unwrap());
+    resp
+}

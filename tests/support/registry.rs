@@ -1,0 +1,223 @@
+//! Real `docker-registry` (CNCF distribution 2.8.2) processes on loopback ports, each with its
+//! own temporary storage, in one of three roles: an open registry (standing in for MCR), a
+//! registry behind token auth (standing in for ACR), and a pull-through cache (standing in
+//! for an ACR cache rule).
+//!
+//! Observed on 2.8.2 (checked by `support_selftest::proxy_cache_serves_after_upstream_stops`):
+//! in proxy mode a pull by tag goes to the upstream for the tag, stores manifest, blobs and
+//! the tag locally, and when the upstream is gone a pull by tag falls back to the local tag
+//! and blobs come from local storage. Pushes to a proxy-mode registry are refused (405).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+use super::token::TokenService;
+use super::{free_port, http_client};
+
+const BINARY: &str = "/usr/bin/docker-registry";
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const START_ATTEMPTS: usize = 4;
+
+enum Mode {
+    Anonymous,
+    Token { realm: String, service: String, issuer: String, cert: PathBuf },
+    Proxy { remote: String },
+}
+
+/// A running registry. Killed on drop.
+pub struct TestRegistry {
+    child: Option<Child>,
+    port: u16,
+    dir: TempDir,
+}
+
+impl TestRegistry {
+    /// An open registry: anyone may push and pull.
+    pub async fn anonymous() -> Self {
+        Self::start(Mode::Anonymous).await
+    }
+
+    /// A registry in `auth: token` mode trusting `tokens` (its realm, service, issuer and certificate).
+    pub async fn with_token_auth(tokens: &TokenService) -> Self {
+        Self::start(Mode::Token {
+            realm: tokens.realm(),
+            service: tokens.service().to_string(),
+            issuer: tokens.issuer().to_string(),
+            cert: tokens.cert_path().to_path_buf(),
+        })
+        .await
+    }
+
+    /// A pull-through cache of `upstream_url` (an anonymous registry, e.g. another `TestRegistry`'s `url()`).
+    pub async fn proxy_cache(upstream_url: &str) -> Self {
+        Self::start(Mode::Proxy { remote: upstream_url.trim_end_matches('/').to_string() }).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The filesystem storage root (`docker/registry/v2/...` lives below it).
+    pub fn storage_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Whether the blob's data file is in this registry's storage (a pull-through cache
+    /// commits a blob only after streaming it to the client).
+    pub fn has_blob_on_disk(&self, digest: &acr_mirror::digest::Digest) -> bool {
+        let hex = digest.hex();
+        self.storage_dir().join("docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data").exists()
+    }
+
+    /// Waits (up to 10 s) until every blob is in storage; panics naming the first missing one.
+    pub async fn wait_for_blobs_on_disk(&self, digests: &[&acr_mirror::digest::Digest]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for digest in digests {
+            while !self.has_blob_on_disk(digest) {
+                assert!(Instant::now() < deadline, "blob {digest} never reached {}", self.storage_dir().display());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// The bytes an upload session has written so far, read from storage
+    /// (`repositories/<repo>/_uploads/<uuid>/data`), or `None` if there is no such session.
+    pub fn upload_bytes_on_disk(&self, repo: &str, uuid: &str) -> Option<u64> {
+        let path = self
+            .storage_dir()
+            .join("docker/registry/v2/repositories")
+            .join(repo)
+            .join("_uploads")
+            .join(uuid)
+            .join("data");
+        std::fs::metadata(path).ok().map(|m| m.len())
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("registry.log")
+    }
+
+    /// The registry's log so far (warnings and the access log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Kills the registry and waits for it to exit. Its storage stays until drop.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    async fn start(mode: Mode) -> Self {
+        let dir = tempfile::Builder::new().prefix("test-registry-").tempdir().expect("temp dir for registry");
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let config = dir.path().join("config.yml");
+            std::fs::write(&config, config_yaml(dir.path(), port, &mode)).expect("write registry config");
+            let log = std::fs::File::create(dir.path().join("registry.log")).expect("create registry log");
+            let mut child = Command::new(BINARY)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone log handle"))
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {BINARY}: {e}"));
+            match wait_ready(&mut child, port).await {
+                Ok(()) => return TestRegistry { child: Some(child), port, dir },
+                Err(why) => {
+                    let _ = child.kill().await;
+                    let log = std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
+                    failures.push(format!("port {port}: {why}\n--- registry log ---\n{log}"));
+                }
+            }
+        }
+        panic!("docker-registry did not come up after {START_ATTEMPTS} attempts:\n{}", failures.join("\n"));
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// Polls `GET /v2/` until the registry answers (401 counts: token mode is up), the process
+/// exits (typically: the port was taken meanwhile) or the timeout passes.
+async fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
+    let http = http_client();
+    let url = format!("http://127.0.0.1:{port}/v2/");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("registry exited with {status}"));
+        }
+        if let Ok(resp) = http.get(&url).timeout(Duration::from_millis(500)).send().await {
+            let code = resp.status().as_u16();
+            if code == 200 || code == 401 {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no answer on {url} within {READY_TIMEOUT:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn config_yaml(dir: &Path, port: u16, mode: &Mode) -> String {
+    let mut yaml = format!(
+        "version: 0.1
+log:
+  level: warn
+  formatter: text
+storage:
+  filesystem:
+    rootdirectory: {data}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:{port}
+  secret: support-test-secret
+health:
+  storagedriver:
+    enabled: false
+",
+        data = dir.join("data").display()
+    );
+    match mode {
+        Mode::Anonymous => {}
+        Mode::Token { realm, service, issuer, cert } => yaml.push_str(&format!(
+            "auth:
+  token:
+    realm: \"{realm}\"
+    service: \"{service}\"
+    issuer: \"{issuer}\"
+    rootcertbundle: {cert}
+",
+            cert = cert.display()
+        )),
+        Mode::Proxy { remote } => yaml.push_str(&format!("proxy:\n  remoteurl: \"{remote}\"\n")),
+    }
+    yaml
+}
