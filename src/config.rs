@@ -212,6 +212,10 @@ pub struct TransferConfig {
     /// Images worked on at once (their blobs share `concurrency`).
     #[serde(default = "default_images")]
     pub images: usize,
+    /// After warming through an ACR cache rule, how long to keep re-checking until no manifest is
+    /// served from upstream any more (`X-Azure-Origin: upstream`); 0 turns the re-check off.
+    #[serde(default = "default_warm_recheck_seconds")]
+    pub warm_recheck_seconds: u64,
 }
 
 fn default_blob_concurrency() -> usize {
@@ -226,6 +230,9 @@ fn default_retries() -> u32 {
 fn default_images() -> usize {
     16
 }
+fn default_warm_recheck_seconds() -> u64 {
+    60
+}
 
 impl Default for TransferConfig {
     fn default() -> Self {
@@ -234,6 +241,7 @@ impl Default for TransferConfig {
             chunk_size: default_chunk_size(),
             retries: default_retries(),
             images: default_images(),
+            warm_recheck_seconds: default_warm_recheck_seconds(),
         }
     }
 }

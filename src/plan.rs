@@ -1,8 +1,8 @@
 //! The diff between the image set and the target: what `sync` would do, without writing.
 //!
 //! It is built to be cheap when there is nothing to do, because a nightly job mostly finds
-//! nothing to do: the target is listed once per repository (ACR's `/acr/v1/{repo}/_tags` gives
-//! digests with the names; elsewhere `/v2/…/tags/list` and a `HEAD` for each needed tag that
+//! nothing to do: the target is listed once per repository (ACR's `/acr/v1/{repo}/_manifests`
+//! gives the digests with the tag names, and every manifest by digest; elsewhere `/v2/…/tags/list` and a `HEAD` for each needed tag that
 //! exists), and the source is asked once per tag (`HEAD`, for its digest). Only images that need
 //! work have their manifests read, to count the bytes to move.
 //!
@@ -235,8 +235,12 @@ async fn examine_inner(
 
     let target_selector = w.target.tag.clone().unwrap_or_else(|| expected.to_string());
     let target_digest = if w.target.tag.is_none() {
-        // Pushed by digest only: present iff the digest exists.
-        dst.head_manifest(&w.target.repository, &target_selector).await?.map(|h| h.digest)
+        // Pushed by digest only: present iff the digest exists (ACR's manifest listing says so
+        // without a request).
+        match listing.has_manifest(&expected) {
+            Some(listed) => listed.then(|| expected.clone()),
+            None => dst.head_manifest(&w.target.repository, &target_selector).await?.map(|h| h.digest),
+        }
     } else {
         match listing.tags.get(&target_selector) {
             None => None,
@@ -249,7 +253,8 @@ async fn examine_inner(
         None => Ok(Status::Missing),
         Some(d) if d != expected => Ok(Status::Outdated),
         Some(_) if opts.deep => {
-            p.missing = deep_missing(&dst, &w.target.repository, &target_selector, &w.platforms).await?;
+            p.missing =
+                deep_missing_listed(&dst, &w.target.repository, &target_selector, &w.platforms, Some(listing)).await?;
             Ok(if p.missing.is_empty() { Status::Present } else { Status::Partial })
         }
         Some(_) => Ok(Status::Present),
@@ -281,11 +286,31 @@ pub async fn deep_missing(
     selector: &str,
     platforms: &[PlatformFilter],
 ) -> Result<Vec<String>, RegistryError> {
+    deep_missing_listed(dst, repo, selector, platforms, None).await
+}
+
+/// [`deep_missing`], taking ACR's manifest listing of the repository into account when there is
+/// one: a child the listing lacks is missing without a request for it.
+pub async fn deep_missing_listed(
+    dst: &Arc<Registry>,
+    repo: &str,
+    selector: &str,
+    platforms: &[PlatformFilter],
+    listing: Option<&TagListing>,
+) -> Result<Vec<String>, RegistryError> {
     let top = dst.get_manifest(repo, selector).await?;
     let mut missing = Vec::new();
     let mut images: Vec<Manifest> = Vec::new();
     if top.is_index() {
         for c in selected(&top, platforms) {
+            if listing.and_then(|l| l.has_manifest(&c.digest)) == Some(false) {
+                missing.push(format!(
+                    "manifest {} ({})",
+                    c.digest,
+                    c.platform.as_ref().map(|p| p.to_string()).unwrap_or_default()
+                ));
+                continue;
+            }
             match dst.get_manifest(repo, c.digest.as_str()).await {
                 Ok(m) => images.push(m),
                 Err(e) if e.is_not_found() => missing.push(format!(

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
+use crate::azure::{BlobLocation, RunLock, StorageError, upload_run_records};
 use crate::exit;
 use crate::plan::{self, Plan, PlanOptions, Status};
 use crate::registry::Registries;
@@ -74,7 +75,8 @@ pub async fn plan(cli: &super::Cli, args: &PlanArgs) -> anyhow::Result<u8> {
     let registries = Registries::from_config(&cfg)?;
     let p =
         plan::plan(&registries, &wanted, &PlanOptions { index_policy: index_policy(&cfg), deep: args.deep }).await?;
-    finish_plan("plan", &p, started, args.output, &args.reports)
+    let (code, report) = finish_plan("plan", &p, started, args.output, &args.reports)?;
+    Ok(upload_records(&cfg, started.0, &report, code).await)
 }
 
 pub async fn verify(cli: &super::Cli, args: &VerifyArgs) -> anyhow::Result<u8> {
@@ -82,7 +84,59 @@ pub async fn verify(cli: &super::Cli, args: &VerifyArgs) -> anyhow::Result<u8> {
     let started = (SystemTime::now(), Instant::now());
     let registries = Registries::from_config(&cfg)?;
     let p = plan::plan(&registries, &wanted, &PlanOptions { index_policy: index_policy(&cfg), deep: true }).await?;
-    finish_plan("verify", &p, started, args.output, &args.reports)
+    let (code, report) = finish_plan("verify", &p, started, args.output, &args.reports)?;
+    Ok(upload_records(&cfg, started.0, &report, code).await)
+}
+
+/// Uploads the run's JSON and JUnit reports when the config has `report: {azureBlob: …}`.
+/// A failed upload is logged, and turns the exit code into 1 only when the run otherwise
+/// succeeded: drift (2) or failed images (3) say more about the run than a lost record does.
+async fn upload_records(cfg: &crate::config::Config, started: SystemTime, report: &Report, code: u8) -> u8 {
+    let Some(section) = &cfg.report else { return code };
+    let result = async {
+        let location = BlobLocation::from_config(section)?;
+        upload_run_records(&location, started, report.to_json().into(), report.to_junit().into()).await
+    }
+    .await;
+    match result {
+        Ok(r) => {
+            tracing::info!("run records uploaded: {} and {}", r.json, r.junit);
+            code
+        }
+        Err(e) => {
+            tracing::error!("cannot upload the run records: {e}");
+            if code == exit::OK { exit::ERROR } else { code }
+        }
+    }
+}
+
+/// Who holds the lock, as another run will report it: host, process id and command.
+fn lock_holder(command: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host} pid {} (mirror {command})", std::process::id())
+}
+
+/// Takes the run lock when the config has `lock: {azureBlob: …}`. `Err(code)` when another run
+/// holds it: the message naming the holder is printed, and the caller exits with that code.
+async fn take_lock(cfg: &crate::config::Config, command: &str) -> anyhow::Result<Result<Option<RunLock>, u8>> {
+    let Some(section) = &cfg.lock else { return Ok(Ok(None)) };
+    let location = BlobLocation::from_config(section)?;
+    match RunLock::acquire(&location, &lock_holder(command)).await {
+        Ok(lock) => {
+            tracing::info!(blob = %lock.blob(), "run lock taken");
+            Ok(Ok(Some(lock)))
+        }
+        Err(StorageError::LockHeld(held)) => {
+            eprintln!("{held}");
+            Ok(Err(exit::LOCKED))
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot take the run lock: {e}")),
+    }
 }
 
 /// Prints a plan, writes its reports, and maps it to an exit code: 0 in sync, 2 drift, 1 when an
@@ -93,7 +147,7 @@ fn finish_plan(
     started: (SystemTime, Instant),
     output: Output,
     reports: &ReportArgs,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<(u8, Report)> {
     let results: Vec<ImageResult> = p
         .images
         .iter()
@@ -130,13 +184,14 @@ fn finish_plan(
         }
         Output::Table => print_plan(p),
     }
-    Ok(if p.count(Status::Error) > 0 {
+    let code = if p.count(Status::Error) > 0 {
         exit::ERROR
     } else if p.in_sync() {
         exit::OK
     } else {
         exit::DRIFT
-    })
+    };
+    Ok((code, report))
 }
 
 fn print_plan(p: &Plan) {
@@ -190,9 +245,33 @@ fn write_reports(report: &Report, args: &ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `mirror sync`: under the run lock when the config has one (taken before planning, released
+/// at the end, also after an error), with the run records uploaded when the config asks.
 pub async fn sync(cli: &super::Cli, args: &SyncArgs) -> anyhow::Result<u8> {
     let (cfg, wanted) = super::image_set(cli)?;
     let started = (SystemTime::now(), Instant::now());
+    let lock = match take_lock(&cfg, "sync").await? {
+        Ok(lock) => lock,
+        Err(code) => return Ok(code),
+    };
+    let result = sync_locked(cfg, wanted, started, args).await;
+    if let Some(lock) = lock {
+        if lock.is_lost() {
+            tracing::warn!(blob = %lock.blob(), "the run lock's lease could not be renewed; another run may have overlapped this one");
+        }
+        if let Err(e) = lock.release().await {
+            tracing::warn!("releasing the run lock failed (its lease lapses within 60 s): {e}");
+        }
+    }
+    result
+}
+
+async fn sync_locked(
+    cfg: crate::config::Config,
+    wanted: Vec<plan::Wanted>,
+    started: (SystemTime, Instant),
+    args: &SyncArgs,
+) -> anyhow::Result<u8> {
     let registries = Registries::from_config(&cfg)?;
     let policy = index_policy(&cfg);
     let p = plan::plan(&registries, &wanted, &PlanOptions { index_policy: policy, deep: args.deep }).await?;
@@ -215,5 +294,6 @@ pub async fn sync(cli: &super::Cli, args: &SyncArgs) -> anyhow::Result<u8> {
     for (host, n) in registries.request_counts() {
         tracing::debug!(registry = %host, requests = n, "requests made");
     }
-    Ok(if report.summary.failed > 0 || report.summary.skipped > 0 { exit::PARTIAL } else { exit::OK })
+    let code = if report.summary.failed > 0 || report.summary.skipped > 0 { exit::PARTIAL } else { exit::OK };
+    Ok(upload_records(&cfg, started.0, &report, code).await)
 }

@@ -9,6 +9,7 @@
 //! production names stay in configs while tests connect locally. Plain http is used only when an
 //! endpoint says so.
 
+pub mod acr;
 pub mod auth;
 pub mod blobs;
 pub mod error;

@@ -45,8 +45,20 @@ pub struct Endpoint {
     pub repo: String,
 }
 
-/// Copies `src_ref` to `dst_ref`: blobs, then children, then referrers, then the tag.
+/// Copies `src_ref` to `dst_ref`: blobs, then children, then referrers, then the tag. A push the
+/// target refuses as a pull-through cache does comes back as [`TransferError::CacheRule`].
 pub async fn copy_image(
+    ctx: &Arc<Context>,
+    src: Arc<Registry>,
+    src_ref: &Reference,
+    dst: Arc<Registry>,
+    dst_ref: &Reference,
+    opts: &Options,
+) -> Result<Copied, TransferError> {
+    copy_graph(ctx, src, src_ref, dst, dst_ref, opts).await.map_err(|e| e.explain_cache_rule(&dst_ref.to_string()))
+}
+
+async fn copy_graph(
     ctx: &Arc<Context>,
     src: Arc<Registry>,
     src_ref: &Reference,

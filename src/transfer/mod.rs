@@ -85,6 +85,35 @@ pub enum TransferError {
     Refused { target: String, message: String },
     #[error("warming {target}: {message}")]
     Warm { target: String, message: String },
+    #[error(
+        "{target}: the target refused the push ({detail}). This repository is behind a cache rule, which \
+         takes no pushes: use `mode: warm` for this mapping (if no cache rule covers it, check that the \
+         repository is not locked with writeEnabled=false)"
+    )]
+    CacheRule { target: String, detail: String },
+}
+
+/// Whether a registry error is a push refused the way a pull-through cache refuses it: ACR under a
+/// cache rule (aks-acr-facts.md §7: `DENIED`/`UNSUPPORTED`, 403 or 405) or distribution in proxy
+/// mode (405 `UNSUPPORTED`), answering a blob upload `POST`/`PATCH`/`PUT` or a manifest `PUT`.
+pub fn is_cache_rule_refusal(e: &RegistryError) -> bool {
+    let RegistryError::Status { method, url, status, code, .. } = e else { return false };
+    let push = (method == "POST" || method == "PATCH" || method == "PUT") && url.contains("/blobs/uploads")
+        || method == "PUT" && url.contains("/manifests/");
+    let refused = *status == 405 || *status == 403 && matches!(code.as_deref(), Some("DENIED") | Some("UNSUPPORTED"));
+    push && refused
+}
+
+impl TransferError {
+    /// Turns a push refused under a cache rule into [`TransferError::CacheRule`] naming `target`.
+    pub fn explain_cache_rule(self, target: &str) -> TransferError {
+        match &self {
+            TransferError::Registry(e) if is_cache_rule_refusal(e) => {
+                TransferError::CacheRule { target: target.to_string(), detail: e.to_string() }
+            }
+            _ => self,
+        }
+    }
 }
 
 impl From<RegistryError> for TransferError {
@@ -167,6 +196,8 @@ pub struct Context {
     /// Attempts per blob for retryable failures (resumed, not restarted, for chunked uploads).
     pub retries: u32,
     pub stats: Arc<Stats>,
+    /// How long warming re-checks that a cache serves every manifest itself (see [`warm`]).
+    pub warm_recheck: std::time::Duration,
     in_flight: std::sync::Mutex<HashMap<BlobKey, InFlight>>,
     /// Where a blob is known to be in a target registry: (registry, digest) → repository.
     located: std::sync::Mutex<HashMap<(String, Digest), String>>,
@@ -185,13 +216,33 @@ impl Context {
             chunk_size: chunk_size.max(1),
             retries,
             stats: Arc::new(Stats::default()),
+            warm_recheck: std::time::Duration::from_secs(60),
             in_flight: Default::default(),
             located: Default::default(),
         })
     }
 
     pub fn from_config(cfg: &crate::config::TransferConfig) -> Arc<Self> {
-        Context::new(cfg.concurrency, cfg.chunk_size, cfg.retries)
+        Context::with_warm_recheck(
+            cfg.concurrency,
+            cfg.chunk_size,
+            cfg.retries,
+            std::time::Duration::from_secs(cfg.warm_recheck_seconds),
+        )
+    }
+
+    /// [`Context::new`] with a warm re-check bound other than the default 60 s (0: none).
+    pub fn with_warm_recheck(
+        concurrency: usize,
+        chunk_size: u64,
+        retries: u32,
+        warm_recheck: std::time::Duration,
+    ) -> Arc<Self> {
+        let mut ctx = Context::new(concurrency, chunk_size, retries);
+        if let Some(c) = Arc::get_mut(&mut ctx) {
+            c.warm_recheck = warm_recheck;
+        }
+        ctx
     }
 
     /// Records that `repo` in `registry` holds `digest`, so other repositories can mount it.

@@ -5,8 +5,11 @@
 //! only what was pulled through it — one platform's blobs if a node pulled one platform. So
 //! warming pulls the manifest, every selected child manifest and every blob of each, and checks
 //! each against the source's digest: the cache must serve the same bytes the source has.
+//! Then it re-checks, within `transfer.warmRecheckSeconds`, that ACR serves every one of those
+//! manifests from the registry itself and no longer from upstream ([`recheck_origin`]).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use serde::Serialize;
@@ -16,6 +19,9 @@ use crate::digest::Digest;
 use crate::manifest::{Descriptor, Manifest};
 use crate::reference::Reference;
 use crate::registry::Registry;
+
+/// The `X-Azure-Origin` value of a manifest a cache rule still serves from its upstream.
+const UPSTREAM: &str = "upstream";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Warmed {
@@ -97,5 +103,52 @@ pub async fn warm_image(
     warmed.blobs = blobs.len();
     let sizes = try_join_all(blobs.iter().map(|d| blob::pull_verify(ctx, &cache, repo, d, &opts.bytes))).await?;
     warmed.bytes = sizes.iter().sum();
+    if !ctx.warm_recheck.is_zero() {
+        let mut digests = vec![warmed.digest.clone()];
+        if images.len() > 1 || images.first().is_some_and(|m| m.digest != warmed.digest) {
+            digests.extend(images.iter().map(|m| m.digest.clone()));
+        }
+        recheck_origin(&cache, target_ref, &digests, ctx.warm_recheck).await?;
+    }
     Ok(warmed)
+}
+
+/// After warming through an ACR cache rule: `HEAD`s each manifest until none is still served from
+/// upstream (ACR's `X-Azure-Origin: upstream`, aks-acr-facts.md §7), waiting with backoff at most
+/// `within`. The manifests still served from upstream then are named in the error: a node pulling
+/// them during an upstream outage would fail. Registries that never send the header pass at once.
+pub async fn recheck_origin(
+    cache: &Registry,
+    target_ref: &Reference,
+    digests: &[Digest],
+    within: Duration,
+) -> Result<(), TransferError> {
+    let deadline = Instant::now() + within;
+    let mut pending: Vec<Digest> = digests.to_vec();
+    let mut wait = Duration::from_millis(500);
+    loop {
+        let origins =
+            try_join_all(pending.iter().map(|d| cache.manifest_origin(&target_ref.repository, d.as_str()))).await?;
+        pending =
+            pending.into_iter().zip(origins).filter(|(_, o)| o.as_deref() == Some(UPSTREAM)).map(|(d, _)| d).collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(TransferError::Warm {
+                target: target_ref.to_string(),
+                message: format!(
+                    "after {}s the cache still serves {} from upstream (X-Azure-Origin: upstream): {}. \
+                     Run sync again later, or raise transfer.warmRecheckSeconds",
+                    within.as_secs(),
+                    if pending.len() == 1 { "this manifest" } else { "these manifests" },
+                    pending.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+        tracing::debug!(target = %target_ref, pending = pending.len(), "manifests still served from upstream; re-checking in {wait:?}");
+        tokio::time::sleep(wait.min(deadline - now)).await;
+        wait = (wait * 2).min(Duration::from_secs(10));
+    }
 }
