@@ -52,6 +52,18 @@ impl TestRegistry {
         .await
     }
 
+    /// A registry in `auth: token` mode trusting `tokens`' signatures, but sending clients to
+    /// another realm (a token service that signs with `tokens`, such as our ACR stand-in).
+    pub async fn with_token_realm(tokens: &TokenService, realm: &str) -> Self {
+        Self::start(Mode::Token {
+            realm: realm.to_string(),
+            service: tokens.service().to_string(),
+            issuer: tokens.issuer().to_string(),
+            cert: tokens.cert_path().to_path_buf(),
+        })
+        .await
+    }
+
     /// A pull-through cache of `upstream_url` (an anonymous registry, e.g. another `TestRegistry`'s `url()`).
     pub async fn proxy_cache(upstream_url: &str) -> Self {
         Self::start(Mode::Proxy { remote: upstream_url.trim_end_matches('/').to_string() }).await

@@ -207,6 +207,20 @@ impl TokenService {
     }
 }
 
+impl TokenService {
+    /// A token for `subject` granting `access` as (type, name, actions), valid for the service's
+    /// lifetime: the signer another token service (our ACR stand-in) can use, so that this
+    /// service's registry accepts its tokens. Not recorded.
+    pub fn sign(&self, subject: &str, access: &[(String, String, Vec<String>)]) -> String {
+        let access = access
+            .iter()
+            .map(|(kind, name, actions)| Access { kind: kind.clone(), name: name.clone(), actions: actions.clone() })
+            .collect();
+        let lifetime = self.0.users.lock().unwrap().lifetime;
+        self.0.sign(subject, access, lifetime)
+    }
+}
+
 impl Inner {
     fn sign(&self, subject: &str, access: Vec<Access>, lifetime: Duration) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();

@@ -84,6 +84,15 @@ pub struct Stand {
     pub last_exchange: Mutex<HashMap<String, String>>,
     /// (sub, scopes) of each access token issued.
     pub access_grants: Mutex<Vec<(String, Vec<Scope>)>>,
+    /// `expires_in` put in `/oauth2/token` answers (ACR's own answers carry none; clients then
+    /// assume 60 s).
+    pub access_expires_in: Mutex<Option<u64>>,
+    /// Hand out this many unusable access tokens next (a registry answers them with 401), to
+    /// make a token go bad in the middle of a run.
+    pub bad_access_tokens: AtomicUsize,
+    /// Basic users for `GET /oauth2/token`: (user, password, repositories it may use, `None` for
+    /// all), as the admin user (all) and repository-scoped tokens (some) are.
+    pub basic_users: Mutex<Vec<(String, String, Option<Vec<String>>)>>,
 }
 
 pub struct AcrStandIn {
@@ -110,10 +119,13 @@ impl AcrStandIn {
             exchanges: AtomicUsize::new(0),
             last_exchange: Mutex::new(HashMap::new()),
             access_grants: Mutex::new(Vec::new()),
+            access_expires_in: Mutex::new(None),
+            bad_access_tokens: AtomicUsize::new(0),
+            basic_users: Mutex::new(Vec::new()),
         });
         let router = axum::Router::new()
             .route("/oauth2/exchange", post(exchange))
-            .route("/oauth2/token", post(token))
+            .route("/oauth2/token", post(token).get(basic_token))
             .with_state(state.clone());
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", tcp.local_addr().unwrap());
@@ -193,7 +205,62 @@ async fn token(State(s): State<Arc<Stand>>, body: String) -> Response {
             }
         }
     }
-    let token = (s.mint)(&claims.sub, &scopes);
-    s.access_grants.lock().unwrap().push((claims.sub, scopes));
-    axum::Json(json!({"access_token": token})).into_response()
+    access_answer(&s, claims.sub, scopes)
+}
+
+/// `{"access_token"}` (plus `expires_in` when set), minted for `sub` and `scopes`, or an unusable
+/// token while `bad_access_tokens` lasts.
+fn access_answer(s: &Stand, sub: String, scopes: Vec<Scope>) -> Response {
+    let bad = s.bad_access_tokens.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let token = if bad { "unusable.access.token".to_string() } else { (s.mint)(&sub, &scopes) };
+    s.access_grants.lock().unwrap().push((sub, scopes));
+    let mut body = json!({"access_token": token});
+    if let Some(secs) = *s.access_expires_in.lock().unwrap() {
+        body["expires_in"] = json!(secs);
+    }
+    axum::Json(body).into_response()
+}
+
+/// `GET /oauth2/token?service&scope…` with Basic credentials: the admin user, or a
+/// repository-scoped token, which is granted actions only on its repositories (others get an
+/// empty action list, which the registry then refuses).
+async fn basic_token(
+    State(s): State<Arc<Stand>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    use base64::Engine;
+    let pairs = form_map(&q.unwrap_or_default());
+    let one = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+    if one("service") != s.service {
+        return acr_error(StatusCode::BAD_REQUEST, "INVALID_SERVICE", "service does not name this registry");
+    }
+    let creds = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|c| c.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())));
+    let Some((user, password)) = creds else {
+        return acr_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required");
+    };
+    let allowed =
+        s.basic_users.lock().unwrap().iter().find(|(u, p, _)| *u == user && *p == password).map(|x| x.2.clone());
+    let Some(repos) = allowed else {
+        return acr_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "wrong user name or password");
+    };
+    let mut scopes = Vec::new();
+    for (_, value) in pairs.iter().filter(|(n, _)| n == "scope") {
+        for one_scope in value.split(' ').filter(|x| !x.is_empty()) {
+            let Some(mut sc) = Scope::parse(one_scope) else {
+                return acr_error(StatusCode::BAD_REQUEST, "INVALID_SCOPE", "scope is not type:name:actions");
+            };
+            if repos.as_ref().is_some_and(|r| sc.kind != "repository" || !r.contains(&sc.name)) {
+                sc.actions.clear();
+            }
+            scopes.push(sc);
+        }
+    }
+    access_answer(&s, user, scopes)
 }

@@ -2,6 +2,7 @@
 //! listener, and Azurite. Kept apart from `tests/support/` (the registry test support).
 #![allow(dead_code)]
 
+pub mod acr_api;
 pub mod acr_standin;
 pub mod azurite;
 pub mod entra;
