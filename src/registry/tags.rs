@@ -5,6 +5,9 @@ use reqwest::Method;
 
 use super::{Registry, RegistryError, Request, Scope};
 
+/// Moved to [`super::acr`] with the ACR listings; kept here for existing paths.
+pub use super::acr::TagListing;
+
 impl Registry {
     /// Every tag of `repo`; empty when the repository does not exist.
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
@@ -66,5 +69,3 @@ mod tests {
         assert_eq!(next_link(&HeaderMap::new()), None);
     }
 }
-
-pub use super::acr::TagListing;

@@ -71,6 +71,9 @@ struct RefreshClaims {
     tenant: String,
 }
 
+/// (user, password, the repositories it may use or `None` for all).
+pub type BasicUser = (String, String, Option<Vec<String>>);
+
 pub struct Stand {
     pub service: String,
     entra: Arc<FakeEntra>,
@@ -92,7 +95,7 @@ pub struct Stand {
     pub bad_access_tokens: AtomicUsize,
     /// Basic users for `GET /oauth2/token`: (user, password, repositories it may use, `None` for
     /// all), as the admin user (all) and repository-scoped tokens (some) are.
-    pub basic_users: Mutex<Vec<(String, String, Option<Vec<String>>)>>,
+    pub basic_users: Mutex<Vec<BasicUser>>,
 }
 
 pub struct AcrStandIn {
