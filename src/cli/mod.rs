@@ -9,11 +9,11 @@ use clap::{Parser, Subcommand};
 use crate::exit;
 
 mod copy;
-mod progress;
-mod run;
 mod lists;
+mod progress;
 mod resolve;
 mod rewrite;
+mod run;
 
 #[derive(Debug, Parser)]
 #[command(name = "mirror", version, about = "Pre-seed a private Azure Container Registry for network isolated AKS")]

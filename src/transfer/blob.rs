@@ -102,7 +102,7 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
                 // else retryable as often as the budget allows.
                 let again = match &failure.error {
                     TransferError::BlobMismatch { .. } => attempt < 1,
-                    e => e.is_retryable() && attempt < ctx.retries,
+                    e => (e.is_retryable() || session_lost(e)) && attempt < ctx.retries,
                 };
                 if !again {
                     return Err(failure.error);
@@ -122,6 +122,12 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
             }
         }
     }
+}
+
+/// The registry no longer knows the upload session (distribution 2.8 invalidates one whose
+/// chunk was cut mid-way): the upload starts again in a new session.
+fn session_lost(e: &TransferError) -> bool {
+    matches!(e, TransferError::Registry(r) if matches!(r.code(), Some("BLOB_UPLOAD_INVALID" | "BLOB_UPLOAD_UNKNOWN")))
 }
 
 /// An upload that failed, with the session to abandon.
