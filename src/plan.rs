@@ -245,6 +245,13 @@ async fn examine_inner(
         }
     };
     p.target_digest = target_digest.clone();
+    // A pull-through cache answers tag lists and HEADs from its upstream, so a plain `/v2/`
+    // answer says nothing about what it holds. Only the registry's own record (ACR's listing
+    // API) does; without it, warm-mode images are warmed on every run, unless `--deep` checks
+    // them one manifest and blob at a time.
+    if w.mode == MappingMode::Warm && !listing.with_digests && !opts.deep {
+        return Ok(Status::Missing);
+    }
     match target_digest {
         None => Ok(Status::Missing),
         Some(d) if d != expected => Ok(Status::Outdated),

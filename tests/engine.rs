@@ -452,3 +452,103 @@ async fn cross_repository_mounts_use_multi_scope_tokens() {
     let pull = tokens.mint(&[("team/b", "pull")]);
     images::assert_image_present(&acr.url(), "team/b", &image, Some(&pull)).await;
 }
+
+/// A source registry that sends blobs from a storage host (as MCR and ACR do): blob GETs are
+/// answered with a 307 to another port. The registry itself demands Basic credentials; the
+/// storage host must never see them.
+#[tokio::test]
+async fn blob_redirects_to_storage_hosts_do_not_carry_credentials() {
+    use axum::extract::{Request, State};
+    use axum::response::{IntoResponse, Response};
+    use std::sync::{Arc, Mutex};
+
+    let upstream = TestRegistry::anonymous().await;
+    let image =
+        Seeder::new(&upstream.url(), 10).push_random_image("redirected/app", "1", Format::Oci, &[5000, 70_000]).await;
+
+    // Storage: serves blob bytes from the upstream, recording whether Authorization arrived.
+    #[derive(Clone)]
+    struct Storage {
+        upstream: String,
+        seen: Arc<Mutex<Vec<bool>>>,
+    }
+    let storage = Storage { upstream: upstream.url(), seen: Default::default() };
+    let (listener, storage_addr) = support::bind_loopback().await;
+    let app = axum::Router::new().fallback(|State(s): State<Storage>, req: Request| async move {
+        s.seen.lock().unwrap().push(req.headers().contains_key("authorization"));
+        let digest = req.uri().path().trim_start_matches("/blob/").to_string();
+        let body = support::http_client()
+            .get(format!("{}/v2/redirected/app/blobs/{digest}", s.upstream))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        body.into_response()
+    });
+    let served = storage.clone();
+    let storage_task = tokio::spawn(async move { axum::serve(listener, app.with_state(served)).await.unwrap() });
+
+    // Front registry: Basic auth, manifests forwarded, blobs redirected with a signed-looking URL.
+    #[derive(Clone)]
+    struct Front {
+        upstream: String,
+        storage: String,
+    }
+    let front = Front { upstream: upstream.url(), storage: format!("http://{storage_addr}") };
+    let (listener, front_addr) = support::bind_loopback().await;
+    let app = axum::Router::new().fallback(|State(f): State<Front>, req: Request| async move {
+        let authorized = req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some("Basic dXNlcjpwYXNz"); // user:pass
+        if !authorized {
+            return Response::builder()
+                .status(401)
+                .header("www-authenticate", "Basic realm=\"front\"")
+                .body(axum::body::Body::empty())
+                .unwrap();
+        }
+        let path = req.uri().path().to_string();
+        if let Some(i) = path.find("/blobs/sha256:") {
+            let digest = &path[i + "/blobs/".len()..];
+            return Response::builder()
+                .status(307)
+                .header("location", format!("{}/blob/{digest}?sig=SECRET-SIGNATURE", f.storage))
+                .body(axum::body::Body::empty())
+                .unwrap();
+        }
+        let resp = support::http_client()
+            .request(req.method().clone(), format!("{}{path}", f.upstream))
+            .header(
+                "accept",
+                req.headers().get("accept").cloned().unwrap_or(reqwest::header::HeaderValue::from_static("*/*")),
+            )
+            .send()
+            .await
+            .unwrap();
+        let mut out = Response::builder().status(resp.status().as_u16());
+        for (k, v) in resp.headers() {
+            out = out.header(k.as_str(), v.as_bytes());
+        }
+        out.body(axum::body::Body::from(resp.bytes().await.unwrap())).unwrap()
+    });
+    let front_task = tokio::spawn(async move { axum::serve(listener, app.with_state(front)).await.unwrap() });
+
+    let acr = TestRegistry::anonymous().await;
+    let run = Run::new()
+        .registry(
+            MCR,
+            &format!("http://{front_addr}"),
+            Some("{type: basic, username: user, passwordEnv: SRC_PASSWORD}"),
+        )
+        .registry(ACR, &acr.url(), None)
+        .env("SRC_PASSWORD", "pass");
+    let out = run.mirror(&["copy", &image.reference(MCR), &format!("{ACR}/redirected/app:1")]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    images::assert_image_present(&acr.url(), "redirected/app", &image, None).await;
+    let seen = storage.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), image.blobs.len(), "every blob came from the storage host");
+    assert!(seen.iter().all(|had_auth| !had_auth), "Authorization leaked to the storage host");
+    assert!(!text(&out).contains("SECRET-SIGNATURE"));
+    storage_task.abort();
+    front_task.abort();
+}

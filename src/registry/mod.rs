@@ -126,6 +126,7 @@ pub struct Registry {
     in_flight: Semaphore,
     budget: Option<Budget>,
     retries: u32,
+    ping_lock: Mutex<()>,
     /// Set once the registry has shown it has no ACR listing API.
     no_acr_api: std::sync::atomic::AtomicBool,
     pub stats: Stats,
@@ -208,7 +209,11 @@ impl Registry {
     /// [`Registry::expect`].
     pub async fn send(&self, mut req: Request) -> Result<reqwest::Response, RegistryError> {
         if self.auth.needs_ping().await {
-            self.ping().await?;
+            // One ping per registry, however many requests start at once.
+            let _guard = self.ping_lock.lock().await;
+            if self.auth.needs_ping().await {
+                self.ping().await?;
+            }
         }
         let mut attempt: u32 = 0;
         let mut reauthenticated = false;
@@ -421,6 +426,7 @@ impl Registries {
             in_flight: Semaphore::new(cfg.and_then(|c| c.max_concurrent_requests).unwrap_or(32).max(1)),
             budget: cfg.and_then(|c| c.requests_per_minute).filter(|r| *r > 0).map(Budget::new),
             retries: self.retries,
+            ping_lock: Mutex::new(()),
             no_acr_api: Default::default(),
             stats: Stats::default(),
         });

@@ -69,6 +69,9 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
         ctx.stats.blobs_present.fetch_add(1, Ordering::Relaxed);
         return Ok(BlobOutcome::Present);
     }
+    // One upload of a digest per target registry at a time: a second repository that needs the
+    // same blob waits for the first, then mounts it from there instead of uploading it again.
+    let _one_at_a_time = ctx.digest_lock(&mv.dst.host, digest).lock_owned().await;
     let mount_from = if mv.src.host == mv.dst.host && mv.src_repo != mv.dst_repo {
         Some(mv.src_repo.clone())
     } else {

@@ -170,6 +170,8 @@ pub struct Context {
     in_flight: std::sync::Mutex<HashMap<BlobKey, InFlight>>,
     /// Where a blob is known to be in a target registry: (registry, digest) → repository.
     located: std::sync::Mutex<HashMap<(String, Digest), String>>,
+    /// Serialises uploads of one digest into one registry (see [`blob::ensure`]).
+    digest_locks: std::sync::Mutex<HashMap<(String, Digest), Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -187,6 +189,7 @@ impl Context {
             stats: Arc::new(Stats::default()),
             in_flight: Default::default(),
             located: Default::default(),
+            digest_locks: Default::default(),
         })
     }
 
@@ -197,6 +200,16 @@ impl Context {
     /// Records that `repo` in `registry` holds `digest`, so other repositories can mount it.
     pub fn located(&self, registry: &str, digest: &Digest, repo: &str) {
         self.located.lock().expect("located lock").insert((registry.to_string(), digest.clone()), repo.to_string());
+    }
+
+    /// The lock that lets one upload of `digest` into `registry` run at a time.
+    pub fn digest_lock(&self, registry: &str, digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
+        self.digest_locks
+            .lock()
+            .expect("digest locks")
+            .entry((registry.to_string(), digest.clone()))
+            .or_default()
+            .clone()
     }
 
     /// A repository of `registry` known to hold `digest`, other than `except`.
