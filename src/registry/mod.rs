@@ -20,7 +20,9 @@ pub mod uploads;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -504,6 +506,21 @@ mod tests {
         assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
         h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("99999"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(300)), "capped");
+    }
+
+    /// The budget lets a burst of ten seconds' worth through at once, then paces requests.
+    #[tokio::test(start_paused = true)]
+    async fn budget_allows_a_burst_then_paces() {
+        let b = Budget::new(60); // one per second, burst of 10
+        let start = Instant::now();
+        for _ in 0..10 {
+            b.take().await;
+        }
+        assert_eq!(Instant::now(), start, "the burst is not delayed");
+        b.take().await;
+        b.take().await;
+        let waited = Instant::now() - start;
+        assert!(waited >= Duration::from_millis(1900) && waited <= Duration::from_millis(2100), "{waited:?}");
     }
 
     #[test]
