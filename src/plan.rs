@@ -217,7 +217,7 @@ async fn examine_inner(
         _ => match src.head_manifest(&w.source.repository, &w.source.selector()).await? {
             Some(h) => h.digest,
             None => {
-                return Err(RegistryError::Status {
+                return Err(RegistryError::status_error(crate::registry::error::StatusError {
                     registry: src.host.clone(),
                     method: "HEAD".into(),
                     url: w.source.to_string(),
@@ -225,7 +225,7 @@ async fn examine_inner(
                     code: Some("MANIFEST_UNKNOWN".into()),
                     message: "the source has no such image".into(),
                     retry_after: None,
-                });
+                }));
             }
         },
     };

@@ -552,3 +552,26 @@ async fn blob_redirects_to_storage_hosts_do_not_carry_credentials() {
     storage_task.abort();
     front_task.abort();
 }
+
+/// A 401 in the middle of a run (a token the registry stopped accepting) makes the tool fetch a
+/// new token once and send the request again; the copy completes.
+#[tokio::test]
+async fn a_401_mid_run_renews_the_token_once() {
+    let mcr = TestRegistry::anonymous().await;
+    let tokens = TokenService::start(Users::new().user("mirror", "pw").anonymous(false)).await;
+    let acr = TestRegistry::with_token_auth(&tokens).await;
+    let proxy = FaultProxy::start(&acr.url()).await;
+    let image = Seeder::new(&mcr.url(), 11).push_random_image("oss/renew", "1", Format::Oci, &[1000]).await;
+    proxy.fail_with("PUT", "/manifests/", 1, 401, None);
+    let run = Run::new()
+        .registry(MCR, &mcr.url(), None)
+        .registry(ACR, &proxy.url(), Some("{type: basic, username: mirror, passwordEnv: ACR_PASSWORD}"))
+        .env("ACR_PASSWORD", "pw");
+    let out = run.mirror(&["copy", &image.reference(MCR), &format!("{ACR}/oss/renew:1")]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let push_tokens =
+        tokens.requests().iter().filter(|r| r.scopes == ["repository:oss/renew:pull,push"] && r.status == 200).count();
+    assert_eq!(push_tokens, 2, "one token, then one renewal after the 401");
+    let pull = tokens.mint(&[("oss/renew", "pull")]);
+    images::assert_image_present(&acr.url(), "oss/renew", &image, Some(&pull)).await;
+}

@@ -180,7 +180,7 @@ impl Registry {
                 let status = resp.status().as_u16();
                 let body = resp.bytes().await.unwrap_or_default();
                 let (code, message) = parse_error_body(&body);
-                return Err(RegistryError::Status {
+                return Err(RegistryError::status_error(crate::registry::error::StatusError {
                     registry: self.host.clone(),
                     method: "GET".into(),
                     url: display_url(&url),
@@ -192,7 +192,7 @@ impl Registry {
                         message
                     },
                     retry_after: None,
-                });
+                }));
             }
         }
         Ok(())
@@ -334,7 +334,7 @@ impl Registry {
         let retry_after = retry_after(resp.headers());
         let body = resp.bytes().await.unwrap_or_default();
         let (code, message) = parse_error_body(&body);
-        RegistryError::Status {
+        RegistryError::status_error(crate::registry::error::StatusError {
             registry: self.host.clone(),
             method: method.to_string(),
             url: display_url(url),
@@ -342,7 +342,7 @@ impl Registry {
             code,
             message,
             retry_after,
-        }
+        })
     }
 }
 

@@ -157,6 +157,7 @@ pub enum BlobOutcome {
 
 type BlobKey = (String, String, Digest);
 type InFlight = Shared<BoxFuture<'static, Result<BlobOutcome, TransferError>>>;
+type DigestLocks = HashMap<(String, Digest), Arc<tokio::sync::Mutex<()>>>;
 
 /// State shared by every image of a run.
 pub struct Context {
@@ -171,7 +172,7 @@ pub struct Context {
     /// Where a blob is known to be in a target registry: (registry, digest) → repository.
     located: std::sync::Mutex<HashMap<(String, Digest), String>>,
     /// Serialises uploads of one digest into one registry (see [`blob::ensure`]).
-    digest_locks: std::sync::Mutex<HashMap<(String, Digest), Arc<tokio::sync::Mutex<()>>>>,
+    digest_locks: std::sync::Mutex<DigestLocks>,
 }
 
 impl std::fmt::Debug for Context {

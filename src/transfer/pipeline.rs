@@ -77,7 +77,7 @@ pub async fn run(
     observer: &dyn Observer,
 ) -> Vec<ImageResult> {
     let cancel = CancellationToken::new();
-    let results = futures::stream::iter(plan.images.iter())
+    futures::stream::iter(plan.images.iter())
         .map(|img| {
             let cancel = cancel.clone();
             async move {
@@ -150,8 +150,7 @@ pub async fn run(
         })
         .buffered(opts.images_in_flight.max(1))
         .collect::<Vec<_>>()
-        .await;
-    results
+        .await
 }
 
 fn skipped(img: &ImagePlan) -> ImageResult {
