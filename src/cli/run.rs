@@ -97,17 +97,8 @@ fn finish_plan(
     let results: Vec<ImageResult> = p
         .images
         .iter()
-        .map(|i| ImageResult {
-            source: i.source.clone(),
-            target: i.target.clone(),
-            mode: i.mode,
-            planned: i.status,
-            outcome: if i.status == Status::Present { Outcome::Unchanged } else { Outcome::Failed },
-            source_digest: i.source_digest.clone(),
-            target_digest: i.target_digest.clone(),
-            bytes: i.bytes_to_move,
-            duration_ms: 0,
-            error: match i.status {
+        .map(|i| {
+            let error = match i.status {
                 Status::Present => None,
                 Status::Missing => Some("missing in the target".into()),
                 Status::Outdated => Some(format!(
@@ -117,7 +108,11 @@ fn finish_plan(
                 )),
                 Status::Partial => Some(format!("partial: missing {}", i.missing.join(", "))),
                 Status::Error => i.error.clone(),
-            },
+            };
+            let outcome = if i.status == Status::Present { Outcome::Unchanged } else { Outcome::Failed };
+            let mut r = ImageResult::from_plan(i, outcome, error);
+            r.bytes = i.bytes_to_move;
+            r
         })
         .collect();
     let report = Report::new(command, started.0, started.1.elapsed().as_millis() as u64, results);

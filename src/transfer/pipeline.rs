@@ -82,25 +82,13 @@ pub async fn run(
             let cancel = cancel.clone();
             async move {
                 if !img.status.needs_work() {
-                    let (outcome, error) = match img.status {
-                        Status::Error => (Outcome::Failed, img.error.clone()),
-                        _ => (Outcome::Unchanged, None),
-                    };
-                    if outcome == Outcome::Failed && opts.fail_fast {
-                        cancel.cancel();
+                    if img.status == Status::Error {
+                        if opts.fail_fast {
+                            cancel.cancel();
+                        }
+                        return ImageResult::from_plan(img, Outcome::Failed, img.error.clone());
                     }
-                    return ImageResult {
-                        source: img.source.clone(),
-                        target: img.target.clone(),
-                        mode: img.mode,
-                        planned: img.status,
-                        outcome,
-                        source_digest: img.source_digest.clone(),
-                        target_digest: img.target_digest.clone(),
-                        bytes: 0,
-                        duration_ms: 0,
-                        error,
-                    };
+                    return ImageResult::from_plan(img, Outcome::Unchanged, None);
                 }
                 if cancel.is_cancelled() {
                     return skipped(img);
@@ -112,38 +100,21 @@ pub async fn run(
                     r = one(registries, ctx, img, opts, counter.clone()) => r,
                     _ = cancel.cancelled() => return skipped(img),
                 };
-                let moved = counter.load(std::sync::atomic::Ordering::Relaxed);
-                let r = match result {
-                    Ok((outcome, target_digest)) => ImageResult {
-                        source: img.source.clone(),
-                        target: img.target.clone(),
-                        mode: img.mode,
-                        planned: img.status,
-                        outcome,
-                        source_digest: img.source_digest.clone(),
-                        target_digest: Some(target_digest),
-                        bytes: moved,
-                        duration_ms: duration_ms(started.elapsed()),
-                        error: None,
-                    },
+                let mut r = match result {
+                    Ok((outcome, target_digest)) => {
+                        let mut r = ImageResult::from_plan(img, outcome, None);
+                        r.target_digest = Some(target_digest);
+                        r
+                    }
                     Err(e) => {
                         if opts.fail_fast {
                             cancel.cancel();
                         }
-                        ImageResult {
-                            source: img.source.clone(),
-                            target: img.target.clone(),
-                            mode: img.mode,
-                            planned: img.status,
-                            outcome: Outcome::Failed,
-                            source_digest: img.source_digest.clone(),
-                            target_digest: img.target_digest.clone(),
-                            bytes: moved,
-                            duration_ms: duration_ms(started.elapsed()),
-                            error: Some(e.to_string()),
-                        }
+                        ImageResult::from_plan(img, Outcome::Failed, Some(e.to_string()))
                     }
                 };
+                r.bytes = counter.load(std::sync::atomic::Ordering::Relaxed);
+                r.duration_ms = duration_ms(started.elapsed());
                 observer.finished(&r);
                 r
             }
@@ -153,19 +124,30 @@ pub async fn run(
         .await
 }
 
-fn skipped(img: &ImagePlan) -> ImageResult {
-    ImageResult {
-        source: img.source.clone(),
-        target: img.target.clone(),
-        mode: img.mode,
-        planned: img.status,
-        outcome: Outcome::Skipped,
-        source_digest: img.source_digest.clone(),
-        target_digest: img.target_digest.clone(),
-        bytes: 0,
-        duration_ms: 0,
-        error: Some("not attempted: --fail-fast stopped the run after a failure".into()),
+impl ImageResult {
+    /// The record of an image as the plan left it: no bytes moved, no time spent yet.
+    pub fn from_plan(img: &ImagePlan, outcome: Outcome, error: Option<String>) -> Self {
+        ImageResult {
+            source: img.source.clone(),
+            target: img.target.clone(),
+            mode: img.mode,
+            planned: img.status,
+            outcome,
+            source_digest: img.source_digest.clone(),
+            target_digest: img.target_digest.clone(),
+            bytes: 0,
+            duration_ms: 0,
+            error,
+        }
     }
+}
+
+fn skipped(img: &ImagePlan) -> ImageResult {
+    ImageResult::from_plan(
+        img,
+        Outcome::Skipped,
+        Some("not attempted: --fail-fast stopped the run after a failure".into()),
+    )
 }
 
 fn duration_ms(d: Duration) -> u64 {
