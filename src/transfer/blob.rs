@@ -105,6 +105,9 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
                 // else retryable as often as the budget allows.
                 let again = match &failure.error {
                     TransferError::BlobMismatch { .. } => attempt < 1,
+                    // A token that lapsed under a streamed body: the transport has dropped it,
+                    // so one more attempt fetches a new one.
+                    TransferError::Registry(r) if matches!(**r, RegistryError::Unauthorized { .. }) => attempt < 1,
                     e => (e.is_retryable() || session_lost(e)) && attempt < ctx.retries,
                 };
                 if !again {
