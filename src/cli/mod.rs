@@ -11,6 +11,7 @@ use crate::exit;
 mod copy;
 mod docs;
 mod lists;
+mod ops;
 mod progress;
 mod resolve;
 mod rewrite;
