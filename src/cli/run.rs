@@ -8,6 +8,9 @@ use crate::exit;
 use crate::plan::{self, Plan, PlanOptions, Status};
 use crate::registry::Registries;
 use crate::report::{self, Report};
+use crate::shard::Shard;
+
+use super::ops::{image_set, write_metrics};
 use crate::transfer::pipeline::{self, ImageResult, Outcome, RunOptions};
 use crate::transfer::{self, IndexPolicy};
 
@@ -36,6 +39,9 @@ pub struct PlanArgs {
     /// Also check every selected child manifest and blob behind tags that look present.
     #[arg(long)]
     pub deep: bool,
+    /// Only the images of shard I of N (by a stable hash of the target repository), e.g. 0/4.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
     #[command(flatten)]
     pub reports: ReportArgs,
 }
@@ -51,6 +57,12 @@ pub struct SyncArgs {
     /// Do not copy referrers (signatures, SBOMs).
     #[arg(long)]
     pub no_referrers: bool,
+    /// Only the images of shard I of N (by a stable hash of the target repository), e.g. 0/4.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Write Prometheus text-format metrics of the run (images by status, bytes, times) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub reports: ReportArgs,
 }
@@ -60,6 +72,12 @@ pub struct VerifyArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Only the images of shard I of N (by a stable hash of the target repository), e.g. 0/4.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Write Prometheus text-format metrics of the run (images by status, times) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub reports: ReportArgs,
 }
@@ -69,20 +87,29 @@ fn index_policy(cfg: &crate::config::Config) -> IndexPolicy {
 }
 
 pub async fn plan(cli: &super::Cli, args: &PlanArgs) -> anyhow::Result<u8> {
-    let (cfg, wanted) = super::image_set(cli)?;
+    let (cfg, wanted) = image_set(cli, args.shard)?;
     let started = (SystemTime::now(), Instant::now());
     let registries = Registries::from_config(&cfg)?;
     let p =
         plan::plan(&registries, &wanted, &PlanOptions { index_policy: index_policy(&cfg), deep: args.deep }).await?;
-    finish_plan("plan", &p, started, args.output, &args.reports)
+    finish_plan("plan", &p, started, args.output, &args.reports).map(|(code, _)| code)
 }
 
 pub async fn verify(cli: &super::Cli, args: &VerifyArgs) -> anyhow::Result<u8> {
-    let (cfg, wanted) = super::image_set(cli)?;
+    let started = Instant::now();
+    let mut report = None;
+    let result = verify_run(cli, args, &mut report).await;
+    write_metrics(args.metrics_file.as_deref(), "verify", args.shard, started, report.as_ref(), result)
+}
+
+async fn verify_run(cli: &super::Cli, args: &VerifyArgs, out: &mut Option<Report>) -> anyhow::Result<u8> {
+    let (cfg, wanted) = image_set(cli, args.shard)?;
     let started = (SystemTime::now(), Instant::now());
     let registries = Registries::from_config(&cfg)?;
     let p = plan::plan(&registries, &wanted, &PlanOptions { index_policy: index_policy(&cfg), deep: true }).await?;
-    finish_plan("verify", &p, started, args.output, &args.reports)
+    let (code, report) = finish_plan("verify", &p, started, args.output, &args.reports)?;
+    *out = Some(report);
+    Ok(code)
 }
 
 /// Prints a plan, writes its reports, and maps it to an exit code: 0 in sync, 2 drift, 1 when an
@@ -93,7 +120,7 @@ fn finish_plan(
     started: (SystemTime, Instant),
     output: Output,
     reports: &ReportArgs,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<(u8, Report)> {
     let results: Vec<ImageResult> = p
         .images
         .iter()
@@ -125,13 +152,14 @@ fn finish_plan(
         }
         Output::Table => print_plan(p),
     }
-    Ok(if p.count(Status::Error) > 0 {
+    let code = if p.count(Status::Error) > 0 {
         exit::ERROR
     } else if p.in_sync() {
         exit::OK
     } else {
         exit::DRIFT
-    })
+    };
+    Ok((code, report))
 }
 
 fn print_plan(p: &Plan) {
@@ -186,7 +214,14 @@ fn write_reports(report: &Report, args: &ReportArgs) -> anyhow::Result<()> {
 }
 
 pub async fn sync(cli: &super::Cli, args: &SyncArgs) -> anyhow::Result<u8> {
-    let (cfg, wanted) = super::image_set(cli)?;
+    let started = Instant::now();
+    let mut report = None;
+    let result = sync_run(cli, args, &mut report).await;
+    write_metrics(args.metrics_file.as_deref(), "sync", args.shard, started, report.as_ref(), result)
+}
+
+async fn sync_run(cli: &super::Cli, args: &SyncArgs, out: &mut Option<Report>) -> anyhow::Result<u8> {
+    let (cfg, wanted) = image_set(cli, args.shard)?;
     let started = (SystemTime::now(), Instant::now());
     let registries = Registries::from_config(&cfg)?;
     let policy = index_policy(&cfg);
@@ -210,5 +245,7 @@ pub async fn sync(cli: &super::Cli, args: &SyncArgs) -> anyhow::Result<u8> {
     for (host, n) in registries.request_counts() {
         tracing::debug!(registry = %host, requests = n, "requests made");
     }
-    Ok(if report.summary.failed > 0 || report.summary.skipped > 0 { exit::PARTIAL } else { exit::OK })
+    let code = if report.summary.failed > 0 || report.summary.skipped > 0 { exit::PARTIAL } else { exit::OK };
+    *out = Some(report);
+    Ok(code)
 }
