@@ -221,9 +221,9 @@ fn the_pipelines_sync_before_the_cluster_and_gate_the_deployment_on_verify() {
     assert!(!root().join(".github/workflows/github-actions.yml").exists(), "the example must not run here");
 }
 
-// Checks the Dockerfile's promises, since no engine here can build it: a rust build stage on the
-// toolchain these tests were built with (so the image's binary is the one `cargo build --release
-// --locked` makes here), a runtime stage that is not the build image, the release binary copied
+// Checks the Dockerfile's promises, since no engine here can build it: a rust build stage on a
+// toolchain the crate supports, running `cargo build --release --locked` (the binary this
+// checkout's lockfile makes), a runtime stage that is not the build image, the release binary copied
 // from the build stage, CA certificates, the lists, uid 65532 and `ENTRYPOINT ["mirror"]`; and a
 // .dockerignore that keeps the host's target/ out of the build.
 #[test]
@@ -234,13 +234,13 @@ fn the_dockerfile_builds_the_locked_release_binary_into_a_small_non_root_image()
     assert_eq!(froms.len(), 2, "{froms:?}");
     let build_tag =
         froms[0].strip_prefix("FROM rust:").and_then(|r| r.strip_suffix(" AS build")).expect("FROM rust:X AS build");
-    let rustc =
-        Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into())).arg("--version").output().unwrap();
-    let local = text(&rustc.stdout); // rustc 1.95.0 (…)
-    let local_minor: Vec<&str> = local.split_whitespace().nth(1).unwrap().split('.').take(2).collect();
+    // The build toolchain must be one the crate supports (Cargo.toml's rust-version or later).
+    let minor = |v: &str| -> u32 { v.split('.').nth(1).and_then(|m| m.split('-').next()).unwrap().parse().unwrap() };
+    let manifest = read("Cargo.toml");
+    let msrv = manifest.lines().find_map(|l| l.strip_prefix("rust-version = ")).expect("rust-version in Cargo.toml");
     assert!(
-        build_tag.starts_with(&format!("{}-", local_minor.join("."))),
-        "Dockerfile builds with rust:{build_tag}, this machine has {local}: update the FROM line"
+        minor(build_tag) >= minor(msrv.trim_matches('"')),
+        "Dockerfile builds with rust:{build_tag}, older than the crate's rust-version {msrv}"
     );
     assert!(!froms[1].contains("rust:"), "the runtime stage must not be the build image");
     let build_stage = &lines[..lines.iter().position(|l| *l == froms[1]).unwrap()];
