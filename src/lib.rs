@@ -7,6 +7,7 @@
 //! - [`registry`]: a thin distribution-API client (auth, retries, manifests, blobs, uploads);
 //! - [`transfer`]: verified streaming copy and cache warming of one image graph;
 //! - [`azure`]: Entra ID sign-in to ACR, run records and the run lock in Blob Storage;
+//! - [`shard`]: splitting a run over several processes by target repository;
 //! - [`exit`]: the exit codes every command shares.
 
 pub mod azure;
@@ -20,4 +21,5 @@ pub mod plan;
 pub mod reference;
 pub mod registry;
 pub mod report;
+pub mod shard;
 pub mod transfer;

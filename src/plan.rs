@@ -217,7 +217,7 @@ async fn examine_inner(
         _ => match src.head_manifest(&w.source.repository, &w.source.selector()).await? {
             Some(h) => h.digest,
             None => {
-                return Err(RegistryError::Status {
+                return Err(RegistryError::status_error(crate::registry::error::StatusError {
                     registry: src.host.clone(),
                     method: "HEAD".into(),
                     url: w.source.to_string(),
@@ -225,7 +225,7 @@ async fn examine_inner(
                     code: Some("MANIFEST_UNKNOWN".into()),
                     message: "the source has no such image".into(),
                     retry_after: None,
-                });
+                }));
             }
         },
     };
@@ -249,6 +249,13 @@ async fn examine_inner(
         }
     };
     p.target_digest = target_digest.clone();
+    // A pull-through cache answers tag lists and HEADs from its upstream, so a plain `/v2/`
+    // answer says nothing about what it holds. Only the registry's own record (ACR's listing
+    // API) does; without it, warm-mode images are warmed on every run, unless `--deep` checks
+    // them one manifest and blob at a time.
+    if w.mode == MappingMode::Warm && !listing.with_digests && !opts.deep {
+        return Ok(Status::Missing);
+    }
     match target_digest {
         None => Ok(Status::Missing),
         Some(d) if d != expected => Ok(Status::Outdated),

@@ -234,6 +234,12 @@ impl FromStr for Reference {
     }
 }
 
+impl serde::Serialize for Reference {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,11 +300,5 @@ mod tests {
         assert!(!valid_path_component("a___b"));
         assert!(!valid_path_component("a._b"));
         assert!(!valid_path_component("_a"));
-    }
-}
-
-impl serde::Serialize for Reference {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }

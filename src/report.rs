@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use crate::transfer::pipeline::{ImageResult, Outcome};
 
+pub mod metrics;
+
 /// Everything a run did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {

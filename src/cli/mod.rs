@@ -9,14 +9,21 @@ use clap::{Parser, Subcommand};
 use crate::exit;
 
 mod copy;
+mod docs;
 mod lists;
+mod ops;
 mod progress;
 mod resolve;
 mod rewrite;
 mod run;
 
 #[derive(Debug, Parser)]
-#[command(name = "mirror", version, about = "Pre-seed a private Azure Container Registry for network isolated AKS")]
+#[command(
+    name = "mirror",
+    version,
+    about = "Pre-seed a private Azure Container Registry for network isolated AKS",
+    after_long_help = EXIT_CODES
+)]
 pub struct Cli {
     /// Configuration file (registries, image set, mappings).
     #[arg(short = 'c', long = "config", global = true, env = "MIRROR_CONFIG")]
@@ -28,9 +35,21 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The exit codes of [`crate::exit`], shown by `mirror --help` and in the man page.
+const EXIT_CODES: &str = "Exit codes (every command):
+  0  success: in sync, or everything done
+  1  error: bad input, unreachable registry, wrong credentials
+  2  drift: plan or verify found the target lacking something
+  3  sync finished but some images failed (the rest were done)
+  4  another run holds the run lock; nothing was done
+
+Environment: MIRROR_CONFIG (the -c file), MIRROR_LOG (log filter, e.g. debug).";
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line, for log collectors.
     Json,
 }
 
@@ -50,6 +69,10 @@ pub enum Command {
     Rewrite(rewrite::RewriteArgs),
     /// Manage the AKS component lists (manifests-lists/aks).
     Lists(lists::ListsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Print the mirror(1) man page, or write every command's page into a folder.
+    Man(docs::ManArgs),
 }
 
 /// Parses the command line, runs the command, and maps the outcome to an exit code.
@@ -79,6 +102,8 @@ pub fn main() -> ExitCode {
             Command::Resolve(args) => resolve::run(&cli, args),
             Command::Rewrite(args) => rewrite::run(&cli, args),
             Command::Lists(args) => lists::run(args),
+            Command::Completions(args) => docs::completions(args),
+            Command::Man(args) => docs::man(args),
         }
     });
     match result {

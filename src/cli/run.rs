@@ -9,6 +9,9 @@ use crate::exit;
 use crate::plan::{self, Plan, PlanOptions, Status};
 use crate::registry::Registries;
 use crate::report::{self, Report};
+use crate::shard::Shard;
+
+use super::ops::{image_set, write_metrics};
 use crate::transfer::pipeline::{self, ImageResult, Outcome, RunOptions};
 use crate::transfer::{self, IndexPolicy};
 
@@ -37,6 +40,9 @@ pub struct PlanArgs {
     /// Also check every selected child manifest and blob behind tags that look present.
     #[arg(long)]
     pub deep: bool,
+    /// Only the images of shard I of N (by a stable hash of the target repository), e.g. 0/4.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
     #[command(flatten)]
     pub reports: ReportArgs,
 }
@@ -52,6 +58,12 @@ pub struct SyncArgs {
     /// Do not copy referrers (signatures, SBOMs).
     #[arg(long)]
     pub no_referrers: bool,
+    /// Only the images of shard I of N (by a stable hash of the target repository), e.g. 0/4.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Write Prometheus text-format metrics of the run (images by status, bytes, times) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub reports: ReportArgs,
 }
@@ -61,6 +73,12 @@ pub struct VerifyArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Only the images of shard I of N (by a stable hash of the target repository), e.g. 0/4.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Write Prometheus text-format metrics of the run (images by status, times) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub reports: ReportArgs,
 }
@@ -70,31 +88,46 @@ fn index_policy(cfg: &crate::config::Config) -> IndexPolicy {
 }
 
 pub async fn plan(cli: &super::Cli, args: &PlanArgs) -> anyhow::Result<u8> {
-    let (cfg, wanted) = super::image_set(cli)?;
+    let (cfg, wanted) = image_set(cli, args.shard)?;
     let started = (SystemTime::now(), Instant::now());
     let registries = Registries::from_config(&cfg)?;
     let p =
         plan::plan(&registries, &wanted, &PlanOptions { index_policy: index_policy(&cfg), deep: args.deep }).await?;
     let (code, report) = finish_plan("plan", &p, started, args.output, &args.reports)?;
-    Ok(upload_records(&cfg, started.0, &report, code).await)
+    Ok(upload_records(&cfg, args.shard, started.0, &report, code).await)
 }
 
 pub async fn verify(cli: &super::Cli, args: &VerifyArgs) -> anyhow::Result<u8> {
-    let (cfg, wanted) = super::image_set(cli)?;
+    let started = Instant::now();
+    let mut report = None;
+    let result = verify_run(cli, args, &mut report).await;
+    write_metrics(args.metrics_file.as_deref(), "verify", args.shard, started, report.as_ref(), result)
+}
+
+async fn verify_run(cli: &super::Cli, args: &VerifyArgs, out: &mut Option<Report>) -> anyhow::Result<u8> {
+    let (cfg, wanted) = image_set(cli, args.shard)?;
     let started = (SystemTime::now(), Instant::now());
     let registries = Registries::from_config(&cfg)?;
     let p = plan::plan(&registries, &wanted, &PlanOptions { index_policy: index_policy(&cfg), deep: true }).await?;
     let (code, report) = finish_plan("verify", &p, started, args.output, &args.reports)?;
-    Ok(upload_records(&cfg, started.0, &report, code).await)
+    let code = upload_records(&cfg, args.shard, started.0, &report, code).await;
+    *out = Some(report);
+    Ok(code)
 }
 
 /// Uploads the run's JSON and JUnit reports when the config has `report: {azureBlob: …}`.
 /// A failed upload is logged, and turns the exit code into 1 only when the run otherwise
 /// succeeded: drift (2) or failed images (3) say more about the run than a lost record does.
-async fn upload_records(cfg: &crate::config::Config, started: SystemTime, report: &Report, code: u8) -> u8 {
+async fn upload_records(
+    cfg: &crate::config::Config,
+    shard: Option<Shard>,
+    started: SystemTime,
+    report: &Report,
+    code: u8,
+) -> u8 {
     let Some(section) = &cfg.report else { return code };
     let result = async {
-        let location = BlobLocation::from_config(section)?;
+        let location = BlobLocation::from_config(&per_shard(section, shard, "/"))?;
         upload_run_records(&location, started, report.to_json().into(), report.to_junit().into()).await
     }
     .await;
@@ -110,6 +143,17 @@ async fn upload_records(cfg: &crate::config::Config, started: SystemTime, report
     }
 }
 
+/// The blob location of one shard: shards of one run go in parallel, so each has its own lock
+/// (`mirror.lock.shard-0-of-4`) and its own report folder (`PREFIX/shard-0-of-4/<start>/…`).
+/// Without `--shard` (or with `0/1`) the location is the configured one.
+fn per_shard(section: &crate::config::BlobConfig, shard: Option<Shard>, sep: &str) -> crate::config::BlobConfig {
+    let mut s = section.clone();
+    if let Some(sh) = shard.filter(|sh| sh.count > 1) {
+        s.azure_blob = format!("{}{sep}shard-{}-of-{}", s.azure_blob.trim_end_matches('/'), sh.index, sh.count);
+    }
+    s
+}
+
 /// Who holds the lock, as another run will report it: host, process id and command.
 fn lock_holder(command: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -123,9 +167,13 @@ fn lock_holder(command: &str) -> String {
 
 /// Takes the run lock when the config has `lock: {azureBlob: …}`. `Err(code)` when another run
 /// holds it: the message naming the holder is printed, and the caller exits with that code.
-async fn take_lock(cfg: &crate::config::Config, command: &str) -> anyhow::Result<Result<Option<RunLock>, u8>> {
+async fn take_lock(
+    cfg: &crate::config::Config,
+    shard: Option<Shard>,
+    command: &str,
+) -> anyhow::Result<Result<Option<RunLock>, u8>> {
     let Some(section) = &cfg.lock else { return Ok(Ok(None)) };
-    let location = BlobLocation::from_config(section)?;
+    let location = BlobLocation::from_config(&per_shard(section, shard, "."))?;
     match RunLock::acquire(&location, &lock_holder(command)).await {
         Ok(lock) => {
             tracing::info!(blob = %lock.blob(), "run lock taken");
@@ -151,17 +199,8 @@ fn finish_plan(
     let results: Vec<ImageResult> = p
         .images
         .iter()
-        .map(|i| ImageResult {
-            source: i.source.clone(),
-            target: i.target.clone(),
-            mode: i.mode,
-            planned: i.status,
-            outcome: if i.status == Status::Present { Outcome::Unchanged } else { Outcome::Failed },
-            source_digest: i.source_digest.clone(),
-            target_digest: i.target_digest.clone(),
-            bytes: i.bytes_to_move,
-            duration_ms: 0,
-            error: match i.status {
+        .map(|i| {
+            let error = match i.status {
                 Status::Present => None,
                 Status::Missing => Some("missing in the target".into()),
                 Status::Outdated => Some(format!(
@@ -171,7 +210,11 @@ fn finish_plan(
                 )),
                 Status::Partial => Some(format!("partial: missing {}", i.missing.join(", "))),
                 Status::Error => i.error.clone(),
-            },
+            };
+            let outcome = if i.status == Status::Present { Outcome::Unchanged } else { Outcome::Failed };
+            let mut r = ImageResult::from_plan(i, outcome, error);
+            r.bytes = i.bytes_to_move;
+            r
         })
         .collect();
     let report = Report::new(command, started.0, started.1.elapsed().as_millis() as u64, results);
@@ -248,13 +291,20 @@ fn write_reports(report: &Report, args: &ReportArgs) -> anyhow::Result<()> {
 /// `mirror sync`: under the run lock when the config has one (taken before planning, released
 /// at the end, also after an error), with the run records uploaded when the config asks.
 pub async fn sync(cli: &super::Cli, args: &SyncArgs) -> anyhow::Result<u8> {
-    let (cfg, wanted) = super::image_set(cli)?;
+    let started = Instant::now();
+    let mut report = None;
+    let result = sync_run(cli, args, &mut report).await;
+    write_metrics(args.metrics_file.as_deref(), "sync", args.shard, started, report.as_ref(), result)
+}
+
+async fn sync_run(cli: &super::Cli, args: &SyncArgs, out: &mut Option<Report>) -> anyhow::Result<u8> {
+    let (cfg, wanted) = image_set(cli, args.shard)?;
     let started = (SystemTime::now(), Instant::now());
-    let lock = match take_lock(&cfg, "sync").await? {
+    let lock = match take_lock(&cfg, args.shard, "sync").await? {
         Ok(lock) => lock,
         Err(code) => return Ok(code),
     };
-    let result = sync_locked(cfg, wanted, started, args).await;
+    let result = sync_locked(cfg, wanted, started, args, out).await;
     if let Some(lock) = lock {
         if lock.is_lost() {
             tracing::warn!(blob = %lock.blob(), "the run lock's lease could not be renewed; another run may have overlapped this one");
@@ -271,6 +321,7 @@ async fn sync_locked(
     wanted: Vec<plan::Wanted>,
     started: (SystemTime, Instant),
     args: &SyncArgs,
+    out: &mut Option<Report>,
 ) -> anyhow::Result<u8> {
     let registries = Registries::from_config(&cfg)?;
     let policy = index_policy(&cfg);
@@ -295,5 +346,39 @@ async fn sync_locked(
         tracing::debug!(registry = %host, requests = n, "requests made");
     }
     let code = if report.summary.failed > 0 || report.summary.skipped > 0 { exit::PARTIAL } else { exit::OK };
-    Ok(upload_records(&cfg, started.0, &report, code).await)
+    let code = upload_records(&cfg, args.shard, started.0, &report, code).await;
+    *out = Some(report);
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_get_their_own_lock_and_report_folder() {
+        // Checks that parallel shards of one run do not lock each other out or overwrite each
+        // other's records, and that an unsharded run uses the configured blob as it is.
+        let section = crate::config::BlobConfig {
+            azure_blob: "https://a.blob.core.windows.net/runs/mirror.lock".into(),
+            sas_token_env: Some("SAS".into()),
+            credential: None,
+            tenant_id: None,
+            client_id: None,
+            client_secret_env: None,
+        };
+        let shard = Some(Shard { index: 1, count: 4 });
+        assert_eq!(
+            per_shard(&section, shard, ".").azure_blob,
+            "https://a.blob.core.windows.net/runs/mirror.lock.shard-1-of-4"
+        );
+        assert_eq!(per_shard(&section, None, ".").azure_blob, section.azure_blob);
+        assert_eq!(per_shard(&section, Some(Shard::ALL), ".").azure_blob, section.azure_blob);
+        let mut prefix = section.clone();
+        prefix.azure_blob = "https://a.blob.core.windows.net/runs/nightly/".into();
+        assert_eq!(
+            per_shard(&prefix, shard, "/").azure_blob,
+            "https://a.blob.core.windows.net/runs/nightly/shard-1-of-4"
+        );
+    }
 }

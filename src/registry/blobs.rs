@@ -25,7 +25,14 @@ impl Registry {
             return Ok(None);
         }
         let resp = self.expect(&Method::HEAD, &url, resp, &[200]).await?;
-        Ok(resp.content_length().or(Some(0)))
+        // The header itself: a HEAD response's body is empty, so reqwest's content_length() is 0.
+        let size = resp
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok(Some(size))
     }
 
     /// Streams a blob, from `offset` on (a ranged GET, used to resume). A registry that ignores

@@ -12,17 +12,8 @@ pub enum RegistryError {
     #[error("cannot reach registry {registry} at {url}: {message}")]
     Connect { registry: String, url: String, message: String },
 
-    #[error("{method} {url} on {registry}: HTTP {status}{}{}", code.as_ref().map(|c| format!(" {c}")).unwrap_or_default(), if message.is_empty() { String::new() } else { format!(": {message}") })]
-    Status {
-        registry: String,
-        method: String,
-        url: String,
-        status: u16,
-        /// The first OCI error code in the body (`MANIFEST_BLOB_UNKNOWN`, `DENIED`, …).
-        code: Option<String>,
-        message: String,
-        retry_after: Option<Duration>,
-    },
+    #[error("{0}")]
+    Status(Box<StatusError>),
 
     #[error("registry {registry} refused the credentials for {scope}: {message}")]
     Unauthorized { registry: String, scope: String, message: String },
@@ -49,17 +40,35 @@ pub enum RegistryError {
     Credentials { registry: String, message: String },
 }
 
+/// A response with a status the operation did not expect.
+#[derive(Debug, thiserror::Error)]
+#[error("{method} {url} on {registry}: HTTP {status}{}{}", code.as_ref().map(|c| format!(" {c}")).unwrap_or_default(), if message.is_empty() { String::new() } else { format!(": {message}") })]
+pub struct StatusError {
+    pub registry: String,
+    pub method: String,
+    pub url: String,
+    pub status: u16,
+    /// The first OCI error code in the body (`MANIFEST_BLOB_UNKNOWN`, `DENIED`, …).
+    pub code: Option<String>,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
 impl RegistryError {
+    pub fn status_error(e: StatusError) -> Self {
+        RegistryError::Status(Box::new(e))
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
-            RegistryError::Status { status, .. } => Some(*status),
+            RegistryError::Status(e) => Some(e.status),
             _ => None,
         }
     }
 
     pub fn code(&self) -> Option<&str> {
         match self {
-            RegistryError::Status { code, .. } => code.as_deref(),
+            RegistryError::Status(e) => e.code.as_deref(),
             _ => None,
         }
     }
@@ -73,14 +82,14 @@ impl RegistryError {
     pub fn is_retryable(&self) -> bool {
         match self {
             RegistryError::Connect { .. } | RegistryError::Body { .. } => true,
-            RegistryError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+            RegistryError::Status(e) => matches!(e.status, 408 | 429 | 500 | 502 | 503 | 504),
             _ => false,
         }
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            RegistryError::Status { retry_after, .. } => *retry_after,
+            RegistryError::Status(e) => e.retry_after,
             _ => None,
         }
     }

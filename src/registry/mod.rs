@@ -21,7 +21,9 @@ pub mod uploads;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -127,6 +129,7 @@ pub struct Registry {
     in_flight: Semaphore,
     budget: Option<Budget>,
     retries: u32,
+    ping_lock: Mutex<()>,
     /// Set once the registry has shown it has no ACR listing API.
     no_acr_api: std::sync::atomic::AtomicBool,
     pub stats: Stats,
@@ -178,7 +181,7 @@ impl Registry {
                 let status = resp.status().as_u16();
                 let body = resp.bytes().await.unwrap_or_default();
                 let (code, message) = parse_error_body(&body);
-                return Err(RegistryError::Status {
+                return Err(RegistryError::status_error(crate::registry::error::StatusError {
                     registry: self.host.clone(),
                     method: "GET".into(),
                     url: display_url(&url),
@@ -190,7 +193,7 @@ impl Registry {
                         message
                     },
                     retry_after: None,
-                });
+                }));
             }
         }
         Ok(())
@@ -209,7 +212,11 @@ impl Registry {
     /// [`Registry::expect`].
     pub async fn send(&self, mut req: Request) -> Result<reqwest::Response, RegistryError> {
         if self.auth.needs_ping().await {
-            self.ping().await?;
+            // One ping per registry, however many requests start at once.
+            let _guard = self.ping_lock.lock().await;
+            if self.auth.needs_ping().await {
+                self.ping().await?;
+            }
         }
         let mut attempt: u32 = 0;
         let mut reauthenticated = false;
@@ -328,7 +335,7 @@ impl Registry {
         let retry_after = retry_after(resp.headers());
         let body = resp.bytes().await.unwrap_or_default();
         let (code, message) = parse_error_body(&body);
-        RegistryError::Status {
+        RegistryError::status_error(crate::registry::error::StatusError {
             registry: self.host.clone(),
             method: method.to_string(),
             url: display_url(url),
@@ -336,7 +343,7 @@ impl Registry {
             code,
             message,
             retry_after,
-        }
+        })
     }
 }
 
@@ -422,6 +429,7 @@ impl Registries {
             in_flight: Semaphore::new(cfg.and_then(|c| c.max_concurrent_requests).unwrap_or(32).max(1)),
             budget: cfg.and_then(|c| c.requests_per_minute).filter(|r| *r > 0).map(Budget::new),
             retries: self.retries,
+            ping_lock: Mutex::new(()),
             no_acr_api: Default::default(),
             stats: Stats::default(),
         });
@@ -499,6 +507,21 @@ mod tests {
         assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
         h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("99999"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(300)), "capped");
+    }
+
+    /// The budget lets a burst of ten seconds' worth through at once, then paces requests.
+    #[tokio::test(start_paused = true)]
+    async fn budget_allows_a_burst_then_paces() {
+        let b = Budget::new(60); // one per second, burst of 10
+        let start = Instant::now();
+        for _ in 0..10 {
+            b.take().await;
+        }
+        assert_eq!(Instant::now(), start, "the burst is not delayed");
+        b.take().await;
+        b.take().await;
+        let waited = Instant::now() - start;
+        assert!(waited >= Duration::from_millis(1900) && waited <= Duration::from_millis(2100), "{waited:?}");
     }
 
     #[test]

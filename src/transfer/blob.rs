@@ -69,6 +69,9 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
         ctx.stats.blobs_present.fetch_add(1, Ordering::Relaxed);
         return Ok(BlobOutcome::Present);
     }
+    // One upload of a digest per target registry at a time: a second repository that needs the
+    // same blob waits for the first, then mounts it from there instead of uploading it again.
+    let _one_at_a_time = ctx.digest_lock(&mv.dst.host, digest).lock_owned().await;
     let mount_from = if mv.src.host == mv.dst.host && mv.src_repo != mv.dst_repo {
         Some(mv.src_repo.clone())
     } else {
@@ -102,7 +105,10 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
                 // else retryable as often as the budget allows.
                 let again = match &failure.error {
                     TransferError::BlobMismatch { .. } => attempt < 1,
-                    e => e.is_retryable() && attempt < ctx.retries,
+                    // A token that lapsed under a streamed body: the transport has dropped it,
+                    // so one more attempt fetches a new one.
+                    TransferError::Registry(r) if matches!(**r, RegistryError::Unauthorized { .. }) => attempt < 1,
+                    e => (e.is_retryable() || session_lost(e)) && attempt < ctx.retries,
                 };
                 if !again {
                     return Err(failure.error);
@@ -122,6 +128,12 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
             }
         }
     }
+}
+
+/// The registry no longer knows the upload session (distribution 2.8 invalidates one whose
+/// chunk was cut mid-way): the upload starts again in a new session.
+fn session_lost(e: &TransferError) -> bool {
+    matches!(e, TransferError::Registry(r) if matches!(r.code(), Some("BLOB_UPLOAD_INVALID" | "BLOB_UPLOAD_UNKNOWN")))
 }
 
 /// An upload that failed, with the session to abandon.

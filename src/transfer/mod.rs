@@ -97,10 +97,12 @@ pub enum TransferError {
 /// cache rule (aks-acr-facts.md §7: `DENIED`/`UNSUPPORTED`, 403 or 405) or distribution in proxy
 /// mode (405 `UNSUPPORTED`), answering a blob upload `POST`/`PATCH`/`PUT` or a manifest `PUT`.
 pub fn is_cache_rule_refusal(e: &RegistryError) -> bool {
-    let RegistryError::Status { method, url, status, code, .. } = e else { return false };
+    let RegistryError::Status(e) = e else { return false };
+    let (method, url) = (e.method.as_str(), e.url.as_str());
     let push = (method == "POST" || method == "PATCH" || method == "PUT") && url.contains("/blobs/uploads")
         || method == "PUT" && url.contains("/manifests/");
-    let refused = *status == 405 || *status == 403 && matches!(code.as_deref(), Some("DENIED") | Some("UNSUPPORTED"));
+    let refused =
+        e.status == 405 || e.status == 403 && matches!(e.code.as_deref(), Some("DENIED") | Some("UNSUPPORTED"));
     push && refused
 }
 
@@ -186,6 +188,7 @@ pub enum BlobOutcome {
 
 type BlobKey = (String, String, Digest);
 type InFlight = Shared<BoxFuture<'static, Result<BlobOutcome, TransferError>>>;
+type DigestLocks = HashMap<(String, Digest), Arc<tokio::sync::Mutex<()>>>;
 
 /// State shared by every image of a run.
 pub struct Context {
@@ -201,6 +204,8 @@ pub struct Context {
     in_flight: std::sync::Mutex<HashMap<BlobKey, InFlight>>,
     /// Where a blob is known to be in a target registry: (registry, digest) → repository.
     located: std::sync::Mutex<HashMap<(String, Digest), String>>,
+    /// Serialises uploads of one digest into one registry (see [`blob::ensure`]).
+    digest_locks: std::sync::Mutex<DigestLocks>,
 }
 
 impl std::fmt::Debug for Context {
@@ -219,6 +224,7 @@ impl Context {
             warm_recheck: std::time::Duration::from_secs(60),
             in_flight: Default::default(),
             located: Default::default(),
+            digest_locks: Default::default(),
         })
     }
 
@@ -250,6 +256,16 @@ impl Context {
         self.located.lock().expect("located lock").insert((registry.to_string(), digest.clone()), repo.to_string());
     }
 
+    /// The lock that lets one upload of `digest` into `registry` run at a time.
+    pub fn digest_lock(&self, registry: &str, digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
+        self.digest_locks
+            .lock()
+            .expect("digest locks")
+            .entry((registry.to_string(), digest.clone()))
+            .or_default()
+            .clone()
+    }
+
     /// A repository of `registry` known to hold `digest`, other than `except`.
     pub fn mount_source(&self, registry: &str, digest: &Digest, except: &str) -> Option<String> {
         self.located
@@ -258,5 +274,38 @@ impl Context {
             .get(&(registry.to_string(), digest.clone()))
             .filter(|r| r.as_str() != except)
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::error::StatusError;
+
+    fn status(method: &str, url: &str, status: u16, code: Option<&str>) -> RegistryError {
+        RegistryError::status_error(StatusError {
+            registry: "r.azurecr.io".into(),
+            method: method.into(),
+            url: url.into(),
+            status,
+            code: code.map(String::from),
+            message: String::new(),
+            retry_after: None,
+        })
+    }
+
+    #[test]
+    fn only_refused_pushes_count_as_cache_rule_refusals() {
+        // Checks the signal: 405, or 403 DENIED/UNSUPPORTED, on an upload or a manifest PUT; not a
+        // 403 on a pull, not a 401 (missing push permission), not a 400 on a manifest PUT.
+        let up = "https://r.azurecr.io/v2/aks-managed-repository/x/blobs/uploads/";
+        let put = "https://r.azurecr.io/v2/aks-managed-repository/x/manifests/1";
+        assert!(is_cache_rule_refusal(&status("POST", up, 405, Some("UNSUPPORTED"))));
+        assert!(is_cache_rule_refusal(&status("PUT", put, 403, Some("DENIED"))));
+        assert!(!is_cache_rule_refusal(&status("GET", put, 403, Some("DENIED"))));
+        assert!(!is_cache_rule_refusal(&status("PUT", put, 401, Some("UNAUTHORIZED"))));
+        assert!(!is_cache_rule_refusal(&status("PUT", put, 400, Some("MANIFEST_BLOB_UNKNOWN"))));
+        let e = TransferError::from(status("PUT", put, 405, None)).explain_cache_rule("r.azurecr.io/x:1");
+        assert!(matches!(e, TransferError::CacheRule { .. }) && e.to_string().contains("mode: warm"), "{e}");
     }
 }

@@ -77,30 +77,18 @@ pub async fn run(
     observer: &dyn Observer,
 ) -> Vec<ImageResult> {
     let cancel = CancellationToken::new();
-    let results = futures::stream::iter(plan.images.iter())
+    futures::stream::iter(plan.images.iter())
         .map(|img| {
             let cancel = cancel.clone();
             async move {
                 if !img.status.needs_work() {
-                    let (outcome, error) = match img.status {
-                        Status::Error => (Outcome::Failed, img.error.clone()),
-                        _ => (Outcome::Unchanged, None),
-                    };
-                    if outcome == Outcome::Failed && opts.fail_fast {
-                        cancel.cancel();
+                    if img.status == Status::Error {
+                        if opts.fail_fast {
+                            cancel.cancel();
+                        }
+                        return ImageResult::from_plan(img, Outcome::Failed, img.error.clone());
                     }
-                    return ImageResult {
-                        source: img.source.clone(),
-                        target: img.target.clone(),
-                        mode: img.mode,
-                        planned: img.status,
-                        outcome,
-                        source_digest: img.source_digest.clone(),
-                        target_digest: img.target_digest.clone(),
-                        bytes: 0,
-                        duration_ms: 0,
-                        error,
-                    };
+                    return ImageResult::from_plan(img, Outcome::Unchanged, None);
                 }
                 if cancel.is_cancelled() {
                     return skipped(img);
@@ -112,61 +100,54 @@ pub async fn run(
                     r = one(registries, ctx, img, opts, counter.clone()) => r,
                     _ = cancel.cancelled() => return skipped(img),
                 };
-                let moved = counter.load(std::sync::atomic::Ordering::Relaxed);
-                let r = match result {
-                    Ok((outcome, target_digest)) => ImageResult {
-                        source: img.source.clone(),
-                        target: img.target.clone(),
-                        mode: img.mode,
-                        planned: img.status,
-                        outcome,
-                        source_digest: img.source_digest.clone(),
-                        target_digest: Some(target_digest),
-                        bytes: moved,
-                        duration_ms: duration_ms(started.elapsed()),
-                        error: None,
-                    },
+                let mut r = match result {
+                    Ok((outcome, target_digest)) => {
+                        let mut r = ImageResult::from_plan(img, outcome, None);
+                        r.target_digest = Some(target_digest);
+                        r
+                    }
                     Err(e) => {
                         if opts.fail_fast {
                             cancel.cancel();
                         }
-                        ImageResult {
-                            source: img.source.clone(),
-                            target: img.target.clone(),
-                            mode: img.mode,
-                            planned: img.status,
-                            outcome: Outcome::Failed,
-                            source_digest: img.source_digest.clone(),
-                            target_digest: img.target_digest.clone(),
-                            bytes: moved,
-                            duration_ms: duration_ms(started.elapsed()),
-                            error: Some(e.to_string()),
-                        }
+                        ImageResult::from_plan(img, Outcome::Failed, Some(e.to_string()))
                     }
                 };
+                r.bytes = counter.load(std::sync::atomic::Ordering::Relaxed);
+                r.duration_ms = duration_ms(started.elapsed());
                 observer.finished(&r);
                 r
             }
         })
         .buffered(opts.images_in_flight.max(1))
         .collect::<Vec<_>>()
-        .await;
-    results
+        .await
+}
+
+impl ImageResult {
+    /// The record of an image as the plan left it: no bytes moved, no time spent yet.
+    pub fn from_plan(img: &ImagePlan, outcome: Outcome, error: Option<String>) -> Self {
+        ImageResult {
+            source: img.source.clone(),
+            target: img.target.clone(),
+            mode: img.mode,
+            planned: img.status,
+            outcome,
+            source_digest: img.source_digest.clone(),
+            target_digest: img.target_digest.clone(),
+            bytes: 0,
+            duration_ms: 0,
+            error,
+        }
+    }
 }
 
 fn skipped(img: &ImagePlan) -> ImageResult {
-    ImageResult {
-        source: img.source.clone(),
-        target: img.target.clone(),
-        mode: img.mode,
-        planned: img.status,
-        outcome: Outcome::Skipped,
-        source_digest: img.source_digest.clone(),
-        target_digest: img.target_digest.clone(),
-        bytes: 0,
-        duration_ms: 0,
-        error: Some("not attempted: --fail-fast stopped the run after a failure".into()),
-    }
+    ImageResult::from_plan(
+        img,
+        Outcome::Skipped,
+        Some("not attempted: --fail-fast stopped the run after a failure".into()),
+    )
 }
 
 fn duration_ms(d: Duration) -> u64 {

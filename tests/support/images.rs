@@ -730,9 +730,12 @@ impl SkopeoAuth {
 }
 
 async fn skopeo(args: &[String]) -> Vec<u8> {
+    // An empty auth file, so no credentials of the machine's are used (skopeo cannot parse /dev/null).
+    let auth = tempfile::NamedTempFile::new().expect("auth file");
+    std::fs::write(auth.path(), b"{}").expect("write auth file");
     let out = tokio::process::Command::new("skopeo")
         .args(args)
-        .env("REGISTRY_AUTH_FILE", "/dev/null")
+        .env("REGISTRY_AUTH_FILE", auth.path())
         .kill_on_drop(true)
         .output()
         .await
