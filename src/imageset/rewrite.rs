@@ -56,8 +56,9 @@ pub enum RewriteError {
     Check { file: String, line: usize, image: String, reason: String },
 }
 
-/// Reads a `--digests` file: a JSON object `{"<source ref>": "sha256:…"}`, or the output of
-/// `mirror resolve -o json` (its `images[].source` and `images[].digest`). Keys are normalised,
+/// Reads a `--digests` file: a JSON object `{"<source ref>": "sha256:…"}`, the output of
+/// `mirror resolve -o json` (its `images[].source` and `images[].digest`), or a `sync`/`verify`
+/// JSON report (`images[].source` and `images[].target_digest`). Keys are normalised,
 /// so `nginx:1` and `docker.io/library/nginx:1` are the same image.
 pub fn parse_digests(text: &str) -> Result<BTreeMap<String, Digest>, RewriteError> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| RewriteError::DigestsFile(e.to_string()))?;
@@ -70,9 +71,11 @@ pub fn parse_digests(text: &str) -> Result<BTreeMap<String, Digest>, RewriteErro
     };
     if let Some(images) = v.get("images").and_then(|x| x.as_array()) {
         for i in images {
-            if let (Some(s), Some(d)) =
-                (i.get("source").and_then(|x| x.as_str()), i.get("digest").and_then(|x| x.as_str()))
-            {
+            // `resolve -o json` says `digest`; a sync or verify report says `target_digest` (what
+            // the target holds: under the rewrite index policy it differs from the source's).
+            let digest =
+                ["digest", "target_digest", "source_digest"].iter().find_map(|k| i.get(*k).and_then(|x| x.as_str()));
+            if let (Some(s), Some(d)) = (i.get("source").and_then(|x| x.as_str()), digest) {
                 put(s, d)?;
             }
         }
@@ -238,6 +241,20 @@ fn written_name(w: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    // Checks that a sync report pins each source to the digest the target holds.
+    #[test]
+    fn digests_come_from_sync_reports() {
+        let d1 = format!("sha256:{}", "1".repeat(64));
+        let d2 = format!("sha256:{}", "2".repeat(64));
+        let report = format!(
+            r#"{{"command":"sync","images":[{{"source":"nginx:1","target_digest":"{d1}","source_digest":"{d2}"}},
+            {{"source":"quay.io/a/b:2","target_digest":null,"source_digest":"{d2}"}}]}}"#
+        );
+        let m = parse_digests(&report).unwrap();
+        assert_eq!(m["docker.io/library/nginx:1"].as_str(), d1);
+        assert_eq!(m["quay.io/a/b:2"].as_str(), d2, "source digest when the target has none yet");
+    }
     use super::*;
 
     fn file(text: &str) -> WorkloadFile {
