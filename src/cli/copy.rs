@@ -41,7 +41,7 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
         platforms,
         index_policy: args.index_policy.or(cfg.index_policy).unwrap_or_default(),
         referrers: !args.no_referrers,
-        repair: false,
+        assume_stale: false,
         bytes: Default::default(),
     };
     let registries = Registries::from_config(&cfg)?;

@@ -107,7 +107,7 @@ async fn copy_graph(
             _ => top.clone(),
         };
         copied.target_digest = index.digest.clone();
-        if !opts.repair && already_there(&d, target_tag.as_deref(), &index).await? {
+        if !opts.assume_stale && already_there(&d, target_tag.as_deref(), &index).await? {
             copied.unchanged = true;
             return Ok(copied);
         }
@@ -121,7 +121,7 @@ async fn copy_graph(
         }
         index
     } else {
-        if !opts.repair && already_there(&d, target_tag.as_deref(), &top).await? {
+        if !opts.assume_stale && already_there(&d, target_tag.as_deref(), &top).await? {
             copied.unchanged = true;
             return Ok(copied);
         }

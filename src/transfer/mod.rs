@@ -62,9 +62,9 @@ pub struct Options {
     pub index_policy: IndexPolicy,
     /// Copy OCI referrers (signatures, SBOMs) of every copied manifest.
     pub referrers: bool,
-    /// Walk the graph even when the target tag already has the right digest (a partial image:
-    /// platforms or referrers missing behind a present tag).
-    pub repair: bool,
+    /// The caller has just seen that the target tag is missing, outdated or partial (the plan
+    /// looked): do not ask the target again whether it has the image, walk the graph.
+    pub assume_stale: bool,
     /// Blob bytes this image streamed (a blob shared by images counts for the one that moved it).
     pub bytes: Arc<AtomicU64>,
 }

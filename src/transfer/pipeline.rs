@@ -173,7 +173,7 @@ async fn one(
         platforms: w.platforms.clone(),
         index_policy: opts.index_policy,
         referrers: opts.referrers,
-        repair: img.status == Status::Partial,
+        assume_stale: true,
         bytes,
     };
     match w.mode {
