@@ -15,6 +15,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[allow(dead_code)] // the request breakdown is used by the sync bench only
 mod measure;
 
 use std::fmt::Write as _;

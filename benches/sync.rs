@@ -140,6 +140,11 @@ fn mirror_config(dir: &Path, name: &str, src: &Endpoint, dst: &Endpoint, f: &Fix
     if linux_only {
         writeln!(y, "platforms: [linux/amd64, linux/arm64]\nindexPolicy: rewrite").unwrap();
     }
+    // For trying other engine settings without editing the bench, e.g.
+    // BENCH_MIRROR_TRANSFER='{concurrency: 16, images: 32}'. Unset: the defaults.
+    if let Ok(t) = std::env::var("BENCH_MIRROR_TRANSFER") {
+        writeln!(y, "transfer: {t}").unwrap();
+    }
     writeln!(y, "images:").unwrap();
     for i in &f.images {
         writeln!(y, "  - {}", i.reference()).unwrap();
@@ -152,6 +157,10 @@ fn mirror_config(dir: &Path, name: &str, src: &Endpoint, dst: &Endpoint, f: &Fix
 async fn run_mirror(config: &Path, log: &Path) -> Measured {
     let mut cmd = Command::new(measure::mirror_binary());
     cmd.arg("-c").arg(config).arg("sync").env("MIRROR_LOG", "info");
+    // For experiments, e.g. BENCH_MIRROR_SYNC_ARGS=--no-referrers. Unset: none.
+    if let Ok(extra) = std::env::var("BENCH_MIRROR_SYNC_ARGS") {
+        cmd.args(extra.split_whitespace());
+    }
     let m = measure::run(cmd, log).await;
     assert!(m.success, "mirror sync failed; see {}", log.display());
     m
