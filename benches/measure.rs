@@ -13,6 +13,8 @@ pub struct Measured {
     pub seconds: f64,
     /// Peak resident set size of the child, in KiB (GNU `time`'s `%M`).
     pub max_rss_kib: u64,
+    /// CPU seconds the child used, user + system (`%U`, `%S`).
+    pub cpu_seconds: f64,
     pub success: bool,
 }
 
@@ -31,7 +33,7 @@ pub fn run_measured(cmd: Command, log: &Path) -> Measured {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open child log");
     let rss_file = log.with_extension("rss");
     let mut timed = Command::new("/usr/bin/time");
-    timed.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(cmd.get_program()).args(cmd.get_args());
+    timed.arg("-f").arg("%M %U %S").arg("-o").arg(&rss_file).arg(cmd.get_program()).args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => timed.env(k, v),
@@ -44,8 +46,10 @@ pub fn run_measured(cmd: Command, log: &Path) -> Measured {
     let seconds = started.elapsed().as_secs_f64();
     let text = std::fs::read_to_string(&rss_file).unwrap_or_default();
     // With a failing command, time writes "Command exited with non-zero status N" first.
-    let max_rss_kib = text.lines().filter_map(|l| l.trim().parse::<u64>().ok()).next_back().unwrap_or(0);
-    Measured { seconds, max_rss_kib, success: status.success() }
+    let last: Vec<&str> = text.lines().last().unwrap_or("").split_whitespace().collect();
+    let max_rss_kib = last.first().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let cpu_seconds = last.iter().skip(1).filter_map(|v| v.parse::<f64>().ok()).sum();
+    Measured { seconds, max_rss_kib, cpu_seconds, success: status.success() }
 }
 
 /// Async wrapper of [`run_measured`].
@@ -82,4 +86,27 @@ pub fn breakdown(registry: &TestRegistry, from: usize) -> std::collections::BTre
         }
     }
     m
+}
+
+/// CPU seconds (user + system) the registry process has used so far, read from
+/// `/proc/PID/stat` of the `docker-registry` whose command line names this registry's config
+/// file (clock ticks taken as 100 per second, the Linux default). 0 if it cannot be found.
+pub fn registry_cpu_seconds(registry: &TestRegistry) -> f64 {
+    let config = registry.storage_dir().parent().map(|d| d.join("config.yml")).unwrap_or_default();
+    let config = config.to_string_lossy().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    for e in entries.flatten() {
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.starts_with("/usr/bin/docker-registry") || !cmdline.contains(&config) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        return (ticks(11) + ticks(12)) as f64 / 100.0;
+    }
+    0.0
 }

@@ -41,7 +41,7 @@ use futures::StreamExt;
 
 use acr_mirror::digest::Digest;
 use fixture::{Fixture, SOURCE_HOST, Seeded};
-use measure::{Measured, requests_served};
+use measure::{Measured, registry_cpu_seconds as reg_cpu, requests_served};
 use support::{DelayProxy, TestRegistry};
 
 const TARGET_HOST: &str = "bench.azurecr.io";
@@ -68,10 +68,12 @@ struct Args {
     profiles: Vec<Profile>,
     docs: bool,
     windows: bool,
+    skopeo: bool,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { scale: 0.05, profiles: vec![Profile::Local, Profile::Latency], docs: true, windows: true };
+    let mut a =
+        Args { scale: 0.05, profiles: vec![Profile::Local, Profile::Latency], docs: true, windows: true, skopeo: true };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -87,10 +89,15 @@ fn parse_args() -> Args {
             }
             "--no-docs" => a.docs = false,
             "--no-windows" => a.windows = false,
+            // For engine experiments: the ceiling and mirror only.
+            "--no-skopeo" => a.skopeo = false,
             other => panic!(
-                "unknown argument {other:?}; usage: sync [--scale X] [--profile local|latency|all] [--no-docs] [--no-windows]"
+                "unknown argument {other:?}; usage: sync [--scale X] [--profile local|latency|all] [--no-docs] [--no-windows] [--no-skopeo]"
             ),
         }
+    }
+    if !a.skopeo {
+        a.docs = false; // a partial table must not replace the recorded one
     }
     a
 }
@@ -122,6 +129,8 @@ struct Row {
     bytes: u64,
     requests: u64,
     rss_kib: Option<u64>,
+    /// CPU seconds of the tool and both registries (the ceiling: the target registry only).
+    cpu: f64,
 }
 
 fn mib(b: u64) -> f64 {
@@ -170,6 +179,7 @@ async fn run_mirror(config: &Path, log: &Path) -> Measured {
 /// time and the largest peak RSS of the runs.
 async fn run_skopeo(f: &Fixture, src: &Endpoint, dst: &Endpoint, log: &Path) -> Measured {
     let mut seconds = 0.0;
+    let mut cpu_seconds = 0.0;
     let mut rss = 0;
     for repo in f.repositories() {
         let dest = match repo.rsplit_once('/') {
@@ -194,9 +204,10 @@ async fn run_skopeo(f: &Fixture, src: &Endpoint, dst: &Endpoint, log: &Path) -> 
         let m = measure::run(cmd, log).await;
         assert!(m.success, "skopeo sync of {repo} failed; see {}", log.display());
         seconds += m.seconds;
+        cpu_seconds += m.cpu_seconds;
         rss = rss.max(m.max_rss_kib);
     }
-    Measured { seconds, max_rss_kib: rss, success: true }
+    Measured { seconds, max_rss_kib: rss, cpu_seconds, success: true }
 }
 
 /// Checks (untimed) that every fixture tag resolves in the target, to the source digest when
@@ -247,6 +258,7 @@ struct Sources {
     windows: Option<(Fixture, TestRegistry, Seeded)>,
     /// The linux fixture's distinct blobs, in memory, for the ceiling.
     ceiling_blobs: Vec<(Digest, String, Bytes)>,
+    skopeo: bool,
 }
 
 async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
@@ -259,6 +271,7 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
         let dst = TestRegistry::anonymous().await;
         let ep = endpoint(&dst, p).await;
         let before = requests_served(&dst);
+        let cpu0 = reg_cpu(&dst);
         let secs = ceiling(&s.ceiling_blobs, &ep).await;
         rows.push(Row {
             profile: p,
@@ -268,6 +281,7 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
             bytes: linux_bytes,
             requests: requests_served(&dst) - before,
             rss_kib: None,
+            cpu: reg_cpu(&dst) - cpu0,
         });
         eprintln!("[{}] ceiling: {secs:.1} s", p.name());
     }
@@ -279,13 +293,16 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
         let cfg = mirror_config(work, &format!("{}-linux", p.name()), &src_ep, &dst_ep, &s.linux_fixture, false);
         for (case, name) in [("full copy", "mirror-full"), ("no-op re-run", "mirror-noop")] {
             let before = requests_served(&s.linux) + requests_served(&dst);
+            let cpu0 = reg_cpu(&s.linux) + reg_cpu(&dst);
             let (sp, dp) = (measure::log_position(&s.linux), measure::log_position(&dst));
             let m = run_mirror(&cfg, &log(name)).await;
             let requests = requests_served(&s.linux) + requests_served(&dst) - before;
+            let cpu = m.cpu_seconds + reg_cpu(&s.linux) + reg_cpu(&dst) - cpu0;
             eprintln!(
-                "[{}] mirror {case}: {:.1} s, {requests} requests (source {:?}, target {:?})",
+                "[{}] mirror {case}: {:.1} s ({:.1} s CPU), {requests} requests (source {:?}, target {:?})",
                 p.name(),
                 m.seconds,
+                m.cpu_seconds,
                 measure::breakdown(&s.linux, sp),
                 measure::breakdown(&dst, dp)
             );
@@ -297,24 +314,28 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
                 bytes: if case == "full copy" { linux_bytes } else { 0 },
                 requests,
                 rss_kib: Some(m.max_rss_kib),
+                cpu,
             });
             check_target(&dst, &s.linux_seeded, true, "mirror").await;
         }
     }
 
     // skopeo: full copy and no-op re-run.
-    {
+    if s.skopeo {
         let dst = TestRegistry::anonymous().await;
         let (src_ep, dst_ep) = (endpoint(&s.linux, p).await, endpoint(&dst, p).await);
         for (case, name) in [("full copy", "skopeo-full"), ("no-op re-run", "skopeo-noop")] {
             let before = requests_served(&s.linux) + requests_served(&dst);
+            let cpu0 = reg_cpu(&s.linux) + reg_cpu(&dst);
             let (sp, dp) = (measure::log_position(&s.linux), measure::log_position(&dst));
             let m = run_skopeo(&s.linux_fixture, &src_ep, &dst_ep, &log(name)).await;
             let requests = requests_served(&s.linux) + requests_served(&dst) - before;
+            let cpu = m.cpu_seconds + reg_cpu(&s.linux) + reg_cpu(&dst) - cpu0;
             eprintln!(
-                "[{}] skopeo {case}: {:.1} s, {requests} requests (source {:?}, target {:?})",
+                "[{}] skopeo {case}: {:.1} s ({:.1} s CPU), {requests} requests (source {:?}, target {:?})",
                 p.name(),
                 m.seconds,
+                m.cpu_seconds,
                 measure::breakdown(&s.linux, sp),
                 measure::breakdown(&dst, dp)
             );
@@ -326,6 +347,7 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
                 bytes: if case == "full copy" { linux_bytes } else { 0 },
                 requests,
                 rss_kib: Some(m.max_rss_kib),
+                cpu,
             });
             check_target(&dst, &s.linux_seeded, true, "skopeo").await;
         }
@@ -340,8 +362,10 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
             let (src_ep, dst_ep) = (endpoint(wsrc, p).await, endpoint(&dst, p).await);
             let cfg = mirror_config(work, &format!("{}-windows", p.name()), &src_ep, &dst_ep, wf, true);
             let before = requests_served(wsrc) + requests_served(&dst);
+            let cpu0 = reg_cpu(wsrc) + reg_cpu(&dst);
             let m = run_mirror(&cfg, &log("mirror-windows")).await;
             let requests = requests_served(wsrc) + requests_served(&dst) - before;
+            let cpu = m.cpu_seconds + reg_cpu(wsrc) + reg_cpu(&dst) - cpu0;
             eprintln!("[{}] mirror linux-only: {:.1} s", p.name(), m.seconds);
             rows.push(Row {
                 profile: p,
@@ -351,15 +375,18 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
                 bytes: wlinux,
                 requests,
                 rss_kib: Some(m.max_rss_kib),
+                cpu,
             });
             check_target(&dst, wseeded, false, "mirror linux-only").await;
         }
-        {
+        if s.skopeo {
             let dst = TestRegistry::anonymous().await;
             let (src_ep, dst_ep) = (endpoint(wsrc, p).await, endpoint(&dst, p).await);
             let before = requests_served(wsrc) + requests_served(&dst);
+            let cpu0 = reg_cpu(wsrc) + reg_cpu(&dst);
             let m = run_skopeo(wf, &src_ep, &dst_ep, &log("skopeo-windows")).await;
             let requests = requests_served(wsrc) + requests_served(&dst) - before;
+            let cpu = m.cpu_seconds + reg_cpu(wsrc) + reg_cpu(&dst) - cpu0;
             eprintln!("[{}] skopeo --all with windows: {:.1} s", p.name(), m.seconds);
             rows.push(Row {
                 profile: p,
@@ -369,6 +396,7 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
                 bytes: wall,
                 requests,
                 rss_kib: Some(m.max_rss_kib),
+                cpu,
             });
             check_target(&dst, wseeded, true, "skopeo windows").await;
         }
@@ -428,9 +456,10 @@ fn table(rows: &[Row], markdown: bool) -> String {
             rate,
             r.requests.to_string(),
             r.rss_kib.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "-".into()),
+            format!("{:.1}", r.cpu),
         ]
     };
-    let head = ["profile", "case", "tool", "seconds", "MiB", "MiB/s", "requests", "peak RSS MiB"];
+    let head = ["profile", "case", "tool", "seconds", "MiB", "MiB/s", "requests", "peak RSS MiB", "CPU s"];
     if markdown {
         writeln!(out, "| {} |", head.join(" | ")).unwrap();
         writeln!(out, "|{}", " --- |".repeat(head.len())).unwrap();
@@ -438,7 +467,7 @@ fn table(rows: &[Row], markdown: bool) -> String {
             writeln!(out, "| {} |", cells(r).join(" | ")).unwrap();
         }
     } else {
-        let widths = [8, 22, 25, 8, 7, 7, 9, 12];
+        let widths = [8, 22, 25, 8, 7, 7, 9, 13, 7];
         let line = |c: Vec<String>| {
             c.iter().zip(widths).map(|(s, w)| format!("{s:<w$}")).collect::<Vec<_>>().join(" ").trim_end().to_string()
         };
@@ -530,7 +559,7 @@ async fn main() {
         .await
         .unwrap()
     };
-    let sources = Sources { linux_fixture, linux, linux_seeded, windows, ceiling_blobs };
+    let sources = Sources { linux_fixture, linux, linux_seeded, windows, ceiling_blobs, skopeo: args.skopeo };
 
     let mut rows = Vec::new();
     for p in &args.profiles {
