@@ -147,7 +147,7 @@ async fn main() {
 
     let mut md = format!(
         "Multi-arch OCI index: linux/amd64 with one {layer_mib} MiB layer, linux/arm64 with one 16 MiB layer; \
-         default transfer settings (concurrency 8, chunkSize 32 MiB).\n\n\
+         default transfer settings (concurrency 16, chunkSize 32 MiB).\n\n\
          | tool | seconds | MiB/s | requests | peak RSS MiB |\n| --- | --- | --- | --- | --- |\n"
     );
     println!("{:<20} {:>8} {:>8} {:>9} {:>13}", "tool", "seconds", "MiB/s", "requests", "peak RSS MiB");
