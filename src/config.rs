@@ -218,8 +218,11 @@ pub struct TransferConfig {
     pub warm_recheck_seconds: u64,
 }
 
+/// 16 rather than 8: each blob transfer spends several round trips (HEAD, POST, GET, PUT) on
+/// little data, so with 40 ms round trips 8 slots left the pipe idle (sync bench, latency
+/// profile: 11.8 s at 8, 9.4 s at 16, ceiling 6.2 s; no change on loopback; peak RSS +4 MiB).
 fn default_blob_concurrency() -> usize {
-    8
+    16
 }
 fn default_chunk_size() -> u64 {
     32 * 1024 * 1024

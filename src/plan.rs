@@ -154,20 +154,52 @@ pub async fn plan(registries: &Registries, wanted: &[Wanted], opts: &PlanOptions
         .await;
 
     // 3. Bytes to move for images that need work, each blob counted once per target registry.
+    //    Concurrent like the steps above: the source manifests of every such image are read at
+    //    once, blobs are then claimed in plan order (a shared blob counts for the first image
+    //    that needs it), and the claimed blobs are looked up in the target at once. Done one
+    //    round trip after another, this step took 29 s of a 41 s run at 40 ms per round trip.
+    let work: Vec<usize> = (0..images.len()).filter(|&n| images[n].status.needs_work()).collect();
+    let fetched: Vec<Result<Vec<Manifest>, RegistryError>> = futures::stream::iter(work.iter().map(|&n| &images[n]))
+        .map(|img| source_manifests(registries, img, opts))
+        .buffered(PLAN_CONCURRENCY)
+        .collect()
+        .await;
     let mut counted: HashSet<(String, Digest)> = HashSet::new();
-    let mut total = 0;
-    for img in images.iter_mut().filter(|i| i.status.needs_work()) {
-        match bytes_for(registries, img, opts, &mut counted).await {
-            Ok(n) => {
-                img.bytes_to_move = n;
-                total += n;
+    let mut claims: Vec<(usize, Descriptor)> = Vec::new();
+    for (&n, r) in work.iter().zip(fetched) {
+        match r {
+            Ok(manifests) => {
+                let host = images[n].wanted.target.registry.clone();
+                for b in manifests.iter().flat_map(|m| m.blobs()) {
+                    if counted.insert((host.clone(), b.digest.clone())) {
+                        claims.push((n, b.clone()));
+                    }
+                }
             }
             Err(e) => {
-                img.status = Status::Error;
-                img.error = Some(e.to_string());
+                images[n].status = Status::Error;
+                images[n].error = Some(e.to_string());
             }
         }
     }
+    let sized: Vec<(usize, Result<u64, RegistryError>)> = futures::stream::iter(claims)
+        .map(|(n, b)| {
+            let w = &images[n].wanted;
+            async move { (n, missing_bytes(registries, w, &b).await) }
+        })
+        .buffer_unordered(PLAN_CONCURRENCY)
+        .collect()
+        .await;
+    for (n, r) in sized {
+        match r {
+            Ok(b) => images[n].bytes_to_move += b,
+            Err(e) => {
+                images[n].status = Status::Error;
+                images[n].error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    let total = images.iter().filter(|i| i.status.needs_work()).map(|i| i.bytes_to_move).sum();
     Ok(Plan { images, bytes_to_move: total })
 }
 
@@ -361,40 +393,35 @@ pub fn selected<'a>(index: &'a Manifest, platforms: &[PlatformFilter]) -> Vec<&'
         .collect()
 }
 
-/// Bytes an image would move: its blobs (under the platform filter and policy) that the target
-/// repository lacks and no earlier image of the plan brings to the same registry.
-async fn bytes_for(
+/// The source manifests whose blobs an image would move: the selected children of an index
+/// (every child under `preserve`), or the image manifest itself.
+async fn source_manifests(
     registries: &Registries,
     img: &ImagePlan,
     opts: &PlanOptions,
-    counted: &mut HashSet<(String, Digest)>,
-) -> Result<u64, RegistryError> {
+) -> Result<Vec<Manifest>, RegistryError> {
     let w = &img.wanted;
     let src = registries.get(&w.source.registry)?;
-    let dst = registries.get(&w.target.registry)?;
     let top = src.get_manifest(&w.source.repository, &w.source.selector()).await?;
-    let children: Vec<Manifest> = if top.is_index() {
-        let all_platforms = w.mode == MappingMode::Copy && opts.index_policy == IndexPolicy::Preserve;
-        let pick = if all_platforms { Vec::new() } else { w.platforms.clone() };
-        let mut v = Vec::new();
-        for c in selected(&top, &pick) {
-            v.push(src.get_manifest(&w.source.repository, c.digest.as_str()).await?);
-        }
-        v
-    } else {
-        vec![top]
-    };
-    let mut bytes = 0;
-    for m in &children {
-        for b in m.blobs() {
-            if !counted.insert((dst.host.clone(), b.digest.clone())) {
-                continue;
-            }
-            if w.mode == MappingMode::Copy && dst.head_blob(&w.target.repository, &b.digest).await?.is_some() {
-                continue;
-            }
-            bytes += b.size;
+    if !top.is_index() {
+        return Ok(vec![top]);
+    }
+    let all_platforms = w.mode == MappingMode::Copy && opts.index_policy == IndexPolicy::Preserve;
+    let pick = if all_platforms { Vec::new() } else { w.platforms.clone() };
+    futures::future::try_join_all(
+        selected(&top, &pick).into_iter().map(|c| src.get_manifest(&w.source.repository, c.digest.as_str())),
+    )
+    .await
+}
+
+/// The bytes of blob `b` if the image's target repository lacks it (always, when warming: the
+/// cache reads it anyway).
+async fn missing_bytes(registries: &Registries, w: &Wanted, b: &Descriptor) -> Result<u64, RegistryError> {
+    if w.mode == MappingMode::Copy {
+        let dst = registries.get(&w.target.registry)?;
+        if dst.head_blob(&w.target.repository, &b.digest).await?.is_some() {
+            return Ok(0);
         }
     }
-    Ok(bytes)
+    Ok(b.size)
 }

@@ -1,0 +1,112 @@
+//! Measuring a child process (wall time, and peak RSS via GNU `time`) and the requests registries
+//! served (from their access logs).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::support::TestRegistry;
+
+/// One finished child process.
+#[derive(Clone, Copy, Debug)]
+pub struct Measured {
+    pub seconds: f64,
+    /// Peak resident set size of the child, in KiB (GNU `time`'s `%M`).
+    pub max_rss_kib: u64,
+    /// CPU seconds the child used, user + system (`%U`, `%S`).
+    pub cpu_seconds: f64,
+    pub success: bool,
+}
+
+/// The `mirror` binary `cargo bench` built next to the benches (release profile).
+pub fn mirror_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mirror"))
+}
+
+/// Runs `cmd` with stdout and stderr appended to `log`, under GNU `time -f %M -o FILE`, and
+/// returns wall time and the child's peak RSS. Blocking: call from `spawn_blocking`.
+///
+/// Not `wait4` on a child of ours: the child is spawned with `vfork` semantics, so the kernel
+/// records our own RSS at its `exec` as its high-water mark (every tool then "uses" the bench's
+/// memory). `time` is small, and the RSS it reports is its own forked child's.
+pub fn run_measured(cmd: Command, log: &Path) -> Measured {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open child log");
+    let rss_file = log.with_extension("rss");
+    let mut timed = Command::new("/usr/bin/time");
+    timed.arg("-f").arg("%M %U %S").arg("-o").arg(&rss_file).arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    timed.stdin(Stdio::null()).stdout(out.try_clone().expect("clone log")).stderr(out);
+    let started = Instant::now();
+    let status = timed.status().unwrap_or_else(|e| panic!("cannot start /usr/bin/time {cmd:?}: {e}"));
+    let seconds = started.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(&rss_file).unwrap_or_default();
+    // With a failing command, time writes "Command exited with non-zero status N" first.
+    let last: Vec<&str> = text.lines().last().unwrap_or("").split_whitespace().collect();
+    let max_rss_kib = last.first().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let cpu_seconds = last.iter().skip(1).filter_map(|v| v.parse::<f64>().ok()).sum();
+    Measured { seconds, max_rss_kib, cpu_seconds, success: status.success() }
+}
+
+/// Async wrapper of [`run_measured`].
+pub async fn run(cmd: Command, log: &Path) -> Measured {
+    let log = log.to_path_buf();
+    tokio::task::spawn_blocking(move || run_measured(cmd, &log)).await.expect("join measured child")
+}
+
+/// Requests in a registry's access log so far (distribution writes one combined-log line per
+/// request: `… "METHOD /path HTTP/1.1" status …`).
+pub fn requests_served(registry: &TestRegistry) -> u64 {
+    registry
+        .log()
+        .lines()
+        .filter(|l| {
+            ["\"GET /", "\"HEAD /", "\"PUT /", "\"POST /", "\"PATCH /", "\"DELETE /"].iter().any(|m| l.contains(m))
+        })
+        .count() as u64
+}
+
+/// Access-log lines so far (a position for [`breakdown`]).
+pub fn log_position(registry: &TestRegistry) -> usize {
+    registry.log().lines().count()
+}
+
+/// Requests by method in the access-log lines after `from`, e.g. `GET 120, HEAD 300`.
+pub fn breakdown(registry: &TestRegistry, from: usize) -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for l in registry.log().lines().skip(from) {
+        for method in ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"] {
+            if l.contains(&format!("\"{method} /")) {
+                *m.entry(method.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    m
+}
+
+/// CPU seconds (user + system) the registry process has used so far, read from
+/// `/proc/PID/stat` of the `docker-registry` whose command line names this registry's config
+/// file (clock ticks taken as 100 per second, the Linux default). 0 if it cannot be found.
+pub fn registry_cpu_seconds(registry: &TestRegistry) -> f64 {
+    let config = registry.storage_dir().parent().map(|d| d.join("config.yml")).unwrap_or_default();
+    let config = config.to_string_lossy().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    for e in entries.flatten() {
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.starts_with("/usr/bin/docker-registry") || !cmdline.contains(&config) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        return (ticks(11) + ticks(12)) as f64 / 100.0;
+    }
+    0.0
+}

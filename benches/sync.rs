@@ -1,0 +1,606 @@
+//! `mirror sync` against `skopeo sync` and against the target registry's own ingest ceiling, on
+//! an AKS-shaped fixture (issue #4's benchmark). Not a test: it prints a table and writes it into
+//! `docs/benchmarks.md`.
+//!
+//! ```text
+//! cargo bench --bench sync -- [--scale 0.05] [--profile local|latency|all] [--no-docs]
+//! ```
+//!
+//! Every case starts from an empty target registry (a fresh `docker-registry` 2.8 process), reads
+//! from the same seeded source registry, and runs the release `mirror` binary or `skopeo` as a
+//! child process: wall time from the bench, peak RSS from GNU `time`, requests from the two registries'
+//! access logs (so the count includes nothing of ours and costs the tools nothing).
+//!
+//! Cases, per profile:
+//! - ceiling: the target ingesting the linux fixture's distinct blobs by parallel (8) monolithic
+//!   `POST` + `PUT` uploads from memory, no manifests;
+//! - full copy of the linux fixture: `mirror sync` vs `skopeo sync --all --preserve-digests`, one
+//!   skopeo run per repository, sequentially (both copy every blob and manifest, identical bytes);
+//! - the no-op re-run of both into the now complete target;
+//! - the fixture whose indexes also carry Windows children: `mirror sync` with `platforms:
+//!   [linux/amd64, linux/arm64]` and `indexPolicy: rewrite` (only the linux children and a new
+//!   index; distribution 2.8 refuses a sparse index) vs `skopeo sync --all` (every child).
+//!
+//! The `latency` profile puts a `DelayProxy` (20 ms each way) between the tool and each registry,
+//! the ceiling's uploads included.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[allow(dead_code)] // shared with examples/seed.rs
+mod fixture;
+mod measure;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use acr_mirror::digest::Digest;
+use fixture::{Fixture, SOURCE_HOST, Seeded};
+use measure::{Measured, registry_cpu_seconds as reg_cpu, requests_served};
+use support::{DelayProxy, TestRegistry};
+
+const TARGET_HOST: &str = "bench.azurecr.io";
+const DELAY: Duration = Duration::from_millis(20);
+const CEILING_CONCURRENCY: usize = 8;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Profile {
+    Local,
+    Latency,
+}
+
+impl Profile {
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Local => "local",
+            Profile::Latency => "latency",
+        }
+    }
+}
+
+struct Args {
+    scale: f64,
+    profiles: Vec<Profile>,
+    docs: bool,
+    windows: bool,
+    skopeo: bool,
+}
+
+fn parse_args() -> Args {
+    let mut a =
+        Args { scale: 0.05, profiles: vec![Profile::Local, Profile::Latency], docs: true, windows: true, skopeo: true };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--bench" => {} // added by `cargo bench`
+            "--scale" => a.scale = it.next().and_then(|s| s.parse().ok()).expect("--scale NUMBER"),
+            "--profile" => {
+                a.profiles = match it.next().as_deref() {
+                    Some("local") => vec![Profile::Local],
+                    Some("latency") => vec![Profile::Latency],
+                    Some("all") => vec![Profile::Local, Profile::Latency],
+                    other => panic!("--profile local|latency|all, not {other:?}"),
+                }
+            }
+            "--no-docs" => a.docs = false,
+            "--no-windows" => a.windows = false,
+            // For engine experiments: the ceiling and mirror only.
+            "--no-skopeo" => a.skopeo = false,
+            other => panic!(
+                "unknown argument {other:?}; usage: sync [--scale X] [--profile local|latency|all] [--no-docs] [--no-windows] [--no-skopeo]"
+            ),
+        }
+    }
+    if !a.skopeo {
+        a.docs = false; // a partial table must not replace the recorded one
+    }
+    a
+}
+
+/// A registry as the tool sees it: directly, or through a delay proxy.
+struct Endpoint {
+    url: String,
+    host: String,
+    _proxy: Option<DelayProxy>,
+}
+
+async fn endpoint(reg: &TestRegistry, profile: Profile) -> Endpoint {
+    match profile {
+        Profile::Local => Endpoint { url: reg.url(), host: reg.host(), _proxy: None },
+        Profile::Latency => {
+            let p = DelayProxy::start(&reg.url(), DELAY).await;
+            Endpoint { url: p.url(), host: p.host(), _proxy: Some(p) }
+        }
+    }
+}
+
+/// One line of the result table.
+#[derive(Clone)]
+struct Row {
+    profile: Profile,
+    case: &'static str,
+    tool: &'static str,
+    seconds: f64,
+    bytes: u64,
+    requests: u64,
+    rss_kib: Option<u64>,
+    /// CPU seconds of the tool and both registries (the ceiling: the target registry only).
+    cpu: f64,
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / 1048576.0
+}
+
+/// Writes the mirror config for one run.
+fn mirror_config(dir: &Path, name: &str, src: &Endpoint, dst: &Endpoint, f: &Fixture, linux_only: bool) -> PathBuf {
+    let mut y = String::new();
+    writeln!(y, "registries:").unwrap();
+    writeln!(y, "  - host: {SOURCE_HOST}\n    endpoint: {}", src.url).unwrap();
+    writeln!(y, "  - host: {TARGET_HOST}\n    endpoint: {}", dst.url).unwrap();
+    writeln!(y, "target: {TARGET_HOST}").unwrap();
+    // Repository paths stay as they are: oss/v2/kubernetes/pause -> bench.azurecr.io/oss/v2/kubernetes/pause.
+    writeln!(y, "mappings:\n  - source: \"*\"\n    target: \"\"\n    mode: copy").unwrap();
+    if linux_only {
+        writeln!(y, "platforms: [linux/amd64, linux/arm64]\nindexPolicy: rewrite").unwrap();
+    }
+    // For trying other engine settings without editing the bench, e.g.
+    // BENCH_MIRROR_TRANSFER='{concurrency: 16, images: 32}'. Unset: the defaults.
+    if let Ok(t) = std::env::var("BENCH_MIRROR_TRANSFER") {
+        writeln!(y, "transfer: {t}").unwrap();
+    }
+    writeln!(y, "images:").unwrap();
+    for i in &f.images {
+        writeln!(y, "  - {}", i.reference()).unwrap();
+    }
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, y).expect("write mirror config");
+    path
+}
+
+async fn run_mirror(config: &Path, log: &Path) -> Measured {
+    let mut cmd = Command::new(measure::mirror_binary());
+    cmd.arg("-c").arg(config).arg("sync").env("MIRROR_LOG", "info");
+    // For experiments, e.g. BENCH_MIRROR_SYNC_ARGS=--no-referrers. Unset: none.
+    if let Ok(extra) = std::env::var("BENCH_MIRROR_SYNC_ARGS") {
+        cmd.args(extra.split_whitespace());
+    }
+    let m = measure::run(cmd, log).await;
+    assert!(m.success, "mirror sync failed; see {}", log.display());
+    m
+}
+
+/// One `skopeo sync` per repository, sequentially, keeping repository paths; returns the total
+/// time and the largest peak RSS of the runs.
+async fn run_skopeo(f: &Fixture, src: &Endpoint, dst: &Endpoint, log: &Path) -> Measured {
+    let mut seconds = 0.0;
+    let mut cpu_seconds = 0.0;
+    let mut rss = 0;
+    for repo in f.repositories() {
+        let dest = match repo.rsplit_once('/') {
+            Some((parent, _)) => format!("{}/{parent}", dst.host),
+            None => dst.host.clone(),
+        };
+        let mut cmd = Command::new("skopeo");
+        cmd.env("REGISTRY_AUTH_FILE", "/dev/null").args([
+            "sync",
+            "--src",
+            "docker",
+            "--dest",
+            "docker",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--src-no-creds",
+            "--dest-no-creds",
+        ]);
+        cmd.arg(format!("{}/{repo}", src.host)).arg(dest);
+        let m = measure::run(cmd, log).await;
+        assert!(m.success, "skopeo sync of {repo} failed; see {}", log.display());
+        seconds += m.seconds;
+        cpu_seconds += m.cpu_seconds;
+        rss = rss.max(m.max_rss_kib);
+    }
+    Measured { seconds, max_rss_kib: rss, cpu_seconds, success: true }
+}
+
+/// Checks (untimed) that every fixture tag resolves in the target, to the source digest when
+/// `same_digest`.
+async fn check_target(dst: &TestRegistry, seeded: &Seeded, same_digest: bool, who: &str) {
+    for (repo, tag, digest) in &seeded.images {
+        let got = support::images::manifest_digest(&dst.url(), repo, tag, None).await;
+        let got = got.unwrap_or_else(|| panic!("{who}: {repo}:{tag} missing in the target"));
+        if same_digest {
+            assert_eq!(&got, digest, "{who}: {repo}:{tag} digest");
+        }
+    }
+}
+
+/// Parallel monolithic uploads of `blobs` (already in memory) into `dst`.
+async fn ceiling(blobs: &[(Digest, String, Bytes)], dst: &Endpoint) -> f64 {
+    let http = support::http_client();
+    let started = Instant::now();
+    futures::stream::iter(blobs)
+        .map(|(digest, repo, bytes)| {
+            let http = &http;
+            async move {
+                let resp = http.post(format!("{}/v2/{repo}/blobs/uploads/", dst.url)).send().await.expect("POST");
+                assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED);
+                let loc = resp.headers()["location"].to_str().unwrap().to_string();
+                let loc = url::Url::parse(&dst.url).unwrap().join(&loc).unwrap();
+                let sep = if loc.query().is_some() { '&' } else { '?' };
+                let resp = http
+                    .put(format!("{loc}{sep}digest={digest}"))
+                    .header("content-type", "application/octet-stream")
+                    .body(bytes.clone())
+                    .send()
+                    .await
+                    .expect("PUT");
+                assert_eq!(resp.status(), reqwest::StatusCode::CREATED, "PUT {digest}");
+            }
+        })
+        .buffer_unordered(CEILING_CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+    started.elapsed().as_secs_f64()
+}
+
+struct Sources {
+    linux_fixture: Fixture,
+    linux: TestRegistry,
+    linux_seeded: Seeded,
+    windows: Option<(Fixture, TestRegistry, Seeded)>,
+    /// The linux fixture's distinct blobs, in memory, for the ceiling.
+    ceiling_blobs: Vec<(Digest, String, Bytes)>,
+    skopeo: bool,
+}
+
+async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let (linux_bytes, _) = s.linux_seeded.blob_bytes();
+    let log = |name: &str| work.join(format!("{}-{name}.log", p.name()));
+
+    // Ceiling.
+    {
+        let dst = TestRegistry::anonymous().await;
+        let ep = endpoint(&dst, p).await;
+        let before = requests_served(&dst);
+        let cpu0 = reg_cpu(&dst);
+        let secs = ceiling(&s.ceiling_blobs, &ep).await;
+        rows.push(Row {
+            profile: p,
+            case: "full copy",
+            tool: "ceiling (parallel PUTs)",
+            seconds: secs,
+            bytes: linux_bytes,
+            requests: requests_served(&dst) - before,
+            rss_kib: None,
+            cpu: reg_cpu(&dst) - cpu0,
+        });
+        eprintln!("[{}] ceiling: {secs:.1} s", p.name());
+    }
+
+    // mirror: full copy and no-op re-run.
+    {
+        let dst = TestRegistry::anonymous().await;
+        let (src_ep, dst_ep) = (endpoint(&s.linux, p).await, endpoint(&dst, p).await);
+        let cfg = mirror_config(work, &format!("{}-linux", p.name()), &src_ep, &dst_ep, &s.linux_fixture, false);
+        for (case, name) in [("full copy", "mirror-full"), ("no-op re-run", "mirror-noop")] {
+            let before = requests_served(&s.linux) + requests_served(&dst);
+            let cpu0 = reg_cpu(&s.linux) + reg_cpu(&dst);
+            let (sp, dp) = (measure::log_position(&s.linux), measure::log_position(&dst));
+            let m = run_mirror(&cfg, &log(name)).await;
+            let requests = requests_served(&s.linux) + requests_served(&dst) - before;
+            let cpu = m.cpu_seconds + reg_cpu(&s.linux) + reg_cpu(&dst) - cpu0;
+            eprintln!(
+                "[{}] mirror {case}: {:.1} s ({:.1} s CPU), {requests} requests (source {:?}, target {:?})",
+                p.name(),
+                m.seconds,
+                m.cpu_seconds,
+                measure::breakdown(&s.linux, sp),
+                measure::breakdown(&dst, dp)
+            );
+            rows.push(Row {
+                profile: p,
+                case,
+                tool: "mirror sync",
+                seconds: m.seconds,
+                bytes: if case == "full copy" { linux_bytes } else { 0 },
+                requests,
+                rss_kib: Some(m.max_rss_kib),
+                cpu,
+            });
+            check_target(&dst, &s.linux_seeded, true, "mirror").await;
+        }
+    }
+
+    // skopeo: full copy and no-op re-run.
+    if s.skopeo {
+        let dst = TestRegistry::anonymous().await;
+        let (src_ep, dst_ep) = (endpoint(&s.linux, p).await, endpoint(&dst, p).await);
+        for (case, name) in [("full copy", "skopeo-full"), ("no-op re-run", "skopeo-noop")] {
+            let before = requests_served(&s.linux) + requests_served(&dst);
+            let cpu0 = reg_cpu(&s.linux) + reg_cpu(&dst);
+            let (sp, dp) = (measure::log_position(&s.linux), measure::log_position(&dst));
+            let m = run_skopeo(&s.linux_fixture, &src_ep, &dst_ep, &log(name)).await;
+            let requests = requests_served(&s.linux) + requests_served(&dst) - before;
+            let cpu = m.cpu_seconds + reg_cpu(&s.linux) + reg_cpu(&dst) - cpu0;
+            eprintln!(
+                "[{}] skopeo {case}: {:.1} s ({:.1} s CPU), {requests} requests (source {:?}, target {:?})",
+                p.name(),
+                m.seconds,
+                m.cpu_seconds,
+                measure::breakdown(&s.linux, sp),
+                measure::breakdown(&dst, dp)
+            );
+            rows.push(Row {
+                profile: p,
+                case,
+                tool: "skopeo sync --all",
+                seconds: m.seconds,
+                bytes: if case == "full copy" { linux_bytes } else { 0 },
+                requests,
+                rss_kib: Some(m.max_rss_kib),
+                cpu,
+            });
+            check_target(&dst, &s.linux_seeded, true, "skopeo").await;
+        }
+    }
+
+    // With Windows children: mirror copies the linux platforms only, skopeo --all everything.
+    if let Some((wf, wsrc, wseeded)) = &s.windows {
+        let (wlinux, wall) = wseeded.blob_bytes();
+        let case = "with Windows children";
+        {
+            let dst = TestRegistry::anonymous().await;
+            let (src_ep, dst_ep) = (endpoint(wsrc, p).await, endpoint(&dst, p).await);
+            let cfg = mirror_config(work, &format!("{}-windows", p.name()), &src_ep, &dst_ep, wf, true);
+            let before = requests_served(wsrc) + requests_served(&dst);
+            let cpu0 = reg_cpu(wsrc) + reg_cpu(&dst);
+            let m = run_mirror(&cfg, &log("mirror-windows")).await;
+            let requests = requests_served(wsrc) + requests_served(&dst) - before;
+            let cpu = m.cpu_seconds + reg_cpu(wsrc) + reg_cpu(&dst) - cpu0;
+            eprintln!("[{}] mirror linux-only: {:.1} s", p.name(), m.seconds);
+            rows.push(Row {
+                profile: p,
+                case,
+                tool: "mirror sync (linux only)",
+                seconds: m.seconds,
+                bytes: wlinux,
+                requests,
+                rss_kib: Some(m.max_rss_kib),
+                cpu,
+            });
+            check_target(&dst, wseeded, false, "mirror linux-only").await;
+        }
+        if s.skopeo {
+            let dst = TestRegistry::anonymous().await;
+            let (src_ep, dst_ep) = (endpoint(wsrc, p).await, endpoint(&dst, p).await);
+            let before = requests_served(wsrc) + requests_served(&dst);
+            let cpu0 = reg_cpu(wsrc) + reg_cpu(&dst);
+            let m = run_skopeo(wf, &src_ep, &dst_ep, &log("skopeo-windows")).await;
+            let requests = requests_served(wsrc) + requests_served(&dst) - before;
+            let cpu = m.cpu_seconds + reg_cpu(wsrc) + reg_cpu(&dst) - cpu0;
+            eprintln!("[{}] skopeo --all with windows: {:.1} s", p.name(), m.seconds);
+            rows.push(Row {
+                profile: p,
+                case,
+                tool: "skopeo sync --all",
+                seconds: m.seconds,
+                bytes: wall,
+                requests,
+                rss_kib: Some(m.max_rss_kib),
+                cpu,
+            });
+            check_target(&dst, wseeded, true, "skopeo windows").await;
+        }
+    }
+    rows
+}
+
+fn find<'a>(rows: &'a [Row], p: Profile, case: &str, tool_prefix: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.profile == p && r.case == case && r.tool.starts_with(tool_prefix))
+}
+
+/// The ratios the issue sets targets for, per profile: (what, measured, target, met).
+fn verdicts(rows: &[Row], p: Profile) -> Vec<(String, f64, String, bool)> {
+    let mut v = Vec::new();
+    let (full_x, noop_x) = match p {
+        Profile::Local => (2.0, 10.0),
+        Profile::Latency => (5.0, 20.0),
+    };
+    if let (Some(c), Some(m), Some(s)) = (
+        find(rows, p, "full copy", "ceiling"),
+        find(rows, p, "full copy", "mirror"),
+        find(rows, p, "full copy", "skopeo"),
+    ) {
+        let r = m.seconds / c.seconds;
+        v.push(("mirror full copy / ceiling".into(), r, "≤ 1.3".into(), r <= 1.3));
+        let r = s.seconds / m.seconds;
+        v.push(("skopeo full copy / mirror".into(), r, format!("≥ {full_x}"), r >= full_x));
+    }
+    if let (Some(m), Some(s)) = (find(rows, p, "no-op re-run", "mirror"), find(rows, p, "no-op re-run", "skopeo")) {
+        let r = s.seconds / m.seconds;
+        v.push(("skopeo no-op / mirror no-op".into(), r, format!("≥ {noop_x}"), r >= noop_x));
+    }
+    if let (Some(m), Some(s)) =
+        (find(rows, p, "with Windows children", "mirror"), find(rows, p, "with Windows children", "skopeo"))
+    {
+        let r = s.seconds / m.seconds;
+        v.push(("skopeo --all (with Windows) / mirror linux-only".into(), r, "≥ 3".into(), r >= 3.0));
+    }
+    let rss = rows.iter().filter(|r| r.profile == p && r.tool.starts_with("mirror")).filter_map(|r| r.rss_kib).max();
+    if let Some(kib) = rss {
+        let m = kib as f64 / 1024.0;
+        v.push(("mirror peak RSS (MiB)".into(), m, "< 64".into(), m < 64.0));
+    }
+    v
+}
+
+fn table(rows: &[Row], markdown: bool) -> String {
+    let mut out = String::new();
+    let cells = |r: &Row| {
+        let rate = if r.bytes > 0 { format!("{:.1}", mib(r.bytes) / r.seconds) } else { "-".into() };
+        vec![
+            r.profile.name().to_string(),
+            r.case.to_string(),
+            r.tool.to_string(),
+            format!("{:.1}", r.seconds),
+            format!("{:.0}", mib(r.bytes)),
+            rate,
+            r.requests.to_string(),
+            r.rss_kib.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "-".into()),
+            format!("{:.1}", r.cpu),
+        ]
+    };
+    let head = ["profile", "case", "tool", "seconds", "MiB", "MiB/s", "requests", "peak RSS MiB", "CPU s"];
+    if markdown {
+        writeln!(out, "| {} |", head.join(" | ")).unwrap();
+        writeln!(out, "|{}", " --- |".repeat(head.len())).unwrap();
+        for r in rows {
+            writeln!(out, "| {} |", cells(r).join(" | ")).unwrap();
+        }
+    } else {
+        let widths = [8, 22, 25, 8, 7, 7, 9, 13, 7];
+        let line = |c: Vec<String>| {
+            c.iter().zip(widths).map(|(s, w)| format!("{s:<w$}")).collect::<Vec<_>>().join(" ").trim_end().to_string()
+        };
+        writeln!(out, "{}", line(head.iter().map(|s| s.to_string()).collect())).unwrap();
+        for r in rows {
+            writeln!(out, "{}", line(cells(r))).unwrap();
+        }
+    }
+    out
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .map(|k| format!("{:.0} GiB", k as f64 / 1048576.0))
+        .unwrap_or_default();
+    let skopeo = Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem} memory; docker-registry 2.8 (distribution) as source and target; {skopeo}")
+}
+
+fn write_docs(profile: &str, section: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
+    let Ok(doc) = std::fs::read_to_string(&path) else {
+        eprintln!("{} not found: results not written there", path.display());
+        return;
+    };
+    let (begin, end) =
+        (format!("<!-- sync results {profile} begin -->"), format!("<!-- sync results {profile} end -->"));
+    let (Some(a), Some(b)) = (doc.find(&begin), doc.find(&end)) else {
+        eprintln!("{} has no {begin} … {end} markers: results not written there", path.display());
+        return;
+    };
+    let new = format!("{}{begin}\n{section}{}", &doc[..a], &doc[b..]);
+    std::fs::write(&path, new).expect("write docs/benchmarks.md");
+    eprintln!("results written into {}", path.display());
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = parse_args();
+    let work = tempfile::Builder::new().prefix("bench-sync-").tempdir().expect("work dir");
+    let started = Instant::now();
+
+    let linux_fixture = Fixture::aks(args.scale, false);
+    let linux = TestRegistry::anonymous().await;
+    let linux_seeded = fixture::seed(&linux_fixture, &linux.url()).await;
+    let (lb, _) = linux_seeded.blob_bytes();
+    eprintln!(
+        "seeded linux fixture: {} images in {} repositories, {:.0} MiB of distinct blobs, in {:.1} s",
+        linux_seeded.images.len(),
+        linux_fixture.repositories().len(),
+        mib(lb),
+        linux_seeded.seconds
+    );
+    let windows = if args.windows {
+        let wf = Fixture::aks(args.scale, true);
+        let wsrc = TestRegistry::anonymous().await;
+        let ws = fixture::seed(&wf, &wsrc.url()).await;
+        let (l, a) = ws.blob_bytes();
+        eprintln!(
+            "seeded fixture with Windows children: {:.0} MiB ({:.0} MiB linux) in {:.1} s",
+            mib(a),
+            mib(l),
+            ws.seconds
+        );
+        Some((wf, wsrc, ws))
+    } else {
+        None
+    };
+    let ceiling_blobs: Vec<(Digest, String, Bytes)> = {
+        let blobs: Vec<_> = linux_seeded.blobs.iter().filter(|b| b.linux).cloned().collect();
+        tokio::task::spawn_blocking(move || {
+            blobs.into_iter().map(|b| (b.digest.clone(), b.repository.clone(), b.bytes())).collect()
+        })
+        .await
+        .unwrap()
+    };
+    let sources = Sources { linux_fixture, linux, linux_seeded, windows, ceiling_blobs, skopeo: args.skopeo };
+
+    let mut rows = Vec::new();
+    for p in &args.profiles {
+        rows.extend(profile_rows(*p, &sources, work.path()).await);
+    }
+
+    println!("{}", table(&rows, false));
+    let f = &sources.linux_fixture;
+    let header = format!(
+        "Measured on: {}.\n\nFixture at scale {}: {} images in {} repositories; linux fixture {:.0} MiB of distinct blobs{}.\n\n",
+        machine(),
+        args.scale,
+        f.images.len(),
+        f.repositories().len(),
+        mib(sources.linux_seeded.blob_bytes().0),
+        match &sources.windows {
+            Some((_, _, ws)) => format!(
+                "; with Windows children {:.0} MiB, of which {:.0} MiB linux",
+                mib(ws.blob_bytes().1),
+                mib(ws.blob_bytes().0)
+            ),
+            None => String::new(),
+        }
+    );
+    println!("targets:");
+    for p in &args.profiles {
+        let mine: Vec<Row> = rows.iter().filter(|r| r.profile == *p).map(Row::clone).collect();
+        let mut md = header.clone();
+        md.push_str(&table(&mine, true));
+        writeln!(md, "\n| ratio | measured | target | met |\n| --- | --- | --- | --- |").unwrap();
+        for (what, value, target, met) in verdicts(&rows, *p) {
+            println!(
+                "  {:<8} {what:<50} {value:>7.2}  target {target:<6} {}",
+                p.name(),
+                if met { "met" } else { "MISSED" }
+            );
+            writeln!(md, "| {what} | {value:.2} | {target} | {} |", if met { "yes" } else { "**no**" }).unwrap();
+        }
+        if args.docs {
+            write_docs(p.name(), &md);
+        }
+    }
+    eprintln!("total bench time {:.0} s", started.elapsed().as_secs_f64());
+}
