@@ -90,6 +90,10 @@ pub struct ImagePlan {
     pub bytes_to_move: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The target repository has no tags at all: nothing of this image can be there yet, so the
+    /// copy need not ask for each blob and child first.
+    #[serde(skip)]
+    pub target_repo_empty: bool,
     #[serde(skip)]
     pub wanted: Wanted,
 }
@@ -116,6 +120,9 @@ pub struct PlanOptions {
     pub index_policy: IndexPolicy,
     /// Check every selected child manifest and blob behind a present tag.
     pub deep: bool,
+    /// Skip counting the bytes to move. `sync` does: the copy looks at every blob anyway, and
+    /// counting first would cost a read of every source manifest and a `HEAD` per blob twice.
+    pub skip_bytes: bool,
 }
 
 /// Diffs `wanted` against the targets.
@@ -153,6 +160,9 @@ pub async fn plan(registries: &Registries, wanted: &[Wanted], opts: &PlanOptions
         .collect()
         .await;
 
+    if opts.skip_bytes {
+        return Ok(Plan { images, bytes_to_move: 0 });
+    }
     // 3. Bytes to move for images that need work, each blob counted once per target registry.
     //    Concurrent like the steps above: the source manifests of every such image are read at
     //    once, blobs are then claimed in plan order (a shared blob counts for the first image
@@ -215,6 +225,7 @@ async fn examine(registries: &Registries, w: Wanted, listing: &TagListing, opts:
         missing: Vec::new(),
         bytes_to_move: 0,
         error: None,
+        target_repo_empty: listing.tags.is_empty() && listing.manifests.as_ref().is_none_or(|m| m.is_empty()),
         wanted: w.clone(),
     };
     match examine_inner(registries, &w, listing, opts, &mut p).await {

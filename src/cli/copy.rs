@@ -42,6 +42,7 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
         index_policy: args.index_policy.or(cfg.index_policy).unwrap_or_default(),
         referrers: !args.no_referrers,
         assume_stale: false,
+        fresh_target: false,
         bytes: Default::default(),
     };
     let registries = Registries::from_config(&cfg)?;

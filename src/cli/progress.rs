@@ -25,16 +25,15 @@ struct Bars {
 }
 
 impl Progress {
-    pub fn start(ctx: Arc<Context>, images: u64, bytes: u64, terminal: bool) -> Self {
+    pub fn start(ctx: Arc<Context>, images: u64, terminal: bool) -> Self {
         let done = Arc::new(AtomicU64::new(0));
         if terminal {
             let multi = MultiProgress::new();
-            let bytes_bar = multi.add(ProgressBar::new(bytes.max(1)));
+            // Bytes have no total: sync does not count them up front (see PlanOptions::skip_bytes).
+            let bytes_bar = multi.add(ProgressBar::no_length());
             bytes_bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-                )
-                .expect("template"),
+                ProgressStyle::with_template("{spinner} {binary_bytes} moved, {binary_bytes_per_sec}")
+                    .expect("template"),
             );
             let images_bar = multi.add(ProgressBar::new(images));
             images_bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images").expect("template"));
@@ -54,11 +53,10 @@ impl Progress {
                 loop {
                     interval.tick().await;
                     tracing::info!(
-                        "progress: {}/{} images, {} of {} moved",
+                        "progress: {}/{} images, {} moved",
                         d.load(Ordering::Relaxed),
                         images,
-                        human_bytes(ctx.stats.bytes.load(Ordering::Relaxed)),
-                        human_bytes(bytes)
+                        human_bytes(ctx.stats.bytes.load(Ordering::Relaxed))
                     );
                 }
             });

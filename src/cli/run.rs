@@ -91,8 +91,12 @@ pub async fn plan(cli: &super::Cli, args: &PlanArgs) -> anyhow::Result<u8> {
     let (cfg, wanted) = image_set(cli, args.shard)?;
     let started = (SystemTime::now(), Instant::now());
     let registries = Registries::from_config(&cfg)?;
-    let p =
-        plan::plan(&registries, &wanted, &PlanOptions { index_policy: index_policy(&cfg), deep: args.deep }).await?;
+    let p = plan::plan(
+        &registries,
+        &wanted,
+        &PlanOptions { index_policy: index_policy(&cfg), deep: args.deep, skip_bytes: false },
+    )
+    .await?;
     let (code, report) = finish_plan("plan", &p, started, args.output, &args.reports)?;
     Ok(upload_records(&cfg, args.shard, started.0, &report, code).await)
 }
@@ -108,7 +112,12 @@ async fn verify_run(cli: &super::Cli, args: &VerifyArgs, out: &mut Option<Report
     let (cfg, wanted) = image_set(cli, args.shard)?;
     let started = (SystemTime::now(), Instant::now());
     let registries = Registries::from_config(&cfg)?;
-    let p = plan::plan(&registries, &wanted, &PlanOptions { index_policy: index_policy(&cfg), deep: true }).await?;
+    let p = plan::plan(
+        &registries,
+        &wanted,
+        &PlanOptions { index_policy: index_policy(&cfg), deep: true, skip_bytes: false },
+    )
+    .await?;
     let (code, report) = finish_plan("verify", &p, started, args.output, &args.reports)?;
     let code = upload_records(&cfg, args.shard, started.0, &report, code).await;
     *out = Some(report);
@@ -325,7 +334,8 @@ async fn sync_locked(
 ) -> anyhow::Result<u8> {
     let registries = Registries::from_config(&cfg)?;
     let policy = index_policy(&cfg);
-    let p = plan::plan(&registries, &wanted, &PlanOptions { index_policy: policy, deep: args.deep }).await?;
+    let p = plan::plan(&registries, &wanted, &PlanOptions { index_policy: policy, deep: args.deep, skip_bytes: true })
+        .await?;
     let ctx = transfer::Context::from_config(&cfg.transfer);
     let opts = RunOptions {
         index_policy: policy,
@@ -334,9 +344,8 @@ async fn sync_locked(
         fail_fast: args.fail_fast,
     };
     let todo = p.images.iter().filter(|i| i.status.needs_work()).count();
-    tracing::info!("{} images: {} need work, {} to move", p.images.len(), todo, report::human_bytes(p.bytes_to_move));
-    let progress =
-        super::progress::Progress::start(ctx.clone(), todo as u64, p.bytes_to_move, std::io::stderr().is_terminal());
+    tracing::info!("{} images: {} need work", p.images.len(), todo);
+    let progress = super::progress::Progress::start(ctx.clone(), todo as u64, std::io::stderr().is_terminal());
     let results = pipeline::run(&registries, &ctx, &p, &opts, &progress).await;
     progress.finish();
     let report = Report::new("sync", started.0, started.1.elapsed().as_millis() as u64, results);

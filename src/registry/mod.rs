@@ -130,6 +130,10 @@ pub struct Registry {
     budget: Option<Budget>,
     retries: u32,
     ping_lock: Mutex<()>,
+    /// Set once the registry has shown it has no referrers API (it answered 404).
+    no_referrers_api: std::sync::atomic::AtomicBool,
+    /// Tags per repository, listed once (see `referrers`).
+    tag_cache: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<std::collections::HashSet<String>>>>>>,
     /// Set once the registry has shown it has no ACR listing API.
     no_acr_api: std::sync::atomic::AtomicBool,
     pub stats: Stats,
@@ -430,6 +434,8 @@ impl Registries {
             budget: cfg.and_then(|c| c.requests_per_minute).filter(|r| *r > 0).map(Budget::new),
             retries: self.retries,
             ping_lock: Mutex::new(()),
+            no_referrers_api: Default::default(),
+            tag_cache: Default::default(),
             no_acr_api: Default::default(),
             stats: Stats::default(),
         });

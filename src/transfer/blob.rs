@@ -37,6 +37,8 @@ pub struct BlobMove {
     pub desc: Descriptor,
     /// The image's own byte counter (besides the run's).
     pub counter: Arc<std::sync::atomic::AtomicU64>,
+    /// The target repository had no tags when planned: skip asking for the blob (see `Options::fresh_target`).
+    pub fresh_target: bool,
 }
 
 /// Makes sure the target repository holds the blob. Concurrent calls for the same blob and target
@@ -64,7 +66,12 @@ pub async fn ensure(ctx: &Arc<Context>, mv: BlobMove) -> Result<BlobOutcome, Tra
 
 async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcome, TransferError> {
     let digest = &mv.desc.digest;
-    if mv.dst.head_blob(&mv.dst_repo, digest).await?.is_some() {
+    let present = if mv.fresh_target {
+        ctx.is_placed(&mv.dst.host, &mv.dst_repo, digest)
+    } else {
+        ctx.is_placed(&mv.dst.host, &mv.dst_repo, digest) || mv.dst.head_blob(&mv.dst_repo, digest).await?.is_some()
+    };
+    if present {
         ctx.located(&mv.dst.host, digest, &mv.dst_repo);
         ctx.stats.blobs_present.fetch_add(1, Ordering::Relaxed);
         return Ok(BlobOutcome::Present);

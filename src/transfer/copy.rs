@@ -166,7 +166,8 @@ async fn copy_child(
     opts: &Options,
 ) -> Result<(), TransferError> {
     let digest = child.digest.to_string();
-    if d.registry.head_manifest(&d.repo, &digest).await?.is_some_and(|h| h.digest == child.digest) {
+    if !opts.fresh_target && d.registry.head_manifest(&d.repo, &digest).await?.is_some_and(|h| h.digest == child.digest)
+    {
         return Ok(());
     }
     let m = s.registry.get_manifest(&s.repo, &digest).await?;
@@ -199,6 +200,7 @@ pub async fn copy_blobs(
                 dst_repo: d.repo.clone(),
                 desc: desc.clone(),
                 counter: opts.bytes.clone(),
+                fresh_target: opts.fresh_target,
             },
         )
     }))

@@ -65,6 +65,9 @@ pub struct Options {
     /// The caller has just seen that the target tag is missing, outdated or partial (the plan
     /// looked): do not ask the target again whether it has the image, walk the graph.
     pub assume_stale: bool,
+    /// The plan saw the target repository without any tag: none of the image's children or blobs
+    /// can be there (but for what this run put there), so they are not asked for one by one.
+    pub fresh_target: bool,
     /// Blob bytes this image streamed (a blob shared by images counts for the one that moved it).
     pub bytes: Arc<AtomicU64>,
 }
@@ -204,6 +207,8 @@ pub struct Context {
     in_flight: std::sync::Mutex<HashMap<BlobKey, InFlight>>,
     /// Where a blob is known to be in a target registry: (registry, digest) → repository.
     located: std::sync::Mutex<HashMap<(String, Digest), String>>,
+    /// Every (registry, repository, digest) this run found or put a blob in.
+    placed: std::sync::Mutex<std::collections::HashSet<BlobKey>>,
     /// Serialises uploads of one digest into one registry (see [`blob::ensure`]).
     digest_locks: std::sync::Mutex<DigestLocks>,
 }
@@ -224,6 +229,7 @@ impl Context {
             warm_recheck: std::time::Duration::from_secs(60),
             in_flight: Default::default(),
             located: Default::default(),
+            placed: Default::default(),
             digest_locks: Default::default(),
         })
     }
@@ -254,6 +260,12 @@ impl Context {
     /// Records that `repo` in `registry` holds `digest`, so other repositories can mount it.
     pub fn located(&self, registry: &str, digest: &Digest, repo: &str) {
         self.located.lock().expect("located lock").insert((registry.to_string(), digest.clone()), repo.to_string());
+        self.placed.lock().expect("placed lock").insert((registry.to_string(), repo.to_string(), digest.clone()));
+    }
+
+    /// Whether this run already found or put `digest` in `repo` of `registry`.
+    pub fn is_placed(&self, registry: &str, repo: &str, digest: &Digest) -> bool {
+        self.placed.lock().expect("placed lock").contains(&(registry.to_string(), repo.to_string(), digest.clone()))
     }
 
     /// The lock that lets one upload of `digest` into `registry` run at a time.

@@ -174,6 +174,7 @@ async fn one(
         index_policy: opts.index_policy,
         referrers: opts.referrers,
         assume_stale: true,
+        fresh_target: img.target_repo_empty,
         bytes,
     };
     match w.mode {
