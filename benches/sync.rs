@@ -3,7 +3,7 @@
 //! `docs/benchmarks.md`.
 //!
 //! ```text
-//! cargo bench --bench sync -- [--scale 0.05] [--profile local|latency|all] [--no-docs]
+//! cargo bench --bench sync -- [--scale 0.125] [--profile local|latency|all] [--no-docs]
 //! ```
 //!
 //! Every case starts from an empty target registry (a fresh `docker-registry` 2.8 process), reads
@@ -73,7 +73,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut a =
-        Args { scale: 0.05, profiles: vec![Profile::Local, Profile::Latency], docs: true, windows: true, skopeo: true };
+        Args { scale: 0.125, profiles: vec![Profile::Local, Profile::Latency], docs: true, windows: true, skopeo: true };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
