@@ -72,8 +72,13 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a =
-        Args { scale: 0.125, profiles: vec![Profile::Local, Profile::Latency], docs: true, windows: true, skopeo: true };
+    let mut a = Args {
+        scale: 0.125,
+        profiles: vec![Profile::Local, Profile::Latency],
+        docs: true,
+        windows: true,
+        skopeo: true,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {

@@ -123,6 +123,16 @@ impl Reference {
     }
 }
 
+/// An image string as written, without its tag or digest (`repo/name:tag@sha256:…` → `repo/name`).
+/// A `:` before the last `/` is a port, not a tag.
+pub fn without_tag_or_digest(image: &str) -> &str {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    match no_digest.rfind(':') {
+        Some(c) if no_digest.rfind('/').is_none_or(|s| c > s) => &no_digest[..c],
+        _ => no_digest,
+    }
+}
+
 fn first_has_uppercase_host(host: &str) -> bool {
     host.chars().any(|c| c.is_ascii_uppercase())
 }

@@ -419,11 +419,7 @@ pub fn select(set: &ListSet, choice: &ClusterChoice) -> Result<Selection, ListEr
 
 /// `registry/repository` of an image string, without tag or digest.
 fn repo_of(image: &str) -> String {
-    let no_digest = image.split('@').next().unwrap_or(image);
-    match no_digest.rfind(':') {
-        Some(c) if no_digest.rfind('/').is_none_or(|s| c > s) => no_digest[..c].to_string(),
-        _ => no_digest.to_string(),
-    }
+    crate::reference::without_tag_or_digest(image).to_string()
 }
 
 #[cfg(test)]

@@ -232,11 +232,7 @@ pub fn kustomize_images(
 
 /// The image name as written, without tag or digest.
 fn written_name(w: &str) -> String {
-    let no_digest = w.split('@').next().unwrap_or(w);
-    match no_digest.rfind(':') {
-        Some(c) if no_digest.rfind('/').is_none_or(|s| c > s) => no_digest[..c].to_string(),
-        _ => no_digest.to_string(),
-    }
+    crate::reference::without_tag_or_digest(w).to_string()
 }
 
 #[cfg(test)]
