@@ -36,6 +36,9 @@ pub use auth::{Credential, Scope, Secret};
 pub use error::RegistryError;
 use error::{describe_reqwest_error, display_url, parse_error_body};
 
+/// A repository's tags, listed at most once per run.
+type TagCell = tokio::sync::OnceCell<Arc<std::collections::HashSet<String>>>;
+
 /// A request body. Only `Empty` and `Bytes` can be replayed after a 401 or a 429; a streamed
 /// body is sent once and its operation is retried as a whole by the caller.
 pub enum Body {
@@ -133,7 +136,7 @@ pub struct Registry {
     /// Set once the registry has shown it has no referrers API (it answered 404).
     no_referrers_api: std::sync::atomic::AtomicBool,
     /// Tags per repository, listed once (see `referrers`).
-    tag_cache: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<std::collections::HashSet<String>>>>>>,
+    tag_cache: std::sync::Mutex<HashMap<String, Arc<TagCell>>>,
     /// Set once the registry has shown it has no ACR listing API.
     no_acr_api: std::sync::atomic::AtomicBool,
     pub stats: Stats,
