@@ -302,15 +302,10 @@ impl Seeded {
     }
 }
 
+/// A platform as an index entry or config holds it: the crate's type already serialises with the
+/// registry field names (`os.version` included), in this order.
 fn platform_json(p: &Platform) -> Value {
-    let mut v = json!({"architecture": p.architecture, "os": p.os});
-    if let Some(x) = &p.os_version {
-        v["os.version"] = json!(x);
-    }
-    if let Some(x) = &p.variant {
-        v["variant"] = json!(x);
-    }
-    v
+    serde_json::to_value(p).expect("a platform serialises")
 }
 
 /// Mounts `digest` from `from` into `repo` (cross-repository mount, no bytes moved).

@@ -583,15 +583,10 @@ fn empty_config() -> (&'static str, Blob) {
     (OCI_EMPTY, Blob::new(&b"{}"[..]))
 }
 
+/// A platform as an index entry or config holds it: the crate's type already serialises with the
+/// registry field names (`os.version` included), in this order.
 fn platform_json(p: &Platform) -> Value {
-    let mut v = json!({"architecture": p.architecture, "os": p.os});
-    if let Some(x) = &p.os_version {
-        v["os.version"] = json!(x);
-    }
-    if let Some(x) = &p.variant {
-        v["variant"] = json!(x);
-    }
-    v
+    serde_json::to_value(p).expect("a platform serialises")
 }
 
 pub fn sha256(data: &[u8]) -> Digest {
