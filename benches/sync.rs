@@ -291,70 +291,36 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
         eprintln!("[{}] ceiling: {secs:.1} s", p.name());
     }
 
-    // mirror: full copy and no-op re-run.
-    {
+    // mirror and skopeo: full copy, then the no-op re-run, each into its own empty target.
+    for tool in ["mirror", "skopeo"] {
+        if tool == "skopeo" && !s.skopeo {
+            continue;
+        }
         let dst = TestRegistry::anonymous().await;
         let (src_ep, dst_ep) = (endpoint(&s.linux, p).await, endpoint(&dst, p).await);
         let cfg = mirror_config(work, &format!("{}-linux", p.name()), &src_ep, &dst_ep, &s.linux_fixture, false);
-        for (case, name) in [("full copy", "mirror-full"), ("no-op re-run", "mirror-noop")] {
-            let before = requests_served(&s.linux) + requests_served(&dst);
-            let cpu0 = reg_cpu(&s.linux) + reg_cpu(&dst);
-            let (sp, dp) = (measure::log_position(&s.linux), measure::log_position(&dst));
-            let m = run_mirror(&cfg, &log(name)).await;
-            let requests = requests_served(&s.linux) + requests_served(&dst) - before;
-            let cpu = m.cpu_seconds + reg_cpu(&s.linux) + reg_cpu(&dst) - cpu0;
-            eprintln!(
-                "[{}] mirror {case}: {:.1} s ({:.1} s CPU), {requests} requests (source {:?}, target {:?})",
-                p.name(),
-                m.seconds,
-                m.cpu_seconds,
-                measure::breakdown(&s.linux, sp),
-                measure::breakdown(&dst, dp)
-            );
+        for (case, run) in [("full copy", "full"), ("no-op re-run", "noop")] {
+            let log_file = log(&format!("{tool}-{run}"));
+            let label = format!("{tool} {case}");
+            let (m, requests, cpu) = match tool {
+                "mirror" => measured(p, &label, &s.linux, &dst, run_mirror(&cfg, &log_file)).await,
+                _ => {
+                    measured(p, &label, &s.linux, &dst, run_skopeo(&s.linux_fixture, &src_ep, &dst_ep, &log_file)).await
+                }
+            };
+            let name = if tool == "mirror" { "mirror sync" } else { "skopeo sync --all" };
+            let bytes = if case == "full copy" { linux_bytes } else { 0 };
             rows.push(Row {
                 profile: p,
                 case,
-                tool: "mirror sync",
+                tool: name,
                 seconds: m.seconds,
-                bytes: if case == "full copy" { linux_bytes } else { 0 },
+                bytes,
                 requests,
                 rss_kib: Some(m.max_rss_kib),
                 cpu,
             });
-            check_target(&dst, &s.linux_seeded, true, "mirror").await;
-        }
-    }
-
-    // skopeo: full copy and no-op re-run.
-    if s.skopeo {
-        let dst = TestRegistry::anonymous().await;
-        let (src_ep, dst_ep) = (endpoint(&s.linux, p).await, endpoint(&dst, p).await);
-        for (case, name) in [("full copy", "skopeo-full"), ("no-op re-run", "skopeo-noop")] {
-            let before = requests_served(&s.linux) + requests_served(&dst);
-            let cpu0 = reg_cpu(&s.linux) + reg_cpu(&dst);
-            let (sp, dp) = (measure::log_position(&s.linux), measure::log_position(&dst));
-            let m = run_skopeo(&s.linux_fixture, &src_ep, &dst_ep, &log(name)).await;
-            let requests = requests_served(&s.linux) + requests_served(&dst) - before;
-            let cpu = m.cpu_seconds + reg_cpu(&s.linux) + reg_cpu(&dst) - cpu0;
-            eprintln!(
-                "[{}] skopeo {case}: {:.1} s ({:.1} s CPU), {requests} requests (source {:?}, target {:?})",
-                p.name(),
-                m.seconds,
-                m.cpu_seconds,
-                measure::breakdown(&s.linux, sp),
-                measure::breakdown(&dst, dp)
-            );
-            rows.push(Row {
-                profile: p,
-                case,
-                tool: "skopeo sync --all",
-                seconds: m.seconds,
-                bytes: if case == "full copy" { linux_bytes } else { 0 },
-                requests,
-                rss_kib: Some(m.max_rss_kib),
-                cpu,
-            });
-            check_target(&dst, &s.linux_seeded, true, "skopeo").await;
+            check_target(&dst, &s.linux_seeded, true, tool).await;
         }
     }
 
@@ -366,16 +332,14 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
             let dst = TestRegistry::anonymous().await;
             let (src_ep, dst_ep) = (endpoint(wsrc, p).await, endpoint(&dst, p).await);
             let cfg = mirror_config(work, &format!("{}-windows", p.name()), &src_ep, &dst_ep, wf, true);
-            let before = requests_served(wsrc) + requests_served(&dst);
-            let cpu0 = reg_cpu(wsrc) + reg_cpu(&dst);
-            let m = run_mirror(&cfg, &log("mirror-windows")).await;
-            let requests = requests_served(wsrc) + requests_served(&dst) - before;
-            let cpu = m.cpu_seconds + reg_cpu(wsrc) + reg_cpu(&dst) - cpu0;
-            eprintln!("[{}] mirror linux-only: {:.1} s", p.name(), m.seconds);
+            let log_file = log("mirror-windows");
+            let run = run_mirror(&cfg, &log_file);
+            let (m, requests, cpu) = measured(p, "mirror linux-only", wsrc, &dst, run).await;
+            let tool = "mirror sync (linux only)";
             rows.push(Row {
                 profile: p,
                 case,
-                tool: "mirror sync (linux only)",
+                tool,
                 seconds: m.seconds,
                 bytes: wlinux,
                 requests,
@@ -387,16 +351,14 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
         if s.skopeo {
             let dst = TestRegistry::anonymous().await;
             let (src_ep, dst_ep) = (endpoint(wsrc, p).await, endpoint(&dst, p).await);
-            let before = requests_served(wsrc) + requests_served(&dst);
-            let cpu0 = reg_cpu(wsrc) + reg_cpu(&dst);
-            let m = run_skopeo(wf, &src_ep, &dst_ep, &log("skopeo-windows")).await;
-            let requests = requests_served(wsrc) + requests_served(&dst) - before;
-            let cpu = m.cpu_seconds + reg_cpu(wsrc) + reg_cpu(&dst) - cpu0;
-            eprintln!("[{}] skopeo --all with windows: {:.1} s", p.name(), m.seconds);
+            let log_file = log("skopeo-windows");
+            let run = run_skopeo(wf, &src_ep, &dst_ep, &log_file);
+            let (m, requests, cpu) = measured(p, "skopeo --all with windows", wsrc, &dst, run).await;
+            let tool = "skopeo sync --all";
             rows.push(Row {
                 profile: p,
                 case,
-                tool: "skopeo sync --all",
+                tool,
                 seconds: m.seconds,
                 bytes: wall,
                 requests,
@@ -407,6 +369,32 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// Runs one tool case from `src` into `dst` and measures it: the child's time and peak RSS, the
+/// requests both registries served meanwhile, and their CPU added to the tool's.
+async fn measured(
+    p: Profile,
+    label: &str,
+    src: &TestRegistry,
+    dst: &TestRegistry,
+    run: impl std::future::Future<Output = Measured>,
+) -> (Measured, u64, f64) {
+    let before = requests_served(src) + requests_served(dst);
+    let cpu0 = reg_cpu(src) + reg_cpu(dst);
+    let (sp, dp) = (measure::log_position(src), measure::log_position(dst));
+    let m = run.await;
+    let requests = requests_served(src) + requests_served(dst) - before;
+    let cpu = m.cpu_seconds + reg_cpu(src) + reg_cpu(dst) - cpu0;
+    eprintln!(
+        "[{}] {label}: {:.1} s ({:.1} s CPU), {requests} requests (source {:?}, target {:?})",
+        p.name(),
+        m.seconds,
+        m.cpu_seconds,
+        measure::breakdown(src, sp),
+        measure::breakdown(dst, dp)
+    );
+    (m, requests, cpu)
 }
 
 fn find<'a>(rows: &'a [Row], p: Profile, case: &str, tool_prefix: &str) -> Option<&'a Row> {
