@@ -183,8 +183,9 @@ async fn index_policies_are_applied_and_reported() {
 }
 
 /// OCI artifacts (an SBOM with `artifactType` and an empty config, a Helm-shaped artifact with a
-/// custom config type) keep their digests, and a Notary-style signature referrer found through
-/// the tag schema fallback is copied with its `sha256-<hex>` index.
+/// custom config type) keep their digests, a Notary-style signature referrer found through
+/// the tag schema fallback is copied with its `sha256-<hex>` index, and a cosign signature at
+/// its `sha256-<hex>.sig` tag comes along, which skopeo then reads from the target.
 #[tokio::test]
 async fn copies_artifacts_and_referrers_through_the_tag_schema() {
     let mcr = TestRegistry::anonymous().await;
@@ -194,6 +195,7 @@ async fn copies_artifacts_and_referrers_through_the_tag_schema() {
     let helm = seeder.push_helm_artifact("art/chart", "0.1.0").await;
     let image = seeder.push_random_image("signed/app", "2.0", Format::Oci, &[3000, 1000]).await;
     let sig = seeder.push_signature("signed/app", &image).await;
+    let cosign = seeder.push_cosign_signature("signed/app", &image).await;
     let run = Run::new().registry(MCR, &mcr.url(), None).registry(ACR, &acr.url(), None);
 
     for a in [&sbom, &helm] {
@@ -203,12 +205,17 @@ async fn copies_artifacts_and_referrers_through_the_tag_schema() {
     }
     let out = run.mirror(&["copy", &image.reference(MCR), &format!("{ACR}/signed/app:2.0")]).await;
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("1 referrers"), "{}", text(&out));
+    assert!(text(&out).contains("2 referrers"), "{}", text(&out));
     assert_eq!(
         images::manifest_digest(&acr.url(), "signed/app", sig.digest.as_str(), None).await,
         Some(sig.digest.clone())
     );
     let tag = format!("sha256-{}", image.digest.hex());
+    let cosign_ref = format!("{}/signed/app:{tag}.sig", acr.host());
+    assert_eq!(images::skopeo_inspect_digest(&cosign_ref, &SkopeoAuth::None).await, cosign.digest);
+    for (blob, size) in &cosign.blobs {
+        assert_eq!(images::blob_digest(&acr.url(), "signed/app", blob, None).await, (blob.clone(), *size));
+    }
     let (bytes, _, _) = images::get_manifest(&acr.url(), "signed/app", &tag, None).await.expect("fallback tag");
     let index: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     let listed: Vec<&str> =
@@ -218,7 +225,8 @@ async fn copies_artifacts_and_referrers_through_the_tag_schema() {
 }
 
 /// Referrers are found through the referrers API where the source has it, and a target that
-/// answers `OCI-Subject` (so indexes referrers itself) gets no tag schema index.
+/// answers `OCI-Subject` (so indexes referrers itself) gets no tag schema index; a cosign
+/// signature tag, which no referrers API lists, is copied all the same.
 #[tokio::test]
 async fn copies_referrers_through_the_referrers_api() {
     let mcr_backend = TestRegistry::anonymous().await;
@@ -228,6 +236,7 @@ async fn copies_referrers_through_the_referrers_api() {
     let mut seeder = Seeder::new(&mcr.url(), 4);
     let image = seeder.push_random_image("signed/api", "1", Format::Oci, &[1000]).await;
     let sig = seeder.push_signature("signed/api", &image).await;
+    let cosign = seeder.push_cosign_signature("signed/api", &image).await;
     assert!(mcr.referrers("signed/api", &image.digest).iter().any(|r| r["digest"] == sig.digest.as_str()));
     // Delete the seeder's tag-schema index on the source, so only the API can find the signature.
     let tag = format!("sha256-{}", image.digest.hex());
@@ -245,6 +254,11 @@ async fn copies_referrers_through_the_referrers_api() {
     assert!(
         images::get_manifest(&acr_backend.url(), "signed/api", &tag, None).await.is_none(),
         "no tag schema index where the target has the API"
+    );
+    assert_eq!(
+        images::manifest_digest(&acr_backend.url(), "signed/api", &format!("{tag}.sig"), None).await,
+        Some(cosign.digest),
+        "cosign's tag is found by listing tags even where the source has the referrers API"
     );
 }
 

@@ -1,6 +1,10 @@
 //! OCI 1.1 referrers (signatures, SBOMs attached to a manifest): the referrers API
 //! `GET /v2/<name>/referrers/<digest>`, or, where a registry lacks it (distribution 2.8 answers
 //! 404), the tag schema fallback: an index at tag `sha256-<hex>` listing the referrers.
+//!
+//! Also cosign's own older scheme, still what cosign 2 writes by default and so what most signed
+//! images on Docker Hub, GHCR and Quay carry: plain tags `sha256-<hex>.sig`, `.att` and `.sbom`
+//! next to the image, invisible to the referrers API.
 
 use reqwest::Method;
 use reqwest::header::ACCEPT;
@@ -8,6 +12,9 @@ use reqwest::header::ACCEPT;
 use super::{Registry, RegistryError, Request, Scope};
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Manifest, OCI_INDEX};
+
+/// The tag suffixes cosign gives a subject's signatures, attestations and attached SBOMs.
+const COSIGN_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
 
 /// The referrers of one manifest and how they were found.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +69,21 @@ impl Registry {
             via_api: false,
             descriptors: self.referrers_by_tag(repo, digest).await?.map(|m| m.parsed.manifests).unwrap_or_default(),
         })
+    }
+
+    /// cosign's signature, attestation and SBOM tags for `digest` that exist in `repo`. A registry
+    /// that refuses to list tags (401/403) cannot show them: that is a warning, not a failed copy.
+    pub async fn cosign_tags(&self, repo: &str, digest: &Digest) -> Result<Vec<String>, RegistryError> {
+        let tags = match self.tags_of(repo).await {
+            Ok(tags) => tags,
+            Err(e) if matches!(e.status(), Some(401 | 403)) => {
+                tracing::warn!(registry = %self.host, repo, "cannot list tags, so cosign signature tags are not copied: {e}");
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let base = digest.referrers_tag();
+        Ok(COSIGN_SUFFIXES.iter().map(|s| format!("{base}{s}")).filter(|t| tags.contains(t)).collect())
     }
 
     /// A repository's tags, listed once per run (used for the `sha256-<hex>` fallback tags of sources).

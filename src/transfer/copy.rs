@@ -225,7 +225,8 @@ fn rewrite_index(top: &Manifest, chosen: &[&Descriptor]) -> Result<Manifest, Tra
 }
 
 /// Copies the referrers of `subject` (signatures, SBOMs) and, where the target has no referrers
-/// API, records them in the tag schema index `sha256-<hex>`. Returns how many were copied.
+/// API, records them in the tag schema index `sha256-<hex>`; cosign's signature tags of `subject`
+/// go along. Returns how many were copied.
 async fn copy_referrers(
     ctx: &Arc<Context>,
     s: &Endpoint,
@@ -238,11 +239,11 @@ async fn copy_referrers(
         return Ok(0);
     }
     let found = s.registry.referrers(&s.repo, subject).await?;
+    let mut n = copy_cosign_tags(ctx, s, d, subject, opts).await?;
     if found.descriptors.is_empty() {
-        return Ok(0);
+        return Ok(n);
     }
     let mut by_tag: Vec<Descriptor> = Vec::new();
-    let mut n = 0;
     for r in &found.descriptors {
         let m = s.registry.get_manifest(&s.repo, r.digest.as_str()).await?;
         if m.is_index() {
@@ -260,6 +261,34 @@ async fn copy_referrers(
     }
     if !by_tag.is_empty() {
         update_referrers_tag(ctx, d, subject, by_tag).await?;
+    }
+    Ok(n)
+}
+
+/// Copies cosign's `sha256-<hex>.sig`, `.att` and `.sbom` tags of `subject` where the target's tag
+/// differs (cosign adds a signature by replacing the tag's manifest, so a changed one is copied
+/// again). They are plain tags, not referrers: the manifest goes to the same tag in the target.
+async fn copy_cosign_tags(
+    ctx: &Arc<Context>,
+    s: &Endpoint,
+    d: &Endpoint,
+    subject: &Digest,
+    opts: &Options,
+) -> Result<usize, TransferError> {
+    let mut n = 0;
+    for tag in s.registry.cosign_tags(&s.repo, subject).await? {
+        let m = s.registry.get_manifest(&s.repo, &tag).await?;
+        if !opts.fresh_target && already_there(d, Some(&tag), &m).await? {
+            continue;
+        }
+        if m.is_index() {
+            try_join_all(m.parsed.manifests.iter().map(|c| copy_child(ctx, s, d, c, opts))).await?;
+        } else {
+            copy_blobs(ctx, s, d, &m, opts).await?;
+        }
+        d.registry.put_manifest(&d.repo, &tag, &m).await?;
+        ctx.stats.manifests_pushed.fetch_add(1, Ordering::Relaxed);
+        n += 1;
     }
     Ok(n)
 }

@@ -37,6 +37,7 @@ pub const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
 pub const HELM_LAYER: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
 pub const NOTARY_SIGNATURE: &str = "application/vnd.cncf.notary.signature";
 pub const JOSE_LAYER: &str = "application/jose+json";
+pub const COSIGN_LAYER: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 
 /// Every manifest type, for `Accept`.
 pub const ACCEPT_ALL: &str = "application/vnd.oci.image.index.v1+json, \
@@ -406,6 +407,43 @@ impl Seeder {
         self.add_to_referrers_tag(repo, &subject.digest, entry).await;
         m.platform = None;
         m
+    }
+
+    /// A cosign signature as cosign 2 stores it by default: an OCI image manifest (config, one
+    /// simple-signing payload layer whose annotation carries the signature) at the plain tag
+    /// `sha256-<hex>.sig` beside `subject`, no `subject` field and no referrers entry.
+    pub async fn push_cosign_signature(&mut self, repo: &str, subject: &PushedImage) -> PushedManifest {
+        let payload = Blob::new(
+            json!({"critical": {"identity": {"docker-reference": repo}, "image": {"docker-manifest-digest": subject.digest.as_str()},
+                   "type": "cosign container image signature"}, "optional": null})
+            .to_string()
+            .into_bytes(),
+        );
+        let config = Blob::new(
+            json!({"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": [sha256(&payload.bytes).as_str()]}})
+                .to_string()
+                .into_bytes(),
+        );
+        self.push_blob(repo, &payload).await;
+        self.push_blob(repo, &config).await;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config.digest.as_str(), "size": config.size()},
+            "layers": [{"mediaType": COSIGN_LAYER, "digest": payload.digest.as_str(), "size": payload.size(),
+                        "annotations": {"dev.cosignproject.cosign/signature": format!("MEUCIQ{}", self.rng.next_u32())}}],
+        });
+        let bytes = Bytes::from(serde_json::to_vec(&manifest).unwrap());
+        let tag = format!("sha256-{}.sig", subject.digest.hex());
+        let digest = self.push_manifest(repo, &tag, OCI_MANIFEST, &bytes).await;
+        PushedManifest {
+            digest,
+            media_type: OCI_MANIFEST.into(),
+            size: bytes.len() as u64,
+            bytes,
+            platform: None,
+            blobs: vec![(config.digest.clone(), config.size()), (payload.digest.clone(), payload.size())],
+        }
     }
 
     /// Merges `entry` into the tag-schema referrers index of `subject`.
