@@ -444,6 +444,66 @@ async fn docker_config_and_refresh_token_credentials() {
     images::assert_image_present(&acr.url(), "from/refresh", &image, Some(&pull)).await;
 }
 
+/// Docker credential helpers, run as docker runs them: the target's own helper (`credHelpers`)
+/// is asked with the server name on stdin and its user and secret reach the token service, the
+/// config-wide store (`credsStore`) is asked for the anonymous source and its "not found" means
+/// anonymous; a helper that is not installed is a clear error naming it, and no secret is printed.
+#[tokio::test]
+async fn docker_credential_helpers() {
+    let mcr = TestRegistry::anonymous().await;
+    let tokens = TokenService::start(Users::new().user("helper-user", "helper-s3cret").anonymous(false)).await;
+    let acr = TestRegistry::with_token_auth(&tokens).await;
+    let image = Seeder::new(&mcr.url(), 18).push_random_image("lib/helped", "1", Format::Oci, &[1500]).await;
+    let run = Run::new().registry(MCR, &mcr.url(), None).registry(ACR, &acr.url(), None);
+    let bin = run.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    // Each helper appends the server it was asked for to a file of its own, then answers.
+    let helper = |name: &str, body: &str| {
+        let path = bin.join(format!("docker-credential-{name}"));
+        let asked = run.dir.path().join(format!("{name}.asked"));
+        let script = format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 3\nread -r server\necho \"$server\" >> '{}'\n{body}\n",
+            asked.display()
+        );
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        asked
+    };
+    let acr_asked =
+        helper("testacr", r#"printf '{"ServerURL":"%s","Username":"helper-user","Secret":"helper-s3cret"}' "$server""#);
+    let store_asked = helper("teststore", "echo 'credentials not found in native keychain'; exit 1");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let run = run.env("PATH", &path);
+    let config = |helpers: &str| {
+        std::fs::write(
+            run.dir.path().join("config.json"),
+            format!(r#"{{"auths":{{"{MCR}":{{}}}},"credsStore":"teststore","credHelpers":{{{helpers}}}}}"#),
+        )
+        .unwrap()
+    };
+
+    config(&format!(r#""{ACR}":"testacr""#));
+    let out = run.mirror(&["copy", &image.reference(MCR), &format!("{ACR}/from/helper:1")]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("helper-s3cret"), "the helper's secret must never be printed");
+    assert_eq!(std::fs::read_to_string(&acr_asked).unwrap(), format!("{ACR}\n"), "asked once, for the target");
+    assert_eq!(std::fs::read_to_string(&store_asked).unwrap(), format!("{MCR}\n"), "the store, for the source");
+    assert!(tokens.requests().iter().any(|r| r.credential == support::token::Credential::Basic("helper-user".into())));
+    let pull = tokens.mint(&[("from/helper", "pull")]);
+    images::assert_image_present(&acr.url(), "from/helper", &image, Some(&pull)).await;
+
+    config(&format!(r#""{ACR}":"not-installed""#));
+    let out = run.mirror(&["copy", &image.reference(MCR), &format!("{ACR}/from/missing:1")]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    for part in ["docker-credential-not-installed", "credHelpers", "config.json", ACR] {
+        assert!(text(&out).contains(part), "the error names {part}: {}", text(&out));
+    }
+    assert!(
+        images::list_tags(&acr.url(), "from/missing", Some(&tokens.mint(&[("from/missing", "pull")]))).await.is_empty()
+    );
+}
+
 /// Mounting across repositories of a token-auth target needs one token with `pull` on the source
 /// repository and `pull,push` on the target: the second copy of a shared layer is mounted.
 #[tokio::test]

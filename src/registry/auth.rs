@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -395,79 +394,6 @@ fn basic_header(username: &str, password: &Secret) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
-/// Credentials from the Docker config file: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
-/// Reads `auths` entries (`auth` as base64 `user:password`, `username`/`password`, or `identitytoken`).
-/// Credential helpers are not run.
-pub fn docker_config_credential(host: &str) -> Result<Option<Credential>, RegistryError> {
-    let path = match std::env::var_os("DOCKER_CONFIG") {
-        Some(dir) => PathBuf::from(dir).join("config.json"),
-        None => match std::env::var_os("HOME") {
-            Some(home) => PathBuf::from(home).join(".docker").join("config.json"),
-            None => return Ok(None),
-        },
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(RegistryError::Credentials {
-                registry: host.to_string(),
-                message: format!("cannot read {}: {e}", path.display()),
-            });
-        }
-    };
-    credential_from_docker_config(&text, host).map_err(|message| RegistryError::Credentials {
-        registry: host.to_string(),
-        message: format!("{}: {message}", path.display()),
-    })
-}
-
-/// Looks `host` up in a Docker config's `auths`. Docker Hub is stored under its index URL.
-pub fn credential_from_docker_config(text: &str, host: &str) -> Result<Option<Credential>, String> {
-    #[derive(serde::Deserialize)]
-    struct File {
-        #[serde(default)]
-        auths: HashMap<String, Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        #[serde(default)]
-        auth: Option<String>,
-        #[serde(default)]
-        username: Option<String>,
-        #[serde(default)]
-        password: Option<String>,
-        #[serde(default)]
-        identitytoken: Option<String>,
-    }
-    let file: File = serde_json::from_str(text).map_err(|e| format!("not a Docker config: {e}"))?;
-    let wanted: Vec<String> = if host == crate::reference::DOCKER_HUB {
-        vec!["https://index.docker.io/v1/".into(), "index.docker.io".into(), "docker.io".into()]
-    } else {
-        vec![host.to_string(), format!("https://{host}"), format!("http://{host}")]
-    };
-    let entry = file.auths.iter().find(|(k, _)| {
-        let k = k.trim_end_matches('/');
-        wanted.iter().any(|w| w.trim_end_matches('/') == k)
-    });
-    let Some((_, e)) = entry else { return Ok(None) };
-    if let Some(t) = e.identitytoken.as_ref().filter(|t| !t.is_empty()) {
-        return Ok(Some(Credential::RefreshToken(Secret::new(t.clone()))));
-    }
-    if let Some(a) = e.auth.as_ref().filter(|a| !a.is_empty()) {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(a.trim())
-            .map_err(|_| format!("auths entry for {host} has an auth field that is not base64"))?;
-        let raw = String::from_utf8(raw).map_err(|_| format!("auths entry for {host} is not UTF-8"))?;
-        let (u, p) = raw.split_once(':').ok_or_else(|| format!("auths entry for {host} is not user:password"))?;
-        return Ok(Some(Credential::from_user_password(u.to_string(), Secret::new(p))));
-    }
-    if let (Some(u), Some(p)) = (&e.username, &e.password) {
-        return Ok(Some(Credential::from_user_password(u.clone(), Secret::new(p.clone()))));
-    }
-    Ok(None)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,28 +415,6 @@ mod tests {
         assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
         assert_eq!(parse_challenge("Negotiate abc"), None);
         assert_eq!(parse_challenge("Bearer service=x"), None, "a bearer challenge without realm is unusable");
-    }
-
-    #[test]
-    fn docker_config_entries() {
-        let cfg = r#"{"auths":{
-            "myacr.azurecr.io":{"auth":"MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAwOnJlZnJlc2g="},
-            "https://index.docker.io/v1/":{"auth":"dXNlcjpwYXNz"},
-            "quay.io":{"identitytoken":"idtok"}}}"#;
-        match credential_from_docker_config(cfg, "myacr.azurecr.io").unwrap() {
-            Some(Credential::RefreshToken(t)) => assert_eq!(t.expose(), "refresh"),
-            other => panic!("all-zero user must mean a refresh token, got {other:?}"),
-        }
-        match credential_from_docker_config(cfg, "docker.io").unwrap() {
-            Some(Credential::Basic { username, password }) => {
-                assert_eq!(username, "user");
-                assert_eq!(password.expose(), "pass");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(credential_from_docker_config(cfg, "quay.io").unwrap(), Some(Credential::RefreshToken(_))));
-        assert!(credential_from_docker_config(cfg, "ghcr.io").unwrap().is_none());
-        assert!(credential_from_docker_config("{", "ghcr.io").is_err());
     }
 
     #[test]

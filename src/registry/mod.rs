@@ -12,6 +12,7 @@
 pub mod acr;
 pub mod auth;
 pub mod blobs;
+pub mod docker_config;
 pub mod error;
 pub mod manifests;
 pub mod referrers;
@@ -426,7 +427,7 @@ impl Registries {
         let credential = match cfg.and_then(|c| c.auth.as_ref()) {
             Some(a @ AuthConfig::Azure { .. }) => azure_credential(host, a, &self.http, &base)?,
             Some(a) => credential_from_config(host, a)?,
-            None => auth::docker_config_credential(host)?.unwrap_or(Credential::Anonymous),
+            None => docker_config::docker_config_credential(host)?.unwrap_or(Credential::Anonymous),
         };
         let registry = Arc::new(Registry {
             host: host.to_string(),
