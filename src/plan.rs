@@ -22,7 +22,7 @@ use crate::manifest::{Descriptor, Manifest, PlatformFilter};
 use crate::reference::Reference;
 use crate::registry::tags::TagListing;
 use crate::registry::{Registries, Registry, RegistryError};
-use crate::transfer::IndexPolicy;
+use crate::transfer::{IndexPolicy, REFERRER_DEPTH};
 
 /// Requests in flight while planning (HEADs and listings are small).
 const PLAN_CONCURRENCY: usize = 32;
@@ -120,6 +120,10 @@ pub struct PlanOptions {
     pub index_policy: IndexPolicy,
     /// Check every selected child manifest and blob behind a present tag.
     pub deep: bool,
+    /// With `deep`, also check that the source's referrers of copy-mode images (OCI referrers,
+    /// as deep as the copy follows them, and cosign's signature tags) are in the target: a
+    /// cluster that admits only signed images needs the signatures next to them.
+    pub referrers: bool,
     /// Skip counting the bytes to move. `sync` does: the copy looks at every blob anyway, and
     /// counting first would cost a read of every source manifest and a `HEAD` per blob twice.
     pub skip_bytes: bool,
@@ -303,8 +307,12 @@ async fn examine_inner(
         None => Ok(Status::Missing),
         Some(d) if d != expected => Ok(Status::Outdated),
         Some(_) if opts.deep => {
-            p.missing =
-                deep_missing_listed(&dst, &w.target.repository, &target_selector, &w.platforms, Some(listing)).await?;
+            let deep = deep_missing(&dst, &w.target.repository, &target_selector, &w.platforms, listing).await?;
+            p.missing = deep.missing;
+            if opts.referrers && w.mode == MappingMode::Copy {
+                let subjects = std::iter::once(source_digest).chain(deep.children).collect();
+                p.missing.extend(missing_referrers(&src, &dst, w, subjects, listing).await?);
+            }
             Ok(if p.missing.is_empty() { Status::Present } else { Status::Partial })
         }
         Some(_) => Ok(Status::Present),
@@ -329,31 +337,31 @@ fn expected_rewrite(index: &Manifest, platforms: &[PlatformFilter]) -> Digest {
     Digest::of(&serde_json::to_vec(&value).unwrap_or_default())
 }
 
-/// What is missing behind a present tag: selected child manifests and blobs.
+/// What a deep check of one target tag found.
+pub struct Deep {
+    /// Selected child manifests and blobs the target lacks, described.
+    pub missing: Vec<String>,
+    /// The selected children of an index (what the copy also carried referrers for).
+    pub children: Vec<Digest>,
+}
+
+/// What is missing behind a present tag: selected child manifests and blobs. ACR's manifest
+/// listing of the repository, when there is one, says a child is missing without a request.
 pub async fn deep_missing(
     dst: &Arc<Registry>,
     repo: &str,
     selector: &str,
     platforms: &[PlatformFilter],
-) -> Result<Vec<String>, RegistryError> {
-    deep_missing_listed(dst, repo, selector, platforms, None).await
-}
-
-/// [`deep_missing`], taking ACR's manifest listing of the repository into account when there is
-/// one: a child the listing lacks is missing without a request for it.
-pub async fn deep_missing_listed(
-    dst: &Arc<Registry>,
-    repo: &str,
-    selector: &str,
-    platforms: &[PlatformFilter],
-    listing: Option<&TagListing>,
-) -> Result<Vec<String>, RegistryError> {
+    listing: &TagListing,
+) -> Result<Deep, RegistryError> {
     let top = dst.get_manifest(repo, selector).await?;
     let mut missing = Vec::new();
     let mut images: Vec<Manifest> = Vec::new();
+    let mut children = Vec::new();
     if top.is_index() {
         for c in selected(&top, platforms) {
-            if listing.and_then(|l| l.has_manifest(&c.digest)) == Some(false) {
+            children.push(c.digest.clone());
+            if listing.has_manifest(&c.digest) == Some(false) {
                 missing.push(format!(
                     "manifest {} ({})",
                     c.digest,
@@ -388,6 +396,48 @@ pub async fn deep_missing_listed(
     for (d, r) in heads {
         if r?.is_none() {
             missing.push(format!("blob {}", d.digest));
+        }
+    }
+    missing.sort();
+    Ok(Deep { missing, children })
+}
+
+/// The source's referrers of `subjects` that the target lacks: OCI referrers by digest (and
+/// theirs in turn, as deep as the copy follows them), cosign's signature tags by the digest
+/// they point at.
+async fn missing_referrers(
+    src: &Registry,
+    dst: &Registry,
+    w: &Wanted,
+    subjects: Vec<Digest>,
+    listing: &TagListing,
+) -> Result<Vec<String>, RegistryError> {
+    let (s_repo, d_repo) = (&w.source.repository, &w.target.repository);
+    let mut missing = Vec::new();
+    let mut queue: Vec<(Digest, u32)> = subjects.into_iter().map(|d| (d, REFERRER_DEPTH)).collect();
+    while let Some((subject, depth)) = queue.pop() {
+        for r in src.referrers(s_repo, &subject).await?.descriptors {
+            let present = match listing.has_manifest(&r.digest) {
+                Some(listed) => listed,
+                None => dst.head_manifest(d_repo, r.digest.as_str()).await?.is_some(),
+            };
+            if !present {
+                missing.push(format!("referrer {} of {subject}", r.digest));
+            }
+            if depth > 1 {
+                queue.push((r.digest, depth - 1));
+            }
+        }
+        for tag in src.cosign_tags(s_repo, &subject).await? {
+            let want = src.head_manifest(s_repo, &tag).await?.map(|h| h.digest);
+            let have = match listing.tags.get(&tag) {
+                None => None,
+                Some(Some(d)) => Some(d.clone()),
+                Some(None) => dst.head_manifest(d_repo, &tag).await?.map(|h| h.digest),
+            };
+            if want.is_some() && have != want {
+                missing.push(format!("cosign tag {tag}"));
+            }
         }
     }
     missing.sort();

@@ -200,6 +200,47 @@ async fn outdated_and_partial_images_are_found_and_fixed() {
     images::assert_image_present(&acr.url(), "mirror/oss/moving", &new, None).await;
 }
 
+/// Signatures are part of a deep check: a target that lost a Notary-style referrer and a cosign
+/// signature tag of a copied image has it `partial`, naming both; `verify` fails (exit 2) unless
+/// told `--no-referrers`, and `sync --deep` puts them back.
+#[tokio::test]
+async fn missing_signatures_make_an_image_partial() {
+    let mcr = TestRegistry::anonymous().await;
+    let acr = TestRegistry::anonymous().await;
+    let mut seeder = Seeder::new(&mcr.url(), 23);
+    let image = seeder.push_random_image("oss/signed", "1", Format::Oci, &[2500]).await;
+    let notary = seeder.push_signature("oss/signed", &image).await;
+    let cosign = seeder.push_cosign_signature("oss/signed", &image).await;
+    let env = Env::new(&mcr.url(), &acr.url(), &[image.reference(MCR)], "");
+    assert_eq!(env.mirror(&["sync"]).await.status.code(), Some(0));
+    assert_eq!(env.mirror(&["verify"]).await.status.code(), Some(0), "everything arrived");
+
+    for sig in [&notary, &cosign] {
+        let url = format!("{}/v2/mirror/oss/signed/manifests/{}", acr.url(), sig.digest);
+        assert_eq!(support::http_client().delete(url).send().await.unwrap().status().as_u16(), 202);
+    }
+    let out = env.mirror(&["plan", "-o", "json"]).await;
+    assert_eq!(statuses(&plan_json(&out))[0].1, "present", "a shallow plan looks at the tag only");
+    let out = env.mirror(&["plan", "-o", "json", "--deep"]).await;
+    let plan = plan_json(&out);
+    let img = &plan["images"][0];
+    assert_eq!(img["status"], "partial", "{plan}");
+    let missing = img["missing"].to_string();
+    assert!(missing.contains(&format!("referrer {}", notary.digest)), "{missing}");
+    assert!(missing.contains(&format!("cosign tag sha256-{}.sig", image.digest.hex())), "{missing}");
+    assert_eq!(env.mirror(&["verify"]).await.status.code(), Some(2));
+    assert_eq!(env.mirror(&["verify", "--no-referrers"]).await.status.code(), Some(0));
+
+    assert_eq!(env.mirror(&["sync", "--deep"]).await.status.code(), Some(0));
+    assert_eq!(env.mirror(&["verify"]).await.status.code(), Some(0));
+    let cosign_tag = format!("sha256-{}.sig", image.digest.hex());
+    assert_eq!(images::manifest_digest(&acr.url(), "mirror/oss/signed", &cosign_tag, None).await, Some(cosign.digest));
+    assert_eq!(
+        images::manifest_digest(&acr.url(), "mirror/oss/signed", notary.digest.as_str(), None).await,
+        Some(notary.digest.clone())
+    );
+}
+
 /// A failing image does not stop the others (exit 3, JSON and JUnit name it); with --fail-fast
 /// and one image at a time, the run stops and the rest are reported as skipped.
 #[tokio::test]

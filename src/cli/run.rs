@@ -37,9 +37,13 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// Also check every selected child manifest and blob behind tags that look present.
+    /// Also check every selected child manifest and blob behind tags that look present, and the
+    /// source's referrers (signatures, SBOMs) of copied images.
     #[arg(long)]
     pub deep: bool,
+    /// With --deep, do not check referrers (for targets synced with --no-referrers).
+    #[arg(long)]
+    pub no_referrers: bool,
     /// Only the images of shard I of N (by a stable hash of the target repository), e.g. 0/4.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
@@ -49,7 +53,8 @@ pub struct PlanArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct SyncArgs {
-    /// Check every child manifest and blob behind present tags, and repair partial images.
+    /// Check every child manifest and blob behind present tags, and the source's referrers of
+    /// copied images, and repair partial images.
     #[arg(long)]
     pub deep: bool,
     /// Stop at the first image that fails (the others are reported as skipped).
@@ -73,6 +78,10 @@ pub struct VerifyArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Do not check that the source's referrers (signatures, SBOMs) of copied images are in the
+    /// target (for targets synced with --no-referrers).
+    #[arg(long)]
+    pub no_referrers: bool,
     /// Only the images of shard I of N (by a stable hash of the target repository), e.g. 0/4.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
@@ -94,7 +103,12 @@ pub async fn plan(cli: &super::Cli, args: &PlanArgs) -> anyhow::Result<u8> {
     let p = plan::plan(
         &registries,
         &wanted,
-        &PlanOptions { index_policy: index_policy(&cfg), deep: args.deep, skip_bytes: false },
+        &PlanOptions {
+            index_policy: index_policy(&cfg),
+            deep: args.deep,
+            referrers: !args.no_referrers,
+            skip_bytes: false,
+        },
     )
     .await?;
     let (code, report) = finish_plan("plan", &p, started, args.output, &args.reports)?;
@@ -115,7 +129,7 @@ async fn verify_run(cli: &super::Cli, args: &VerifyArgs, out: &mut Option<Report
     let p = plan::plan(
         &registries,
         &wanted,
-        &PlanOptions { index_policy: index_policy(&cfg), deep: true, skip_bytes: false },
+        &PlanOptions { index_policy: index_policy(&cfg), deep: true, referrers: !args.no_referrers, skip_bytes: false },
     )
     .await?;
     let (code, report) = finish_plan("verify", &p, started, args.output, &args.reports)?;
@@ -334,8 +348,12 @@ async fn sync_locked(
 ) -> anyhow::Result<u8> {
     let registries = Registries::from_config(&cfg)?;
     let policy = index_policy(&cfg);
-    let p = plan::plan(&registries, &wanted, &PlanOptions { index_policy: policy, deep: args.deep, skip_bytes: true })
-        .await?;
+    let p = plan::plan(
+        &registries,
+        &wanted,
+        &PlanOptions { index_policy: policy, deep: args.deep, referrers: !args.no_referrers, skip_bytes: true },
+    )
+    .await?;
     let ctx = transfer::Context::from_config(&cfg.transfer);
     let opts = RunOptions {
         index_policy: policy,

@@ -9,14 +9,11 @@ use futures::future::try_join_all;
 use serde::Serialize;
 
 use super::blob::{self, BlobMove};
-use super::{Context, IndexPolicy, Options, TransferError};
+use super::{Context, IndexPolicy, Options, REFERRER_DEPTH, TransferError};
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Manifest, OCI_INDEX};
 use crate::reference::Reference;
 use crate::registry::Registry;
-
-/// Referrers are followed this deep (a signature of an SBOM of an image is depth 2).
-const REFERRER_DEPTH: u32 = 3;
 
 /// What a copy did.
 #[derive(Debug, Clone, Serialize)]

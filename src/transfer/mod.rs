@@ -26,6 +26,10 @@ use crate::digest::{Digest, Mismatch};
 use crate::manifest::PlatformFilter;
 use crate::registry::RegistryError;
 
+/// Referrers are followed this deep (a signature of an SBOM of an image is depth 2), by the copy
+/// and by the deep check that they arrived.
+pub const REFERRER_DEPTH: u32 = 3;
+
 /// What to do with a multi-arch index when only some of its platforms are wanted.
 ///
 /// The default is `preserve`: the copy is byte-identical, so `image@sha256:…` pins in workload
