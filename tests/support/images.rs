@@ -410,40 +410,22 @@ impl Seeder {
     }
 
     /// A cosign signature as cosign 2 stores it by default: an OCI image manifest (config, one
-    /// simple-signing payload layer whose annotation carries the signature) at the plain tag
-    /// `sha256-<hex>.sig` beside `subject`, no `subject` field and no referrers entry.
+    /// simple-signing payload layer) at the plain tag `sha256-<hex>.sig` beside `subject`, with
+    /// no `subject` field and no referrers entry.
     pub async fn push_cosign_signature(&mut self, repo: &str, subject: &PushedImage) -> PushedManifest {
         let payload = Blob::new(
             json!({"critical": {"identity": {"docker-reference": repo}, "image": {"docker-manifest-digest": subject.digest.as_str()},
-                   "type": "cosign container image signature"}, "optional": null})
+                   "type": "cosign container image signature"}, "optional": {"nonce": self.rng.next_u32()}})
             .to_string()
             .into_bytes(),
         );
         let config = Blob::new(
-            json!({"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": [sha256(&payload.bytes).as_str()]}})
+            json!({"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": [payload.digest.as_str()]}})
                 .to_string()
                 .into_bytes(),
         );
-        self.push_blob(repo, &payload).await;
-        self.push_blob(repo, &config).await;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config.digest.as_str(), "size": config.size()},
-            "layers": [{"mediaType": COSIGN_LAYER, "digest": payload.digest.as_str(), "size": payload.size(),
-                        "annotations": {"dev.cosignproject.cosign/signature": format!("MEUCIQ{}", self.rng.next_u32())}}],
-        });
-        let bytes = Bytes::from(serde_json::to_vec(&manifest).unwrap());
         let tag = format!("sha256-{}.sig", subject.digest.hex());
-        let digest = self.push_manifest(repo, &tag, OCI_MANIFEST, &bytes).await;
-        PushedManifest {
-            digest,
-            media_type: OCI_MANIFEST.into(),
-            size: bytes.len() as u64,
-            bytes,
-            platform: None,
-            blobs: vec![(config.digest.clone(), config.size()), (payload.digest.clone(), payload.size())],
-        }
+        self.push_oci_artifact(repo, &tag, None, (OCI_CONFIG, config), &[(COSIGN_LAYER, payload)], None).await
     }
 
     /// Merges `entry` into the tag-schema referrers index of `subject`.
