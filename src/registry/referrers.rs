@@ -77,7 +77,7 @@ impl Registry {
         let tags = match self.tags_of(repo).await {
             Ok(tags) => tags,
             Err(e) if matches!(e.status(), Some(401 | 403)) => {
-                tracing::warn!(registry = %self.host, repo, "cannot list tags, so cosign signature tags are not copied: {e}");
+                tracing::warn!(registry = %self.host, repo, "cannot list tags, so cosign signature tags are not looked for: {e}");
                 return Ok(Vec::new());
             }
             Err(e) => return Err(e),
