@@ -301,6 +301,30 @@ async fn warming_fills_a_pull_through_cache_without_writing() {
     }
 }
 
+/// A source with the referrers API that refuses to list tags (403): the image and its referrers
+/// are copied, its cosign tags cannot be looked for, which one warning says, and the listing is
+/// asked for once however many manifests (index and children) the copy looks at.
+#[tokio::test]
+async fn a_source_refusing_tag_listing_still_copies_with_one_warning() {
+    let mcr_backend = TestRegistry::anonymous().await;
+    let mcr = ReferrersProxy::start(&mcr_backend.url()).await;
+    let acr = TestRegistry::anonymous().await;
+    let mut seeder = Seeder::new(&mcr.url(), 19);
+    let image = seeder.push_multiarch("signed/unlisted", "1", Format::Oci).await;
+    let sig = seeder.push_signature("signed/unlisted", &image).await;
+    mcr.fail_with("GET", "/tags/list", 100, 403, None);
+    let run = Run::new().registry(MCR, &mcr.url(), None).registry(ACR, &acr.url(), None);
+    let out = run.mirror(&["copy", &image.reference(MCR), &format!("{ACR}/signed/unlisted:1")]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    images::assert_image_present(&acr.url(), "signed/unlisted", &image, None).await;
+    assert_eq!(
+        images::manifest_digest(&acr.url(), "signed/unlisted", sig.digest.as_str(), None).await,
+        Some(sig.digest.clone())
+    );
+    assert_eq!(text(&out).matches("cosign signature tags are not looked for").count(), 1, "{}", text(&out));
+    assert_eq!(mcr.count("GET", "/tags/list"), 1);
+}
+
 /// Bad input fails with exit 1, a message naming what was wrong, and nothing written: a
 /// malformed reference, an unreachable registry, wrong credentials, a manifest over 4 MiB, and
 /// a source blob whose bytes do not match its digest.

@@ -72,12 +72,14 @@ impl Registry {
     }
 
     /// cosign's signature, attestation and SBOM tags for `digest` that exist in `repo`. A registry
-    /// that refuses to list tags (401/403) cannot show them: that is a warning, not a failed copy.
+    /// that refuses to list tags (401/403) cannot show them: that is one warning per repository
+    /// (the refusal stands for the run), not a failed copy.
     pub async fn cosign_tags(&self, repo: &str, digest: &Digest) -> Result<Vec<String>, RegistryError> {
         let tags = match self.tags_of(repo).await {
             Ok(tags) => tags,
             Err(e) if matches!(e.status(), Some(401 | 403)) => {
                 tracing::warn!(registry = %self.host, repo, "cannot list tags, so cosign signature tags are not looked for: {e}");
+                let _ = self.tag_cell(repo).set(Default::default());
                 return Ok(Vec::new());
             }
             Err(e) => return Err(e),
@@ -88,10 +90,14 @@ impl Registry {
 
     /// A repository's tags, listed once per run (used for the `sha256-<hex>` fallback tags of sources).
     async fn tags_of(&self, repo: &str) -> Result<std::sync::Arc<std::collections::HashSet<String>>, RegistryError> {
-        let cell = self.tag_cache.lock().expect("tag cache lock").entry(repo.to_string()).or_default().clone();
-        cell.get_or_try_init(|| async { Ok(std::sync::Arc::new(self.list_tags(repo).await?.into_iter().collect())) })
+        self.tag_cell(repo)
+            .get_or_try_init(|| async { Ok(std::sync::Arc::new(self.list_tags(repo).await?.into_iter().collect())) })
             .await
             .cloned()
+    }
+
+    fn tag_cell(&self, repo: &str) -> std::sync::Arc<super::TagCell> {
+        self.tag_cache.lock().expect("tag cache lock").entry(repo.to_string()).or_default().clone()
     }
 
     /// The tag schema index for `digest`, when there is one.
