@@ -9,7 +9,7 @@
 //! `secretservice`, `pass`, `ecr-login` and `acr-env` all speak it.
 
 use std::collections::HashMap;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,8 +45,8 @@ pub enum Lookup {
 
 /// The credential for `host` from the Docker config file, if it has one.
 ///
-/// Runs a credential helper when the config names one; this blocks the calling thread for as
-/// long as the helper takes (once per registry per run: [`super::Registries`] keeps the result).
+/// Runs a credential helper when the config names one, blocking for as long as it takes (once
+/// per registry per run: [`super::Registries`] keeps the result).
 pub fn docker_config_credential(host: &str) -> Result<Option<Credential>, RegistryError> {
     let path = match std::env::var_os("DOCKER_CONFIG") {
         Some(dir) => PathBuf::from(dir).join("config.json"),
@@ -66,12 +66,21 @@ pub fn docker_config_credential(host: &str) -> Result<Option<Credential>, Regist
         Lookup::Missing => Ok(None),
         Lookup::Helper { helper, server, per_host, fallback } => {
             let source = if per_host { "credHelpers" } else { "credsStore" };
-            match run_helper(&helper, &server) {
+            match outside_the_runtime(|| run_helper(&helper, &server)) {
                 Ok(Some(c)) => Ok(Some(c)),
                 Ok(None) => Ok(fallback),
                 Err(m) => Err(err(format!("{m} (named by {source} in {})", path.display()))),
             }
         }
+    }
+}
+
+/// Runs `f`, which blocks, telling a multi-threaded tokio runtime first so that it moves this
+/// worker's other tasks elsewhere meanwhile.
+fn outside_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -155,11 +164,11 @@ fn run_helper(helper: &str, server: &str) -> Result<Option<Credential>, String> 
     // The server name is a line; a helper that exits without reading it gets a broken pipe, which
     // its exit status then explains.
     let _ = child.stdin.take().expect("piped stdin").write_all(server.as_bytes());
+    // Drained while the helper runs, so one that writes more than a pipe holds cannot stall.
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
     let status = wait_with_timeout(&mut child, &program)?;
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    let _ = child.stdout.take().expect("piped stdout").read_to_string(&mut stdout);
-    let _ = child.stderr.take().expect("piped stderr").read_to_string(&mut stderr);
+    let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
     if !status.success() {
         // The protocol's "nothing stored for this server" answer, on stdout.
         if stdout.contains("credentials not found") || stderr.contains("credentials not found") {
@@ -169,6 +178,14 @@ fn run_helper(helper: &str, server: &str) -> Result<Option<Credential>, String> 
         return Err(format!("credential helper {program} failed ({status}): {said}"));
     }
     parse_helper_answer(&stdout).map_err(|m| format!("credential helper {program}: {m}"))
+}
+
+fn drain(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = from.read_to_string(&mut text);
+        text
+    })
 }
 
 fn wait_with_timeout(child: &mut std::process::Child, program: &str) -> Result<std::process::ExitStatus, String> {
