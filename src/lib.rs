@@ -8,7 +8,8 @@
 //! - [`transfer`]: verified streaming copy and cache warming of one image graph;
 //! - [`azure`]: Entra ID sign-in to ACR, run records and the run lock in Blob Storage;
 //! - [`shard`]: splitting a run over several processes by target repository;
-//! - [`exit`]: the exit codes every command shares.
+//! - [`exit`]: the exit codes every command shares;
+//! - [`sanitize`]: registry-supplied text made safe for terminals, logs and reports.
 
 pub mod azure;
 pub mod cli;
@@ -21,5 +22,6 @@ pub mod plan;
 pub mod reference;
 pub mod registry;
 pub mod report;
+pub mod sanitize;
 pub mod shard;
 pub mod transfer;

@@ -44,7 +44,7 @@ impl Report {
                 Outcome::Copied => s.copied += 1,
                 Outcome::Warmed => s.warmed += 1,
                 Outcome::Failed => s.failed += 1,
-                Outcome::Skipped => s.skipped += 1,
+                Outcome::Skipped | Outcome::Interrupted => s.skipped += 1,
             }
         }
         Report { command: command.to_string(), started: rfc3339(started), duration_ms, summary: s, images }
@@ -96,7 +96,7 @@ impl Report {
                     xml(&i.target_digest.as_ref().map(|d| d.to_string()).unwrap_or_default()),
                     i.planned
                 )),
-                Outcome::Skipped => out.push_str(&format!(
+                Outcome::Skipped | Outcome::Interrupted => out.push_str(&format!(
                     "      <skipped message=\"{}\"/>\n",
                     xml(i.error.as_deref().unwrap_or("skipped"))
                 )),

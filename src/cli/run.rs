@@ -360,6 +360,9 @@ async fn sync_locked(
         referrers: !args.no_referrers,
         images_in_flight: cfg.transfer.images,
         fail_fast: args.fail_fast,
+        // Signals are wired in by the application layer (issue #10); until then nothing cancels.
+        stop: tokio_util::sync::CancellationToken::new(),
+        grace: std::time::Duration::from_secs(20),
     };
     let todo = p.images.iter().filter(|i| i.status.needs_work()).count();
     tracing::info!("{} images: {} need work", p.images.len(), todo);

@@ -50,12 +50,13 @@ pub struct Carried {
     pub bytes_moved_total: f64,
 }
 
-const OUTCOMES: [(Outcome, &str); 5] = [
+const OUTCOMES: [(Outcome, &str); 6] = [
     (Outcome::Unchanged, "unchanged"),
     (Outcome::Copied, "copied"),
     (Outcome::Warmed, "warmed"),
     (Outcome::Failed, "failed"),
     (Outcome::Skipped, "skipped"),
+    (Outcome::Interrupted, "interrupted"),
 ];
 
 const PLANNED: [Status; 5] = [Status::Present, Status::Missing, Status::Outdated, Status::Partial, Status::Error];

@@ -28,6 +28,9 @@ pub enum Outcome {
     Failed,
     /// Not attempted because an earlier image failed and `--fail-fast` was given.
     Skipped,
+    /// Not reached, or abandoned after the grace period, because the run was asked to stop
+    /// (SIGTERM/SIGINT). Its tag was not written, so the target holds no partial image under it.
+    Interrupted,
 }
 
 /// One image's record in a run report.
@@ -56,6 +59,12 @@ pub struct RunOptions {
     /// Images in flight at once (their blobs share the context's bound).
     pub images_in_flight: usize,
     pub fail_fast: bool,
+    /// Cancelled when the run must stop (a signal): no image is started after it, and images in
+    /// flight get `grace` to finish before they are abandoned (their tags are never written
+    /// half-way: the tag is the last thing an image writes).
+    pub stop: CancellationToken,
+    /// How long in-flight images may go on after `stop` before they are abandoned.
+    pub grace: Duration,
 }
 
 /// Hooks for progress display; called from many tasks.
@@ -90,15 +99,27 @@ pub async fn run(
                     }
                     return ImageResult::from_plan(img, Outcome::Unchanged, None);
                 }
+                if opts.stop.is_cancelled() {
+                    return interrupted(img);
+                }
                 if cancel.is_cancelled() {
                     return skipped(img);
                 }
                 observer.started(img);
                 let started = Instant::now();
                 let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let work = one(registries, ctx, img, opts, counter.clone());
+                tokio::pin!(work);
                 let result = tokio::select! {
-                    r = one(registries, ctx, img, opts, counter.clone()) => r,
+                    r = &mut work => r,
                     _ = cancel.cancelled() => return skipped(img),
+                    _ = opts.stop.cancelled() => {
+                        // A stop: let the image finish within the grace period, else abandon it.
+                        match tokio::time::timeout(opts.grace, &mut work).await {
+                            Ok(r) => r,
+                            Err(_) => return interrupted(img),
+                        }
+                    }
                 };
                 let mut r = match result {
                     Ok((outcome, target_digest)) => {
@@ -147,6 +168,14 @@ fn skipped(img: &ImagePlan) -> ImageResult {
         img,
         Outcome::Skipped,
         Some("not attempted: --fail-fast stopped the run after a failure".into()),
+    )
+}
+
+fn interrupted(img: &ImagePlan) -> ImageResult {
+    ImageResult::from_plan(
+        img,
+        Outcome::Interrupted,
+        Some("not completed: the run was stopped by a signal before this image was done".into()),
     )
 }
 
