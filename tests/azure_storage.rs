@@ -5,7 +5,7 @@ mod support_azure;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use acr_mirror::azure::storage::{LockTiming, RunLock, StorageError, upload_run_records};
+use acr_mirror::azure::storage::{LeaseState, LockTiming, RunLock, StorageError, upload_run_records};
 use acr_mirror::azure::{BlobLocation, LockHeld};
 use support_azure::azurite::Azurite;
 
@@ -64,43 +64,67 @@ async fn a_second_run_is_refused_while_the_lock_is_held_and_admitted_after_relea
     second.release().await.unwrap();
 }
 
+/// Waits (at most 30 s, so a broken renewer fails the test instead of hanging it) until the lock's
+/// lease state satisfies `ok`.
+async fn wait_for_state(lock: &RunLock, what: &str, ok: impl FnMut(&LeaseState) -> bool) {
+    let mut state = lock.watch();
+    let waited = tokio::time::timeout(Duration::from_secs(30), state.wait_for(ok)).await.map(|r| r.is_ok());
+    match waited {
+        Ok(true) => {}
+        Ok(false) => panic!("the lock stopped reporting before {what}"),
+        Err(_) => panic!("no {what} within 30 s; state {:?}", *lock.watch().borrow()),
+    }
+}
+
+/// A 15 s lease (the shortest the service allows) renewed every 100 ms: renewals are observable
+/// long before the lease could lapse, so no test waits for the lease length.
+const FAST_RENEWAL: LockTiming = LockTiming { lease: Duration::from_secs(15), renew_every: Duration::from_millis(100) };
+
 #[tokio::test]
-async fn renewal_keeps_the_lock_past_the_lease_length() {
-    // Checks that the background renewal keeps a 15 s lease (the shortest the service allows)
-    // alive: 20 s after acquiring, past the lease's own expiry, another run is still refused.
-    // Without renewal the lease would have lapsed and the second acquire would succeed.
+async fn renewal_is_accepted_by_the_service_and_the_lock_stays_held() {
+    // Checks the background renewal against the storage service: three renewals with the lock's
+    // lease id are accepted (a wrong lease id or a renewal against the wrong blob would be
+    // refused and show as Lost), and meanwhile another run is still refused. How long a renewed
+    // lease lasts is the service's business; waiting out 15 s here would only test Azurite.
     let az = Azurite::start().await;
     az.create_container("locks").await;
     let loc = BlobLocation::with_sas(&format!("{}/locks/renewed.lock", az.account_url), &az.account_sas()).unwrap();
-    let timing = LockTiming { lease: Duration::from_secs(15), renew_every: Duration::from_secs(5) };
-    let held = RunLock::acquire_with(&loc, "long run", timing).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let err = RunLock::acquire_with(&loc, "next run", timing).await.unwrap_err();
+    let held = RunLock::acquire_with(&loc, "long run", FAST_RENEWAL).await.unwrap();
+    wait_for_state(&held, "three renewals", |s| matches!(s, LeaseState::Held { renewals } if *renewals >= 3)).await;
+    let err = RunLock::acquire_with(&loc, "next run", FAST_RENEWAL).await.unwrap_err();
     assert!(matches!(err, StorageError::LockHeld(_)), "{err}");
     assert!(!held.is_lost());
     held.release().await.unwrap();
 }
 
 #[tokio::test]
+async fn a_broken_lease_is_reported_as_lost() {
+    // Checks what `sync` warns about at its end: when someone breaks the lease, the next renewal
+    // fails and the lock says it is lost (is_lost and the watched state), instead of the run
+    // believing it still holds the lock.
+    let az = Azurite::start().await;
+    az.create_container("locks").await;
+    let loc = BlobLocation::with_sas(&format!("{}/locks/broken.lock", az.account_url), &az.account_sas()).unwrap();
+    let held = RunLock::acquire_with(&loc, "long run", FAST_RENEWAL).await.unwrap();
+    az.break_lease("locks/broken.lock").await;
+    wait_for_state(&held, "a lost lease", |s| *s == LeaseState::Lost).await;
+    assert!(held.is_lost());
+}
+
+#[tokio::test]
 async fn a_dropped_lock_is_released_for_the_next_run() {
     // Checks that dropping a RunLock without release() (an early return) frees the lock promptly
-    // instead of leaving the next run to wait out the lease.
+    // instead of leaving the next run to wait out the 60 s lease: the background release is
+    // awaited through the watched state, then the next acquire succeeds at once.
     let az = Azurite::start().await;
     az.create_container("locks").await;
     let loc = BlobLocation::with_sas(&format!("{}/locks/dropped.lock", az.account_url), &az.account_sas()).unwrap();
-    let timing = LockTiming { lease: Duration::from_secs(60), renew_every: Duration::from_secs(20) };
-    drop(RunLock::acquire_with(&loc, "early return", timing).await.unwrap());
-    // The release runs on the runtime in the background; give it a bounded number of tries.
-    let mut last = None;
-    for _ in 0..50 {
-        match RunLock::acquire_with(&loc, "next", timing).await {
-            Ok(l) => {
-                l.release().await.unwrap();
-                return;
-            }
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("lock still held after drop: {}", last.unwrap());
+    let lock = RunLock::acquire(&loc, "early return").await.unwrap();
+    let mut state = lock.watch();
+    drop(lock);
+    tokio::time::timeout(Duration::from_secs(30), state.wait_for(|s| *s == LeaseState::Released))
+        .await
+        .expect("the background release did not finish within 30 s")
+        .expect("the background release failed");
+    RunLock::acquire(&loc, "next").await.expect("the lock is free after the drop").release().await.unwrap();
 }

@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use azure_core::credentials::TokenCredential;
@@ -23,6 +22,7 @@ use azure_storage_blob::models::{
     BlobClientAcquireLeaseResultHeaders, BlobClientGetPropertiesOptions, BlobClientGetPropertiesResultHeaders,
     BlobClientSetMetadataOptions, BlockBlobClientUploadOptions,
 };
+use tokio::sync::watch;
 use url::Url;
 
 use crate::azure::identity::{SignIn, build_credential};
@@ -275,6 +275,17 @@ impl Default for LockTiming {
     }
 }
 
+/// What the holder of a [`RunLock`] can observe about its lease, through [`RunLock::watch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Held; `renewals` counts the renewals the service has accepted so far.
+    Held { renewals: u64 },
+    /// The last renewal failed: the lease may lapse and another run may start.
+    Lost,
+    /// Released, by [`RunLock::release`] or in the background after a drop.
+    Released,
+}
+
 /// The nightly job's mutex: a lease on one blob (the URL in `lock: {azureBlob: …}` names the
 /// blob itself, created empty if missing). Held from [`RunLock::acquire`] until
 /// [`RunLock::release`] or drop, renewed in the background. If the process dies the lease lapses
@@ -284,7 +295,7 @@ pub struct RunLock {
     blob: String,
     lease_id: String,
     renewer: Option<tokio::task::JoinHandle<()>>,
-    lost: Arc<AtomicBool>,
+    state: Arc<watch::Sender<LeaseState>>,
 }
 
 impl fmt::Debug for RunLock {
@@ -359,10 +370,10 @@ impl RunLock {
             tracing::warn!(blob = %blob, "could not record the lock holder: {}", redact_sas(&e.to_string()));
         }
         tracing::info!(blob = %blob, "run lock acquired");
-        let lost = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(watch::Sender::new(LeaseState::Held { renewals: 0 }));
         let renewer = {
-            let (client, lease_id, lost, blob, holder) =
-                (client.clone(), lease_id.clone(), lost.clone(), blob.clone(), holder.to_string());
+            let (client, lease_id, state, blob, holder) =
+                (client.clone(), lease_id.clone(), state.clone(), blob.clone(), holder.to_string());
             tokio::spawn(async move {
                 let mut tick =
                     tokio::time::interval_at(tokio::time::Instant::now() + timing.renew_every, timing.renew_every);
@@ -370,19 +381,24 @@ impl RunLock {
                     tick.tick().await;
                     match client.renew_lease(lease_id.clone(), None).await {
                         Ok(_) => {
-                            lost.store(false, Ordering::SeqCst);
+                            state.send_modify(|s| {
+                                *s = match *s {
+                                    LeaseState::Held { renewals } => LeaseState::Held { renewals: renewals + 1 },
+                                    _ => LeaseState::Held { renewals: 1 },
+                                }
+                            });
                             let _ = set_meta(client.clone(), lease_id.clone(), holder.clone(), started.clone()).await;
                             tracing::debug!(blob = %blob, "run lock lease renewed");
                         }
                         Err(e) => {
-                            lost.store(true, Ordering::SeqCst);
+                            state.send_replace(LeaseState::Lost);
                             tracing::warn!(blob = %blob, "could not renew the run lock lease: {}", redact_sas(&e.to_string()));
                         }
                     }
                 }
             })
         };
-        Ok(RunLock { client, blob, lease_id, renewer: Some(renewer), lost })
+        Ok(RunLock { client, blob, lease_id, renewer: Some(renewer), state })
     }
 
     /// Turns a failed acquire into [`LockHeld`] when the lease is taken, reading who holds it.
@@ -414,7 +430,13 @@ impl RunLock {
 
     /// True while the last renewal failed: the lease may lapse and another run may start.
     pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        *self.state.borrow() == LeaseState::Lost
+    }
+
+    /// Follows the lease as it is renewed, lost or released, so a caller can react to a lost
+    /// lease (or wait for the release that a drop starts in the background) instead of polling.
+    pub fn watch(&self) -> watch::Receiver<LeaseState> {
+        self.state.subscribe()
     }
 
     /// Stops renewing and releases the lease so the next run can start at once.
@@ -425,6 +447,7 @@ impl RunLock {
         let result = self.client.release_lease(self.lease_id.clone(), None).await;
         self.lease_id.clear();
         result.map(|_| ()).map_err(|e| request_error("releasing lease on", &self.blob, &e))?;
+        self.state.send_replace(LeaseState::Released);
         tracing::info!(blob = %self.blob, "run lock released");
         Ok(())
     }
@@ -441,9 +464,12 @@ impl Drop for RunLock {
             return;
         }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let (client, lease_id) = (self.client.clone(), std::mem::take(&mut self.lease_id));
+            let (client, lease_id, state) =
+                (self.client.clone(), std::mem::take(&mut self.lease_id), self.state.clone());
             handle.spawn(async move {
-                let _ = client.release_lease(lease_id, None).await;
+                if client.release_lease(lease_id, None).await.is_ok() {
+                    state.send_replace(LeaseState::Released);
+                }
             });
         }
     }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -79,8 +79,9 @@ pub struct Stand {
     entra: Arc<FakeEntra>,
     key: Vec<u8>,
     mint: MintAccess,
-    /// Lifetime of the refresh tokens handed out from now on.
-    pub refresh_lifetime: Mutex<Duration>,
+    /// Lifetime in seconds of the refresh tokens handed out from now on; negative hands out
+    /// tokens whose `exp` has already passed, so expiry is tested without waiting for the clock.
+    pub refresh_lifetime: Mutex<i64>,
     /// Successful exchanges.
     pub exchanges: AtomicUsize,
     /// The form of the last exchange request (fields → values), to check its shape.
@@ -118,7 +119,7 @@ impl AcrStandIn {
             entra,
             key: b"acr-standin-refresh-token-key".to_vec(),
             mint,
-            refresh_lifetime: Mutex::new(Duration::from_secs(3 * 3600)),
+            refresh_lifetime: Mutex::new(3 * 3600),
             exchanges: AtomicUsize::new(0),
             last_exchange: Mutex::new(HashMap::new()),
             access_grants: Mutex::new(Vec::new()),
@@ -171,7 +172,7 @@ async fn exchange(State(s): State<Arc<Stand>>, body: String) -> Response {
         sub: claims.oid,
         aud: s.service.clone(),
         iss: "Azure Container Registry".into(),
-        exp: now() + lifetime.as_secs(),
+        exp: now().saturating_add_signed(lifetime),
         iat: now(),
         nbf: now(),
         grant_type: "refresh_token".into(),

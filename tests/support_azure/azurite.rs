@@ -85,6 +85,21 @@ impl Azurite {
         assert_eq!(r.status(), 201, "create container: {}", r.text().await.unwrap_or_default());
     }
 
+    /// Breaks the lease on a blob at once with raw HTTP, as another client (or an operator
+    /// clearing a stuck lock) would: the holder's next renewal fails.
+    pub async fn break_lease(&self, container_path: &str) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/{container_path}?comp=lease&{}", self.account_url, self.account_sas()))
+            .header("x-ms-version", SAS_VERSION)
+            .header("x-ms-lease-action", "break")
+            .header("x-ms-lease-break-period", "0")
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "break lease: {}", r.text().await.unwrap_or_default());
+    }
+
     /// Reads a blob back with raw HTTP: (status, body).
     pub async fn get(&self, container_path: &str) -> (u16, Vec<u8>) {
         let r = reqwest::Client::new()
