@@ -25,9 +25,12 @@ use support_azure::acr_api::AcrApiStandIn;
 const ACR: &str = "mirrortest.azurecr.io";
 const MCR: &str = "mcr.microsoft.com";
 
+/// Both registries anonymous, said explicitly so that no Docker config of the machine is read.
 fn registries(source: &str, target: &str) -> Registries {
-    let yaml =
-        format!("registries:\n  - host: {MCR}\n    endpoint: {source}\n  - host: {ACR}\n    endpoint: {target}\n");
+    let yaml = format!(
+        "registries:\n  - host: {MCR}\n    endpoint: {source}\n    auth: {{type: anonymous}}\n  \
+         - host: {ACR}\n    endpoint: {target}\n    auth: {{type: anonymous}}\n"
+    );
     Registries::from_config(&Config::parse(&yaml, Path::new("mirror.yaml")).unwrap()).unwrap()
 }
 

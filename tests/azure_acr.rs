@@ -95,7 +95,7 @@ async fn world() -> World {
 impl World {
     fn config(&self, auth: &str) -> String {
         format!(
-            "registries:\n  - host: {MCR}\n    endpoint: {}\n  - host: {ACR}\n    endpoint: {}\n    auth: {auth}\n",
+            "registries:\n  - host: {MCR}\n    endpoint: {}\n    auth: {{type: anonymous}}\n  - host: {ACR}\n    endpoint: {}\n    auth: {auth}\n",
             self.source.url(),
             self.target.url()
         )
@@ -118,6 +118,7 @@ impl World {
             .args(args)
             .env("PATH", path_with_az())
             .env("MIRROR_LOG", "info")
+            .env("DOCKER_CONFIG", support::empty_docker_config())
             .env_remove("AZURE_FEDERATED_TOKEN_FILE")
             .env_remove("IDENTITY_ENDPOINT")
             .env_remove("MSI_ENDPOINT")

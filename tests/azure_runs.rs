@@ -9,10 +9,12 @@ mod support_azure;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
+use tokio::sync::watch;
 
-use support::{DelayProxy, Format, Seeder, TestRegistry};
+use support::{Format, Seeder, TestRegistry};
 use support_azure::azurite::Azurite;
 
 const ACR: &str = "mirrortest.azurecr.io";
@@ -33,7 +35,12 @@ fn config(source: &str, target: &str, azurite: &Azurite, container: &str) -> Str
 /// The binary as a tokio process: a blocking wait would stall the proxies served on this runtime.
 fn mirror(cfg: &Path, azurite: &Azurite, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mirror"));
-    c.arg("-c").arg(cfg).args(args).env("MIRROR_TEST_SAS", azurite.account_sas()).env("MIRROR_LOG", "info");
+    c.arg("-c")
+        .arg(cfg)
+        .args(args)
+        .env("MIRROR_TEST_SAS", azurite.account_sas())
+        .env("MIRROR_LOG", "info")
+        .env("DOCKER_CONFIG", support::empty_docker_config());
     c
 }
 
@@ -60,6 +67,27 @@ async fn lease_state(azurite: &Azurite) -> Option<String> {
     r.headers().get("x-ms-lease-state").and_then(|v| v.to_str().ok()).map(String::from)
 }
 
+/// A TCP gate in front of `upstream` (`host:port`): connections are accepted at once but carried
+/// through only once the returned sender says `true`, so a run that uses the upstream is held
+/// mid-way for exactly as long as the test needs, with no timing involved.
+async fn gate(upstream: String) -> (String, watch::Sender<bool>) {
+    let (listener, addr) = support::bind_loopback().await;
+    let (open, opened) = watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let (mut opened, upstream) = (opened.clone(), upstream.clone());
+            tokio::spawn(async move {
+                if opened.wait_for(|o| *o).await.is_ok()
+                    && let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), open)
+}
+
 /// Blob names below `prefix` in `container`.
 async fn blob_names(azurite: &Azurite, container: &str, prefix: &str) -> Vec<String> {
     let body = reqwest::Client::new()
@@ -80,31 +108,45 @@ async fn blob_names(azurite: &Azurite, container: &str, prefix: &str) -> Vec<Str
 
 #[tokio::test]
 async fn a_second_sync_while_the_first_holds_the_lock_exits_4_and_the_first_uploads_its_records() {
-    // Checks the nightly job's guarantees through the binary: while one `mirror sync` runs (slowed
-    // by a delay proxy in front of the source) it holds a lease on the lock blob; a second sync
-    // started then exits with code 4 and a message naming the first run's process, doing nothing;
-    // the first finishes with 0, releases the lease, and its JSON and JUnit reports land under
-    // the report prefix in a folder named by its start time (only one run's records).
+    // Checks the nightly job's guarantees through the binary: while one `mirror sync` runs (held
+    // by a gate in front of the source until the test opens it) it holds a lease on the lock
+    // blob; a second sync started then exits with code 4 and a message naming the first run's
+    // process, doing nothing; the first finishes with 0, releases the lease, and its JSON and
+    // JUnit reports land under the report prefix in a folder named by its start time (only one
+    // run's records).
     let azurite = Azurite::start().await;
     azurite.create_container("runs").await;
     let source = TestRegistry::anonymous().await;
     Seeder::new(&source.url(), 21).push_random_image("app", "1", Format::Oci, &[4096]).await;
-    let slow = DelayProxy::start(&source.url(), Duration::from_millis(400)).await;
+    let (gated, open) = gate(source.host()).await;
     let target = TestRegistry::anonymous().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("mirror.yaml");
-    std::fs::write(&cfg, config(&slow.url(), &target.url(), &azurite, "runs")).unwrap();
+    std::fs::write(&cfg, config(&gated, &target.url(), &azurite, "runs")).unwrap();
 
     let mut first = mirror(&cfg, &azurite, &["sync"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let first_pid = first.id().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while lease_state(&azurite).await.as_deref() != Some("leased") {
-        assert!(Instant::now() < deadline, "the first sync never took the lock");
-        assert!(first.try_wait().unwrap().is_none(), "the first sync ended before the lock was seen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The first run's log, read as it comes; `locked` fires on its "run lock acquired" line.
+    let (locked, mut lock_seen) = watch::channel(false);
+    let mut lines = tokio::io::BufReader::new(first.stderr.take().unwrap()).lines();
+    let first_log = tokio::spawn(async move {
+        let mut log = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("run lock acquired") {
+                locked.send_replace(true);
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let seen = tokio::time::timeout(Duration::from_secs(60), lock_seen.wait_for(|l| *l)).await;
+    assert!(matches!(seen, Ok(Ok(_))), "the first sync never said it took the lock");
+    assert_eq!(lease_state(&azurite).await.as_deref(), Some("leased"));
     let second = mirror(&cfg, &azurite, &["sync"]).output().await.unwrap();
-    let first_out = first.wait_with_output().await.unwrap();
+    open.send_replace(true);
+    let mut first_out = first.wait_with_output().await.unwrap();
+    first_out.stderr = first_log.await.unwrap().into_bytes();
     assert_eq!(second.status.code(), Some(4), "{}", text(&second));
     let msg = String::from_utf8_lossy(&second.stderr);
     assert!(msg.contains("another run holds the lock"), "{msg}");

@@ -62,3 +62,15 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .expect("build reqwest client")
 }
+
+/// An empty folder to give a `mirror` child process as `DOCKER_CONFIG`
+/// (`cmd.env("DOCKER_CONFIG", support::empty_docker_config())`), so that a test never reads the
+/// developer's `~/.docker/config.json` nor runs the credential helper it names. Nothing writes
+/// there: tests that need Docker config credentials write their own config in a temp folder.
+/// In-process `Registries` cannot be pointed elsewhere without racing other tests on a process
+/// variable; give their configs `auth: {type: anonymous}` (or another `auth:`) instead.
+pub fn empty_docker_config() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("empty-docker-config");
+    std::fs::create_dir_all(&dir).expect("create the empty DOCKER_CONFIG folder");
+    dir
+}
