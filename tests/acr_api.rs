@@ -94,9 +94,9 @@ async fn a_no_op_plan_lists_each_target_repository_once_through_the_acr_api() {
 }
 
 #[tokio::test]
-async fn without_the_acr_api_the_plan_falls_back_to_v2_listings_and_asks_once() {
-    // Checks the fallback: a registry that answers `/acr/v1/…` with a plain 404 is asked once,
-    // then listed with `/v2/{repo}/tags/list` (one per repository) and a HEAD per needed tag;
+async fn without_the_acr_api_the_plan_falls_back_to_v2_listings_and_remembers_it() {
+    // Checks the fallback: a registry that answers `/acr/v1/…` with a plain 404 is probed (once
+    // per listing already under way, at most), then listed with `/v2/{repo}/tags/list` (one per repository) and a HEAD per needed tag;
     // the plan's verdict is the same.
     let (source, target, _) = seeded_pair().await;
     let api = AcrApiStandIn::start(&target.url()).await;

@@ -1,5 +1,6 @@
 //! Entra ID sign-in to ACR: pick a credential, get an Entra token for ACR, exchange it at
-//! `POST /oauth2/exchange` for an ACR refresh token (aks-acr-facts.md §3), and keep that refresh
+//! `POST /oauth2/exchange` for an ACR refresh token (<https://github.com/Azure/acr/blob/main/docs/AAD-OAuth.md>),
+//! and keep that refresh
 //! token fresh for runs longer than its ~3 h life.
 //!
 //! azure_identity 1.x has no `DefaultAzureCredential` on purpose (a silent chain makes failures
@@ -280,7 +281,8 @@ struct ExchangeResponse {
 }
 
 /// Exchanges an Entra token for an ACR refresh token: `POST {exchange_url}` with the form
-/// `grant_type=access_token&service&tenant&access_token` (aks-acr-facts.md §3).
+/// `grant_type=access_token&service&tenant&access_token` (`tenant` optional), as ACR's
+/// docs/AAD-OAuth.md describes: <https://github.com/Azure/acr/blob/main/docs/AAD-OAuth.md>.
 pub async fn exchange_for_refresh_token(
     http: &reqwest::Client,
     exchange_url: &Url,

@@ -101,7 +101,7 @@ pub enum TransferError {
 }
 
 /// Whether a registry error is a push refused the way a pull-through cache refuses it: ACR under a
-/// cache rule (aks-acr-facts.md §7: `DENIED`/`UNSUPPORTED`, 403 or 405) or distribution in proxy
+/// cache rule (`DENIED`/`UNSUPPORTED`, 403 or 405; <https://github.com/Azure/acr/issues/686>) or distribution in proxy
 /// mode (405 `UNSUPPORTED`), answering a blob upload `POST`/`PATCH`/`PUT` or a manifest `PUT`.
 pub fn is_cache_rule_refusal(e: &RegistryError) -> bool {
     let RegistryError::Status(e) = e else { return false };

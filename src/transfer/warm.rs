@@ -1,7 +1,7 @@
 //! Warming a pull-through cache: read the whole image through the target path so the cache
 //! fetches and keeps it, and write nothing.
 //!
-//! ACR refuses pushes into a cache rule's repositories (aks-acr-facts.md §7), and a cache holds
+//! ACR refuses pushes into a cache rule's repositories (<https://github.com/Azure/acr/issues/686>), and a cache holds
 //! only what was pulled through it — one platform's blobs if a node pulled one platform. So
 //! warming pulls the manifest, every selected child manifest and every blob of each, and checks
 //! each against the source's digest: the cache must serve the same bytes the source has.
@@ -114,7 +114,7 @@ pub async fn warm_image(
 }
 
 /// After warming through an ACR cache rule: `HEAD`s each manifest until none is still served from
-/// upstream (ACR's `X-Azure-Origin: upstream`, aks-acr-facts.md §7), waiting with backoff at most
+/// upstream (ACR's `X-Azure-Origin: upstream`, <https://github.com/Azure/acr/issues/862>), waiting with backoff at most
 /// `within`. The manifests still served from upstream then are named in the error: a node pulling
 /// them during an upstream outage would fail. Registries that never send the header pass at once.
 pub async fn recheck_origin(

@@ -4,8 +4,8 @@
 //!
 //! Tokens are ES256 JWTs signed by a fresh P-256 key whose self-signed certificate is the
 //! registry's `rootcertbundle`; the header carries `kid` = the libtrust key id, which is how
-//! registry 2.8 finds the key (research/crates.md §8.1). `aud` is the service as a JSON string:
-//! 2.8 refuses an array.
+//! registry 2.8 finds the key (distribution v2.8.2, `registry/auth/token/token.go`). `aud` is the
+//! service as a JSON string: 2.8 refuses an array.
 //!
 //! Every request is recorded so tests can assert how often and with what a client asked.
 

@@ -1,5 +1,6 @@
 //! Our stand-in for ACR's own REST API (`Azure.ContainerRegistry` data plane, stable 2021-07-01,
-//! aks-acr-facts.md §4) in front of a real `docker-registry`: an axum reverse proxy that
+//! <https://learn.microsoft.com/rest/api/containerregistry/>) in front of a real
+//! `docker-registry`: an axum reverse proxy that
 //!
 //! - answers `GET /acr/v1/_catalog`, `/acr/v1/{name}/_tags` and `/acr/v1/{name}/_manifests` by
 //!   listing and reading the real registry behind it, in the spec's JSON shapes

@@ -1,4 +1,4 @@
-//! Our stand-in for ACR's token service (aks-acr-facts.md §3, Azure/acr docs/AAD-OAuth.md):
+//! Our stand-in for ACR's token service (<https://github.com/Azure/acr/blob/main/docs/AAD-OAuth.md>):
 //! - `POST /oauth2/exchange`, form `grant_type=access_token&service&tenant?&access_token`:
 //!   the access token must be an Entra token the test's [`FakeEntra`] issued for ACR's audience;
 //!   answers `{"refresh_token": "<JWT, exp = now + refresh lifetime (3 h by default)>"}`.
