@@ -1,5 +1,6 @@
 //! ACR's own listing API (`/acr/v1/…`, REST spec `Azure.ContainerRegistry` 2021-07-01,
-//! aks-acr-facts.md §4), with fallbacks to the distribution API for every other registry:
+//! <https://learn.microsoft.com/rest/api/containerregistry/>), with fallbacks to the distribution
+//! API for every other registry:
 //!
 //! - `GET /acr/v1/_catalog` (`{"repositories":[…]}`, scope `registry:catalog:*`);
 //! - `GET /acr/v1/{repo}/_tags` (`{"tags":[{"name","digest",…}]}`, scope `metadata_read`);
@@ -99,7 +100,8 @@ impl Registry {
 
     /// Lists a repository once: ACR's `/acr/v1/{repo}/_manifests` (tags, digests and every
     /// manifest, `Link` paging) when the registry has it, else `/v2/{repo}/tags/list` (names only).
-    /// A registry whose answer to the ACR path is not ACR's is remembered, so it is asked once per run.
+    /// A registry whose answer to the ACR path is not ACR's is remembered, so later listings go
+    /// straight to `/v2/`; listings already under way when the answer comes may each have probed.
     pub async fn list_tag_digests(&self, repo: &str) -> Result<TagListing, RegistryError> {
         if !self.acr_api_absent() {
             match self.acr_manifests(repo).await? {

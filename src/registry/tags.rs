@@ -5,7 +5,7 @@ use reqwest::Method;
 
 use super::{Registry, RegistryError, Request, Scope};
 
-/// Moved to [`super::acr`] with the ACR listings; kept here for existing paths.
+/// Defined in [`super::acr`] with the ACR listings, which fill it.
 pub use super::acr::TagListing;
 
 impl Registry {
