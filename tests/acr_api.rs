@@ -169,7 +169,7 @@ async fn plan_deep_takes_missing_children_from_the_manifest_listing() {
     let full = s.push_multiarch("oss/pause", "3.9", Format::Oci).await;
     assert_eq!(full.digest, image.digest);
     let gone = &full.children[1];
-    let http = reqwest::Client::new();
+    let http = support_azure::http();
     let del = http.delete(format!("{}/v2/oss/pause/manifests/{}", target.url(), gone.digest)).send().await.unwrap();
     assert_eq!(del.status(), 202, "deleting a child to make the image partial");
     let api = AcrApiStandIn::start(&target.url()).await;

@@ -258,7 +258,7 @@ async fn the_docker_login_refresh_token_form_is_exchanged_with_grant_type_refres
     let w = world().await;
     let entra = FakeEntra::new();
     let refresh = acr_mirror::azure::exchange_for_refresh_token(
-        &reqwest::Client::new(),
+        &support_azure::http(),
         &url::Url::parse(&format!("{}/oauth2/exchange", w.acr.url)).unwrap(),
         w.tokens.service(),
         None,

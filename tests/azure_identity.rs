@@ -97,7 +97,7 @@ async fn world() -> World {
 
 impl World {
     fn source(&self, cred: EntraCredential, tenant: Option<String>) -> AzureTokenSource {
-        AzureTokenSource::from_realm(cred, reqwest::Client::new(), &self.acr.realm(), SERVICE, tenant).unwrap()
+        AzureTokenSource::from_realm(cred, support_azure::http(), &self.acr.realm(), SERVICE, tenant).unwrap()
     }
 
     /// The Entra token the last exchange carried, decoded by the fake Entra.
@@ -349,7 +349,7 @@ async fn access_tokens_for_several_scopes_come_from_the_refresh_token() {
     let counting = Arc::new(CountingCredential { entra: w.entra.clone(), calls: AtomicUsize::new(0) });
     let source = w.source(EntraCredential::from_token_credential(CredentialKind::ManagedIdentity, counting), None);
     let refresh = source.refresh_token().await.unwrap();
-    let http = reqwest::Client::new();
+    let http = support_azure::http();
     let scopes = [
         "repository:aks/pause:pull,push",
         "repository:oss/kubernetes/pause:pull",
@@ -393,7 +393,7 @@ async fn exchange_refusals_name_the_status_and_acr_code_but_not_the_token() {
     // Checks exchange_for_refresh_token's errors: a token Entra did not issue is a 401
     // UNAUTHORIZED, a wrong service a 400; neither message contains the token sent.
     let w = world().await;
-    let http = reqwest::Client::new();
+    let http = support_azure::http();
     let url = acr_mirror::azure::exchange_url_from_realm(&w.acr.realm()).unwrap();
     let forged = "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ4In0.forged-signature";
     let err = exchange_for_refresh_token(&http, &url, SERVICE, None, forged).await.unwrap_err();

@@ -55,7 +55,7 @@ fn text(o: &Output) -> String {
 
 /// The lock blob's `x-ms-lease-state` (`leased`, `available`, …), or `None` if it does not exist.
 async fn lease_state(azurite: &Azurite) -> Option<String> {
-    let r = reqwest::Client::new()
+    let r = support_azure::http()
         .head(format!("{}/runs/mirror.lock?{}", azurite.account_url, azurite.account_sas()))
         .header("x-ms-version", "2021-08-06")
         .send()
@@ -90,7 +90,7 @@ async fn gate(upstream: String) -> (String, watch::Sender<bool>) {
 
 /// Blob names below `prefix` in `container`.
 async fn blob_names(azurite: &Azurite, container: &str, prefix: &str) -> Vec<String> {
-    let body = reqwest::Client::new()
+    let body = support_azure::http()
         .get(format!(
             "{}/{container}?restype=container&comp=list&prefix={prefix}&{}",
             azurite.account_url,

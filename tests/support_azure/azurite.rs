@@ -52,7 +52,7 @@ impl Azurite {
             .spawn()
             .expect("start azurite-blob");
         let a = Azurite { child, _dir: dir, account_url: format!("http://127.0.0.1:{port}/{ACCOUNT}") };
-        let http = reqwest::Client::new();
+        let http = super::http();
         for _ in 0..300 {
             if http.get(format!("{}?comp=list", a.account_url)).send().await.is_ok() {
                 return a;
@@ -76,7 +76,7 @@ impl Azurite {
 
     /// Creates a container with raw HTTP (the code under test never creates containers).
     pub async fn create_container(&self, name: &str) {
-        let r = reqwest::Client::new()
+        let r = super::http()
             .put(format!("{}/{name}?restype=container&{}", self.account_url, self.account_sas()))
             .header("x-ms-version", SAS_VERSION)
             .send()
@@ -88,7 +88,7 @@ impl Azurite {
     /// Breaks the lease on a blob at once with raw HTTP, as another client (or an operator
     /// clearing a stuck lock) would: the holder's next renewal fails.
     pub async fn break_lease(&self, container_path: &str) {
-        let r = reqwest::Client::new()
+        let r = super::http()
             .put(format!("{}/{container_path}?comp=lease&{}", self.account_url, self.account_sas()))
             .header("x-ms-version", SAS_VERSION)
             .header("x-ms-lease-action", "break")
@@ -102,7 +102,7 @@ impl Azurite {
 
     /// Reads a blob back with raw HTTP: (status, body).
     pub async fn get(&self, container_path: &str) -> (u16, Vec<u8>) {
-        let r = reqwest::Client::new()
+        let r = super::http()
             .get(format!("{}/{container_path}?{}", self.account_url, self.account_sas()))
             .header("x-ms-version", SAS_VERSION)
             .send()
