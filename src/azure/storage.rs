@@ -377,16 +377,13 @@ impl RunLock {
             tokio::spawn(async move {
                 let mut tick =
                     tokio::time::interval_at(tokio::time::Instant::now() + timing.renew_every, timing.renew_every);
+                let mut renewals = 0;
                 loop {
                     tick.tick().await;
                     match client.renew_lease(lease_id.clone(), None).await {
                         Ok(_) => {
-                            state.send_modify(|s| {
-                                *s = match *s {
-                                    LeaseState::Held { renewals } => LeaseState::Held { renewals: renewals + 1 },
-                                    _ => LeaseState::Held { renewals: 1 },
-                                }
-                            });
+                            renewals += 1;
+                            state.send_replace(LeaseState::Held { renewals });
                             let _ = set_meta(client.clone(), lease_id.clone(), holder.clone(), started.clone()).await;
                             tracing::debug!(blob = %blob, "run lock lease renewed");
                         }

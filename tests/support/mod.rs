@@ -70,7 +70,10 @@ pub fn http_client() -> reqwest::Client {
 /// In-process `Registries` cannot be pointed elsewhere without racing other tests on a process
 /// variable; give their configs `auth: {type: anonymous}` (or another `auth:`) instead.
 pub fn empty_docker_config() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("empty-docker-config");
+    // Cargo gives integration tests a scratch folder in target/; examples that share this module
+    // get none, and use the system's.
+    let scratch = option_env!("CARGO_TARGET_TMPDIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let dir = scratch.join("acr-mirror-empty-docker-config");
     std::fs::create_dir_all(&dir).expect("create the empty DOCKER_CONFIG folder");
     dir
 }
