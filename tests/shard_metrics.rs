@@ -14,6 +14,8 @@ fn mirror(args: &[&str], cwd: &Path) -> Output {
         .args(args)
         .current_dir(cwd)
         .env_remove("MIRROR_CONFIG")
+        // Hermetic: the scratch folder has no config.json, so no developer's Docker credentials.
+        .env("DOCKER_CONFIG", cwd)
         .env("MIRROR_LOG", "warn")
         .stdin(Stdio::null())
         .output()
