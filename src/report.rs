@@ -265,20 +265,30 @@ impl Report {
             writeln!(w, "{}: failed: {e}", self.command)?;
         }
         let p = &s.planned;
-        let found = format!(
-            "{} present, {} missing, {} outdated, {} partial, {} errors",
-            p.present, p.missing, p.outdated, p.partial, p.error
-        );
+        let found = counts(&[
+            ("present", p.present),
+            ("missing", p.missing),
+            ("outdated", p.outdated),
+            ("partial", p.partial),
+            ("could not be examined", p.error),
+        ]);
         let done = match &s.outcomes {
             Some(o) => format!(
-                " — {} unchanged, {} copied, {} warmed, {} failed, {} skipped, {} interrupted",
-                o.unchanged, o.copied, o.warmed, o.failed, o.skipped, o.interrupted
+                "; done: {}",
+                counts(&[
+                    ("unchanged", o.unchanged),
+                    ("copied", o.copied),
+                    ("warmed", o.warmed),
+                    ("failed", o.failed),
+                    ("skipped", o.skipped),
+                    ("interrupted", o.interrupted),
+                ])
             ),
             None => String::new(),
         };
         writeln!(
             w,
-            "{}: {} images ({found}){done}; {} in {:.1}s",
+            "{}: {} images; planned: {found}{done}; {} in {:.1}s",
             self.command,
             s.images,
             HumanBytes(s.bytes),
@@ -357,6 +367,12 @@ impl ImageReport {
             self.planned
         )
     }
+}
+
+/// `3 copied, 1 failed`: the counts that are not zero, or `none`.
+fn counts(c: &[(&str, usize)]) -> String {
+    let parts: Vec<String> = c.iter().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{n} {name}")).collect();
+    if parts.is_empty() { "none".into() } else { parts.join(", ") }
 }
 
 fn outcome_name(o: Outcome) -> String {

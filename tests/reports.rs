@@ -100,7 +100,13 @@ impl Env {
             .output()
             .await
             .unwrap();
-        eprintln!("mirror {}: {:?}\n{}", args.join(" "), out.status.code(), String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "mirror {}: {:?}\n--- stdout\n{}--- stderr\n{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
