@@ -9,7 +9,8 @@
 //! - [`azure`]: Entra ID sign-in to ACR, run records and the run lock in Blob Storage;
 //! - [`shard`]: splitting a run over several processes by target repository;
 //! - [`exit`]: the exit codes every command shares;
-//! - [`sanitize`]: registry-supplied text made safe for terminals, logs and reports.
+//! - [`sanitize`]: registry-supplied text made safe for terminals, logs and reports;
+//! - [`time`]: wall-clock instants as RFC 3339 text.
 
 pub mod azure;
 pub mod cli;
@@ -24,4 +25,5 @@ pub mod registry;
 pub mod report;
 pub mod sanitize;
 pub mod shard;
+pub mod time;
 pub mod transfer;

@@ -1,53 +1,191 @@
 //! Run reports in the forms their readers need: JSON for machines and archives, JUnit XML for CI
 //! systems (one test case per image, so a pipeline shows which image failed), and a table for
 //! the person at the terminal.
+//!
+//! `plan`, `sync` and `verify` all produce one document shape ([`Report`], `schemaVersion` 1,
+//! described field by field in docs/reports.md and by `schema/report.v1.json`): `plan -o json`
+//! prints the same document `--report-json` writes. A run that fails before it has images still
+//! gets a report ([`Report::failed_run`]), so a CI system always finds the file it was told to
+//! publish.
 
 use std::io::Write;
 use std::path::Path;
+use std::time::SystemTime;
 
+use indicatif::HumanBytes;
 use serde::Serialize;
 
+use crate::config::MappingMode;
+use crate::digest::Digest;
+use crate::plan::{ImagePlan, Plan, Status};
 use crate::transfer::pipeline::{ImageResult, Outcome};
 
 pub mod metrics;
 
+/// The version of the report document; raised when a field changes meaning or goes away (new
+/// fields may appear without it).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How the run as a whole ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Every image was examined (and, for `sync`, worked on); the images say how each went.
+    Completed,
+    /// A signal stopped the run; images not done are `interrupted`.
+    Interrupted,
+    /// The run failed before it could examine the images (bad config, target unreachable, …);
+    /// `error` says why and `images` is empty.
+    Failed,
+}
+
 /// Everything a run did.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
+    pub schema_version: u32,
     /// `plan`, `sync` or `verify`.
     pub command: String,
     /// RFC 3339 start time (UTC).
     pub started: String,
     pub duration_ms: u64,
+    pub status: RunStatus,
+    /// Why the run failed, when `status` is `failed`.
+    pub error: Option<String>,
     pub summary: Summary,
-    pub images: Vec<ImageResult>,
+    pub images: Vec<ImageReport>,
 }
 
+/// The images of a run, counted.
 #[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub images: usize,
+    /// Images by what the plan found in the target.
+    pub planned: PlannedCounts,
+    /// Images by what `sync` did to them; `None` for `plan` and `verify`, which change nothing.
+    pub outcomes: Option<OutcomeCounts>,
+    /// The images' `bytes` added up (see [`ImageReport::bytes`]).
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PlannedCounts {
+    pub present: usize,
+    pub missing: usize,
+    pub outdated: usize,
+    pub partial: usize,
+    pub error: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutcomeCounts {
     pub unchanged: usize,
     pub copied: usize,
     pub warmed: usize,
     pub failed: usize,
     pub skipped: usize,
+    pub interrupted: usize,
+}
+
+/// One image of a run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReport {
+    pub source: String,
+    pub target: String,
+    pub mode: MappingMode,
+    /// What the plan found in the target.
+    pub planned: Status,
+    /// What `sync` did; `None` for `plan` and `verify`.
+    pub outcome: Option<Outcome>,
+    /// The digest the source tag pointed at when planned.
+    pub source_digest: Option<Digest>,
+    /// `plan`/`verify`: what the target tag pointed at; `sync`: what it points at after the run.
+    pub target_digest: Option<Digest>,
+    /// `plan`/`verify`: the digest the target tag should point at (differs from the source's
+    /// under the `rewrite` index policy); `None` in `sync` reports.
+    pub expected_digest: Option<Digest>,
+    /// For `partial`: what deep checks found missing behind the tag.
+    pub missing: Vec<String>,
+    /// `sync`: bytes of this image's blobs that this run put into the target (or read through
+    /// the cache), a blob needed by several images counted for each of them, so that the same
+    /// image reports the same count whatever order the images ran in. `plan`/`verify`: bytes
+    /// this image adds to the transfer (a blob shared with an image earlier in the list counts
+    /// for that image only).
     pub bytes: u64,
+    /// Time spent on the image in `sync`; `None` in `plan`/`verify` reports, which look at all
+    /// images at once.
+    pub duration_ms: Option<u64>,
+    pub error: Option<String>,
 }
 
 impl Report {
-    pub fn new(command: &str, started: std::time::SystemTime, duration_ms: u64, images: Vec<ImageResult>) -> Self {
+    /// The report of a `sync` run from its image results.
+    pub fn new(command: &str, started: SystemTime, duration_ms: u64, images: Vec<ImageResult>) -> Self {
+        let images: Vec<ImageReport> = images.iter().map(ImageReport::from_result).collect();
+        let interrupted = images.iter().any(|i| i.outcome == Some(Outcome::Interrupted));
+        let status = if interrupted { RunStatus::Interrupted } else { RunStatus::Completed };
+        let mut report = Self::assemble(command, started, duration_ms, status, None, images);
+        let mut o = OutcomeCounts::default();
+        for i in report.images.iter().filter_map(|i| i.outcome) {
+            *match i {
+                Outcome::Unchanged => &mut o.unchanged,
+                Outcome::Copied => &mut o.copied,
+                Outcome::Warmed => &mut o.warmed,
+                Outcome::Failed => &mut o.failed,
+                Outcome::Skipped => &mut o.skipped,
+                Outcome::Interrupted => &mut o.interrupted,
+            } += 1;
+        }
+        report.summary.outcomes = Some(o);
+        report
+    }
+
+    /// The report of a `plan` or `verify` run: what the plan found, nothing done.
+    pub fn from_plan(command: &str, started: SystemTime, duration_ms: u64, plan: &Plan) -> Self {
+        let images = plan.images.iter().map(ImageReport::from_plan).collect();
+        Self::assemble(command, started, duration_ms, RunStatus::Completed, None, images)
+    }
+
+    /// The report of a run that failed before it had images to report on; in JUnit one failed
+    /// test case names the error, so a CI system shows why the run failed.
+    pub fn failed_run(command: &str, started: SystemTime, error: String) -> Self {
+        let duration_ms = SystemTime::now().duration_since(started).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let error = crate::sanitize::text(&error, 4 * crate::sanitize::MAX_TEXT);
+        Self::assemble(command, started, duration_ms, RunStatus::Failed, Some(error), Vec::new())
+    }
+
+    fn assemble(
+        command: &str,
+        started: SystemTime,
+        duration_ms: u64,
+        status: RunStatus,
+        error: Option<String>,
+        images: Vec<ImageReport>,
+    ) -> Self {
         let mut s = Summary { images: images.len(), ..Default::default() };
         for i in &images {
             s.bytes += i.bytes;
-            match i.outcome {
-                Outcome::Unchanged => s.unchanged += 1,
-                Outcome::Copied => s.copied += 1,
-                Outcome::Warmed => s.warmed += 1,
-                Outcome::Failed => s.failed += 1,
-                Outcome::Skipped | Outcome::Interrupted => s.skipped += 1,
-            }
+            let p = &mut s.planned;
+            *match i.planned {
+                Status::Present => &mut p.present,
+                Status::Missing => &mut p.missing,
+                Status::Outdated => &mut p.outdated,
+                Status::Partial => &mut p.partial,
+                Status::Error => &mut p.error,
+            } += 1;
         }
-        Report { command: command.to_string(), started: rfc3339(started), duration_ms, summary: s, images }
+        Report {
+            schema_version: SCHEMA_VERSION,
+            command: command.to_string(),
+            started: crate::time::rfc3339(started),
+            duration_ms,
+            status,
+            error,
+            summary: s,
+            images,
+        }
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -56,53 +194,35 @@ impl Report {
         v
     }
 
-    /// JUnit XML: one `<testcase>` per image; failed and skipped images say why.
+    /// JUnit XML as Jenkins' xunit schema accepts it: one `<testcase>` per image, failed when the
+    /// image failed (`sync`) or is not in place (`plan`, `verify`), skipped when it was not
+    /// attempted; a failed run is one failed test case naming the error.
     pub fn to_junit(&self) -> Vec<u8> {
-        let mut out = String::new();
-        out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-        let failures = self.summary.failed;
-        let skipped = self.summary.skipped;
+        let cases: Vec<Case> = match &self.error {
+            Some(e) => vec![Case {
+                classname: "mirror.run".into(),
+                name: format!("mirror {}", self.command),
+                time_ms: self.duration_ms,
+                verdict: Verdict::Failure { kind: "error".into(), message: e.clone(), detail: e.clone() },
+            }],
+            None => self.images.iter().map(Case::of).collect(),
+        };
+        let failures = cases.iter().filter(|c| matches!(c.verdict, Verdict::Failure { .. })).count();
+        let skipped = cases.iter().filter(|c| matches!(c.verdict, Verdict::Skipped(_))).count();
+        let name = xml(&format!("mirror {}", self.command));
+        let time = seconds(self.duration_ms);
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         out.push_str(&format!(
-            "<testsuites name=\"mirror {}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{:.3}\">\n",
-            xml(&self.command),
-            self.images.len(),
-            failures,
-            skipped,
-            self.duration_ms as f64 / 1000.0
+            "<testsuites name=\"{name}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{time}\">\n",
+            cases.len()
         ));
         out.push_str(&format!(
-            "  <testsuite name=\"mirror {}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" timestamp=\"{}\" time=\"{:.3}\">\n",
-            xml(&self.command),
-            self.images.len(),
-            failures,
-            skipped,
-            xml(&self.started),
-            self.duration_ms as f64 / 1000.0
+            "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" timestamp=\"{}\" time=\"{time}\">\n",
+            cases.len(),
+            xml(&self.started)
         ));
-        for i in &self.images {
-            out.push_str(&format!(
-                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">\n",
-                xml(&format!("mirror.{:?}", i.mode).to_lowercase()),
-                xml(&i.target),
-                i.duration_ms as f64 / 1000.0
-            ));
-            match i.outcome {
-                Outcome::Failed => out.push_str(&format!(
-                    "      <failure message=\"{}\">source {} ({}) → target {} ({}); planned {}</failure>\n",
-                    xml(i.error.as_deref().unwrap_or("failed")),
-                    xml(&i.source),
-                    xml(&i.source_digest.as_ref().map(|d| d.to_string()).unwrap_or_default()),
-                    xml(&i.target),
-                    xml(&i.target_digest.as_ref().map(|d| d.to_string()).unwrap_or_default()),
-                    i.planned
-                )),
-                Outcome::Skipped | Outcome::Interrupted => out.push_str(&format!(
-                    "      <skipped message=\"{}\"/>\n",
-                    xml(i.error.as_deref().unwrap_or("skipped"))
-                )),
-                _ => {}
-            }
-            out.push_str("    </testcase>\n");
+        for c in &cases {
+            c.write(&mut out);
         }
         out.push_str("  </testsuite>\n</testsuites>\n");
         out.into_bytes()
@@ -110,10 +230,18 @@ impl Report {
 
     /// A table for people: one row per image that is not simply unchanged, then the totals.
     pub fn table(&self, w: &mut dyn Write, all: bool) -> std::io::Result<()> {
-        let rows: Vec<&ImageResult> = self.images.iter().filter(|i| all || i.outcome != Outcome::Unchanged).collect();
+        let rows: Vec<&ImageReport> = self
+            .images
+            .iter()
+            .filter(|i| all || i.outcome.map_or(i.planned != Status::Present, |o| o != Outcome::Unchanged))
+            .collect();
         if !rows.is_empty() {
             let width = rows.iter().map(|i| i.target.len()).max().unwrap_or(6).clamp(6, 90);
-            writeln!(w, "{:<9} {:<8} {:<width$} {:>10} {:>8}  DETAIL", "RESULT", "PLANNED", "TARGET", "BYTES", "TIME")?;
+            writeln!(
+                w,
+                "{:<11} {:<8} {:<width$} {:>10} {:>8}  DETAIL",
+                "RESULT", "PLANNED", "TARGET", "BYTES", "TIME"
+            )?;
             for i in rows {
                 let detail = match (&i.error, &i.target_digest) {
                     (Some(e), _) => e.clone(),
@@ -122,31 +250,194 @@ impl Report {
                 };
                 writeln!(
                     w,
-                    "{:<9} {:<8} {:<width$} {:>10} {:>7.1}s  {}",
-                    format!("{:?}", i.outcome).to_lowercase(),
+                    "{:<11} {:<8} {:<width$} {:>10} {:>7.1}s  {}",
+                    i.outcome.map_or_else(|| i.planned.to_string(), outcome_name),
                     i.planned.to_string(),
                     i.target,
-                    human_bytes(i.bytes),
-                    i.duration_ms as f64 / 1000.0,
+                    HumanBytes(i.bytes).to_string(),
+                    i.duration_ms.unwrap_or(0) as f64 / 1000.0,
                     detail
                 )?;
             }
         }
         let s = &self.summary;
+        if let Some(e) = &self.error {
+            writeln!(w, "{}: failed: {e}", self.command)?;
+        }
+        let p = &s.planned;
+        let found = counts(&[
+            ("present", p.present),
+            ("missing", p.missing),
+            ("outdated", p.outdated),
+            ("partial", p.partial),
+            ("could not be examined", p.error),
+        ]);
+        let done = match &s.outcomes {
+            Some(o) => format!(
+                "; done: {}",
+                counts(&[
+                    ("unchanged", o.unchanged),
+                    ("copied", o.copied),
+                    ("warmed", o.warmed),
+                    ("failed", o.failed),
+                    ("skipped", o.skipped),
+                    ("interrupted", o.interrupted),
+                ])
+            ),
+            None => String::new(),
+        };
         writeln!(
             w,
-            "{}: {} images — {} unchanged, {} copied, {} warmed, {} failed, {} skipped; {} moved in {:.1}s",
+            "{}: {} images; planned: {found}{done}; {} in {:.1}s",
             self.command,
             s.images,
-            s.unchanged,
-            s.copied,
-            s.warmed,
-            s.failed,
-            s.skipped,
-            human_bytes(s.bytes),
+            HumanBytes(s.bytes),
             self.duration_ms as f64 / 1000.0
         )
     }
+}
+
+impl ImageReport {
+    fn from_result(r: &ImageResult) -> Self {
+        ImageReport {
+            source: r.source.clone(),
+            target: r.target.clone(),
+            mode: r.mode,
+            planned: r.planned,
+            outcome: Some(r.outcome),
+            source_digest: r.source_digest.clone(),
+            target_digest: r.target_digest.clone(),
+            expected_digest: None,
+            missing: Vec::new(),
+            bytes: r.bytes,
+            duration_ms: Some(r.duration_ms),
+            error: r.error.as_deref().map(crate::sanitize::short),
+        }
+    }
+
+    fn from_plan(i: &ImagePlan) -> Self {
+        ImageReport {
+            source: i.source.clone(),
+            target: i.target.clone(),
+            mode: i.mode,
+            planned: i.status,
+            outcome: None,
+            source_digest: i.source_digest.clone(),
+            target_digest: i.target_digest.clone(),
+            expected_digest: i.expected_digest.clone(),
+            missing: i.missing.clone(),
+            bytes: if i.status.needs_work() { i.bytes_to_move } else { 0 },
+            duration_ms: None,
+            error: i.error.as_deref().map(crate::sanitize::short),
+        }
+    }
+
+    /// Why the image is not in place or not done, for a failed test case: never empty.
+    fn problem(&self) -> String {
+        let digest = |d: &Option<Digest>| d.as_ref().map_or_else(|| "nothing".to_string(), Digest::to_string);
+        if let Some(e) = &self.error {
+            return e.clone();
+        }
+        if self.outcome.is_some() {
+            return "failed".into();
+        }
+        match self.planned {
+            Status::Present => "failed".into(),
+            Status::Missing => "missing in the target".into(),
+            Status::Outdated => format!(
+                "outdated: the target tag points at {}, the source's now at {}",
+                digest(&self.target_digest),
+                digest(&self.expected_digest.clone().or_else(|| self.source_digest.clone()))
+            ),
+            Status::Partial => format!("partial: missing {}", self.missing.join(", ")),
+            Status::Error => "the image could not be examined".into(),
+        }
+    }
+
+    /// Where the image comes from and goes, with the digests that are known.
+    fn route(&self) -> String {
+        let with = |r: &str, d: &Option<Digest>| match d {
+            Some(d) => format!("{r}@{d}"),
+            None => r.to_string(),
+        };
+        format!(
+            "source {} → target {}; planned {}",
+            with(&self.source, &self.source_digest),
+            with(&self.target, &self.target_digest),
+            self.planned
+        )
+    }
+}
+
+/// `3 copied, 1 failed`: the counts that are not zero, or `none`.
+fn counts(c: &[(&str, usize)]) -> String {
+    let parts: Vec<String> = c.iter().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{n} {name}")).collect();
+    if parts.is_empty() { "none".into() } else { parts.join(", ") }
+}
+
+fn outcome_name(o: Outcome) -> String {
+    serde_json::to_value(o).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+/// One JUnit test case.
+struct Case {
+    classname: String,
+    name: String,
+    time_ms: u64,
+    verdict: Verdict,
+}
+
+enum Verdict {
+    Passed,
+    Failure { kind: String, message: String, detail: String },
+    Skipped(String),
+}
+
+impl Case {
+    fn of(i: &ImageReport) -> Self {
+        let verdict = match i.outcome {
+            Some(Outcome::Failed) => {
+                Verdict::Failure { kind: "failed".into(), message: i.problem(), detail: i.route() }
+            }
+            Some(Outcome::Skipped | Outcome::Interrupted) => {
+                Verdict::Skipped(i.error.clone().unwrap_or_else(|| "not attempted".into()))
+            }
+            Some(_) => Verdict::Passed,
+            None if i.planned == Status::Present => Verdict::Passed,
+            None => Verdict::Failure { kind: i.planned.to_string(), message: i.problem(), detail: i.route() },
+        };
+        Case {
+            classname: format!("mirror.{}", if i.mode == MappingMode::Copy { "copy" } else { "warm" }),
+            name: i.target.clone(),
+            time_ms: i.duration_ms.unwrap_or(0),
+            verdict,
+        }
+    }
+
+    fn write(&self, out: &mut String) {
+        out.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{}\"",
+            xml(&self.classname),
+            xml(&self.name),
+            seconds(self.time_ms)
+        ));
+        match &self.verdict {
+            Verdict::Passed => out.push_str("/>\n"),
+            Verdict::Failure { kind, message, detail } => out.push_str(&format!(
+                ">\n      <failure type=\"{kind}\" message=\"{}\">{}</failure>\n    </testcase>\n",
+                xml(message),
+                xml(detail)
+            )),
+            // The Jenkins schema types `<skipped>` as text without attributes: the reason is its text.
+            Verdict::Skipped(why) => {
+                out.push_str(&format!(">\n      <skipped>{}</skipped>\n    </testcase>\n", xml(why)))
+            }
+        }
+    }
+}
+
+fn seconds(ms: u64) -> String {
+    format!("{:.3}", ms as f64 / 1000.0)
 }
 
 /// Writes a report file all at once (to a temporary name, then renamed) so that a reader never
@@ -157,17 +448,8 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
-}
-
+/// Text for an XML attribute or element: markup escaped, and the control characters XML 1.0
+/// cannot carry at all dropped.
 fn xml(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
@@ -184,29 +466,9 @@ fn xml(s: &str) -> String {
     o
 }
 
-/// UTC time as RFC 3339 without a date crate: civil-from-days (Howard Hinnant's algorithm).
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MappingMode;
-    use crate::plan::Status;
 
     fn result(target: &str, outcome: Outcome, error: Option<&str>) -> ImageResult {
         ImageResult {
@@ -225,6 +487,8 @@ mod tests {
 
     #[test]
     fn junit_has_one_case_per_image_and_escapes() {
+        // Checks the case count, the failure count and that registry text is escaped, never
+        // raw, in the XML; fails if an image goes missing or markup leaks through.
         let r = Report::new(
             "sync",
             std::time::UNIX_EPOCH,
@@ -238,10 +502,13 @@ mod tests {
         assert!(x.contains("boom &amp; &quot;bust&quot;"), "{x}");
         assert!(x.contains("a/c:&lt;2&gt;"), "{x}");
         assert!(!x.contains("boom & \""), "raw text must not leak into XML");
+        assert!(!x.contains("()"), "no empty parentheses where a digest is unknown: {x}");
     }
 
     #[test]
     fn summary_counts_outcomes_and_bytes() {
+        // Checks the sync summary's outcome and plan counts and the byte total, and that the
+        // table leaves unchanged images out; fails if an outcome is counted under another.
         let r = Report::new(
             "sync",
             std::time::UNIX_EPOCH,
@@ -252,18 +519,25 @@ mod tests {
                 result("c", Outcome::Skipped, Some("x")),
             ],
         );
-        assert_eq!((r.summary.copied, r.summary.unchanged, r.summary.skipped, r.summary.bytes), (1, 1, 1, 30));
+        let o = r.summary.outcomes.clone().unwrap();
+        assert_eq!((o.copied, o.unchanged, o.skipped, r.summary.bytes), (1, 1, 1, 30));
+        assert_eq!(r.summary.planned.missing, 3);
         let mut out = Vec::new();
         r.table(&mut out, false).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("skipped") && !text.lines().any(|l| l.starts_with("unchanged")), "{text}");
+        assert!(text.contains("30 B"), "{text}");
     }
 
     #[test]
-    fn times_are_rfc3339() {
-        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_692_281);
-        assert_eq!(rfc3339(t), "2026-11-26T11:24:41Z");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
+    fn a_failed_run_is_one_failed_case_naming_the_error() {
+        // Checks the run-level failure report: status failed, the error in JSON and as the one
+        // JUnit failure's message, no outcome counts; fails if the error is dropped.
+        let r = Report::failed_run("sync", SystemTime::now(), "cannot read mirror.yaml: no such file".into());
+        assert_eq!(r.status, RunStatus::Failed);
+        assert!(r.summary.outcomes.is_none() && r.images.is_empty());
+        let x = String::from_utf8(r.to_junit()).unwrap();
+        assert_eq!(x.matches("<testcase ").count(), 1);
+        assert!(x.contains("<failure type=\"error\" message=\"cannot read mirror.yaml: no such file\">"), "{x}");
     }
 }

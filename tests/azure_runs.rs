@@ -162,7 +162,7 @@ async fn a_second_sync_while_the_first_holds_the_lock_exits_4_and_the_first_uplo
     assert_eq!(status, 200);
     let report: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(report["command"], "sync");
-    assert_eq!(report["summary"]["copied"], 1, "{report}");
+    assert_eq!(report["summary"]["outcomes"]["copied"], 1, "{report}");
 }
 
 #[tokio::test]

@@ -74,7 +74,7 @@ fn statuses(plan: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| (i["target"].as_str().unwrap().to_string(), i["status"].as_str().unwrap().to_string()))
+        .map(|i| (i["target"].as_str().unwrap().to_string(), i["planned"].as_str().unwrap().to_string()))
         .collect()
 }
 
@@ -109,7 +109,7 @@ async fn plan_sync_verify_and_a_free_no_op() {
             unique.insert(d.clone(), *size);
         }
     }
-    assert_eq!(plan["bytes_to_move"].as_u64(), Some(unique.values().sum::<u64>()), "each blob counted once");
+    assert_eq!(plan["summary"]["bytes"].as_u64(), Some(unique.values().sum::<u64>()), "each blob counted once");
 
     let out = env.mirror(&["verify", "--report-junit", &env.p("verify.xml")]).await;
     assert_eq!(out.status.code(), Some(2));
@@ -120,7 +120,7 @@ async fn plan_sync_verify_and_a_free_no_op() {
     let out = env.mirror(&["sync", "--report-json", &env.p("sync.json"), "--report-junit", &env.p("sync.xml")]).await;
     assert_eq!(out.status.code(), Some(0));
     let report = env.json("sync.json");
-    assert_eq!(report["summary"]["copied"], 3, "{report}");
+    assert_eq!(report["summary"]["outcomes"]["copied"], 3, "{report}");
     for img in all {
         images::assert_image_present(&acr.url(), &format!("mirror/{}", img.repository), img, None).await;
     }
@@ -155,7 +155,7 @@ async fn plan_sync_verify_and_a_free_no_op() {
     let before = dst.requests().len();
     let out = env.mirror(&["sync", "--report-json", &env.p("again.json")]).await;
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(env.json("again.json")["summary"]["unchanged"], 3);
+    assert_eq!(env.json("again.json")["summary"]["outcomes"]["unchanged"], 3);
     let writes = dst.requests()[before..].iter().filter(|(m, _)| m != "GET" && m != "HEAD").count();
     assert_eq!(writes, 0, "a second sync writes nothing");
 }
@@ -178,9 +178,9 @@ async fn outdated_and_partial_images_are_found_and_fixed() {
     let plan = plan_json(&out);
     let moving =
         plan["images"].as_array().unwrap().iter().find(|i| i["target"].as_str().unwrap().contains("moving")).unwrap();
-    assert_eq!(moving["status"], "outdated");
-    assert_eq!(moving["target_digest"].as_str(), Some(old.digest.as_str()));
-    assert_eq!(moving["source_digest"].as_str(), Some(new.digest.as_str()));
+    assert_eq!(moving["planned"], "outdated");
+    assert_eq!(moving["targetDigest"].as_str(), Some(old.digest.as_str()));
+    assert_eq!(moving["sourceDigest"].as_str(), Some(new.digest.as_str()));
 
     // Remove one child manifest of the index from the target.
     let child = &idx.children[1];
@@ -190,7 +190,7 @@ async fn outdated_and_partial_images_are_found_and_fixed() {
     let plan = plan_json(&out);
     let multi =
         plan["images"].as_array().unwrap().iter().find(|i| i["target"].as_str().unwrap().contains("multi")).unwrap();
-    assert_eq!(multi["status"], "partial", "{plan}");
+    assert_eq!(multi["planned"], "partial", "{plan}");
     assert!(multi["missing"].to_string().contains(child.digest.as_str()));
     assert_eq!(env.mirror(&["verify"]).await.status.code(), Some(2));
 
@@ -224,7 +224,7 @@ async fn missing_signatures_make_an_image_partial() {
     let out = env.mirror(&["plan", "-o", "json", "--deep"]).await;
     let plan = plan_json(&out);
     let img = &plan["images"][0];
-    assert_eq!(img["status"], "partial", "{plan}");
+    assert_eq!(img["planned"], "partial", "{plan}");
     let missing = img["missing"].to_string();
     assert!(missing.contains(&format!("referrer {}", notary.digest)), "{missing}");
     assert!(missing.contains(&format!("cosign tag sha256-{}.sig", image.digest.hex())), "{missing}");
@@ -261,9 +261,9 @@ async fn failures_give_exit_3_and_fail_fast_skips_the_rest() {
         .await;
     assert_eq!(out.status.code(), Some(3));
     let report = env.json("ff.json");
-    assert_eq!(report["summary"]["failed"], 1, "{report}");
-    assert_eq!(report["summary"]["skipped"], 2, "{report}");
-    assert!(std::fs::read_to_string(env.path("ff.xml")).unwrap().contains("<skipped "));
+    assert_eq!(report["summary"]["outcomes"]["failed"], 1, "{report}");
+    assert_eq!(report["summary"]["outcomes"]["skipped"], 2, "{report}");
+    assert!(std::fs::read_to_string(env.path("ff.xml")).unwrap().contains("<skipped>"));
     for g in &good {
         assert_eq!(images::manifest_digest(&acr.url(), &format!("mirror/{}", g.repository), "1", None).await, None);
     }
@@ -271,7 +271,7 @@ async fn failures_give_exit_3_and_fail_fast_skips_the_rest() {
     let out = env.mirror(&["sync", "--report-json", &env.p("all.json"), "--report-junit", &env.p("all.xml")]).await;
     assert_eq!(out.status.code(), Some(3), "some images failed, the rest done");
     let report = env.json("all.json");
-    assert_eq!(report["summary"]["copied"], 2);
+    assert_eq!(report["summary"]["outcomes"]["copied"], 2);
     let failed = report["images"].as_array().unwrap().iter().find(|i| i["outcome"] == "failed").unwrap();
     assert!(failed["source"].as_str().unwrap().contains("does-not-exist"));
     assert!(failed["error"].as_str().unwrap().contains("no such image"), "{failed}");

@@ -14,6 +14,8 @@ fn mirror(args: &[&str], cwd: &Path) -> Output {
         .args(args)
         .current_dir(cwd)
         .env_remove("MIRROR_CONFIG")
+        // Hermetic: the scratch folder has no config.json, so no developer's Docker credentials.
+        .env("DOCKER_CONFIG", cwd)
         .env("MIRROR_LOG", "warn")
         .stdin(Stdio::null())
         .output()
@@ -104,10 +106,14 @@ async fn shards_partition_the_plan_and_together_sync_everything() {
         assert_eq!(out.status.code(), Some(0), "sync {shard}: {}", text(&out.stderr));
         let m = std::fs::read_to_string(cwd.join(&prom)).unwrap();
         let l = format!("command=\"sync\",shard=\"{shard}\"");
-        assert_eq!(metric(&m, &format!("acr_mirror_up{{{l}}}")).as_deref(), Some("1"), "{m}");
-        assert_eq!(metric(&m, &format!("acr_mirror_images{{{l},status=\"failed\"}}")).as_deref(), Some("0"), "{m}");
+        assert_eq!(metric(&m, &format!("acr_mirror_last_run_success{{{l}}}")).as_deref(), Some("1"), "{m}");
+        assert_eq!(
+            metric(&m, &format!("acr_mirror_last_run_images{{{l},outcome=\"failed\"}}")).as_deref(),
+            Some("0"),
+            "{m}"
+        );
         let copied: usize =
-            metric(&m, &format!("acr_mirror_images{{{l},status=\"copied\"}}")).unwrap().parse().unwrap();
+            metric(&m, &format!("acr_mirror_last_run_images{{{l},outcome=\"copied\"}}")).unwrap().parse().unwrap();
         copied_total += copied;
         assert!(metric(&m, &format!("acr_mirror_last_success_timestamp_seconds{{{l}}}")).is_some(), "{m}");
     }
@@ -118,7 +124,7 @@ async fn shards_partition_the_plan_and_together_sync_everything() {
     let m = std::fs::read_to_string(cwd.join("verify.prom")).unwrap();
     let l = "command=\"verify\",shard=\"0/1\"";
     assert_eq!(
-        metric(&m, &format!("acr_mirror_images_planned{{{l},status=\"present\"}}")).as_deref(),
+        metric(&m, &format!("acr_mirror_last_run_images_planned{{{l},status=\"present\"}}")).as_deref(),
         Some("8"),
         "{m}"
     );
@@ -130,7 +136,7 @@ async fn shards_partition_the_plan_and_together_sync_everything() {
     let out = mirror(&["verify", "-c", "mirror.yaml", "--metrics-file", "verify.prom"], cwd);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let m = std::fs::read_to_string(cwd.join("verify.prom")).unwrap();
-    assert_eq!(metric(&m, &format!("acr_mirror_up{{{l}}}")).as_deref(), Some("0"), "{m}");
+    assert_eq!(metric(&m, &format!("acr_mirror_last_run_success{{{l}}}")).as_deref(), Some("0"), "{m}");
     assert_eq!(metric(&m, &format!("acr_mirror_last_run_exit_code{{{l}}}")).as_deref(), Some("1"), "{m}");
     assert_eq!(metric(&m, &format!("acr_mirror_last_success_timestamp_seconds{{{l}}}")), Some(success), "{m}");
 

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::plan::ImagePlan;
-use crate::report::human_bytes;
 use crate::transfer::Context;
 use crate::transfer::pipeline::{ImageResult, Observer};
 
@@ -56,7 +55,7 @@ impl Progress {
                         "progress: {}/{} images, {} moved",
                         d.load(Ordering::Relaxed),
                         images,
-                        human_bytes(ctx.stats.bytes.load(Ordering::Relaxed))
+                        HumanBytes(ctx.stats.bytes.load(Ordering::Relaxed))
                     );
                 }
             });

@@ -25,9 +25,21 @@ pub fn run(cli: &super::Cli, args: &ResolveArgs) -> anyhow::Result<u8> {
     }
     match args.output {
         Output::Table => print!("{}", imageset::render_table(&resolved)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&resolved)?),
+        Output::Json => {
+            println!("{}", serde_json::to_string_pretty(&Document { schema_version: 1, resolved: &resolved })?)
+        }
     }
     Ok(crate::exit::OK)
+}
+
+/// `resolve -o json`: the image set with its schema version (`schema/resolve.v1.json`, described
+/// in docs/reports.md).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Document<'a> {
+    schema_version: u32,
+    #[serde(flatten)]
+    resolved: &'a imageset::Resolved,
 }
 
 /// Loads the `-c` config (required) and resolves it; shared with `rewrite`.

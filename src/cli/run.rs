@@ -12,7 +12,7 @@ use crate::report::{self, Report};
 use crate::shard::Shard;
 
 use super::ops::{image_set, write_metrics};
-use crate::transfer::pipeline::{self, ImageResult, Outcome, RunOptions};
+use crate::transfer::pipeline::{self, RunOptions};
 use crate::transfer::{self, IndexPolicy};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum, Default)]
@@ -219,34 +219,12 @@ fn finish_plan(
     output: Output,
     reports: &ReportArgs,
 ) -> anyhow::Result<(u8, Report)> {
-    let results: Vec<ImageResult> = p
-        .images
-        .iter()
-        .map(|i| {
-            let error = match i.status {
-                Status::Present => None,
-                Status::Missing => Some("missing in the target".into()),
-                Status::Outdated => Some(format!(
-                    "outdated: target has {}, source now {}",
-                    i.target_digest.as_ref().map(|d| d.to_string()).unwrap_or_default(),
-                    i.expected_digest.as_ref().map(|d| d.to_string()).unwrap_or_default()
-                )),
-                Status::Partial => Some(format!("partial: missing {}", i.missing.join(", "))),
-                Status::Error => i.error.clone(),
-            };
-            let outcome = if i.status == Status::Present { Outcome::Unchanged } else { Outcome::Failed };
-            let mut r = ImageResult::from_plan(i, outcome, error);
-            r.bytes = i.bytes_to_move;
-            r
-        })
-        .collect();
-    let report = Report::new(command, started.0, started.1.elapsed().as_millis() as u64, results);
+    let report = Report::from_plan(command, started.0, started.1.elapsed().as_millis() as u64, p);
     write_reports(&report, reports)?;
     match output {
         Output::Json => {
             let mut out = std::io::stdout().lock();
-            std::io::Write::write_all(&mut out, &serde_json::to_vec_pretty(p)?)?;
-            println!();
+            std::io::Write::write_all(&mut out, &report.to_json())?;
         }
         Output::Table => print_plan(p),
     }
@@ -279,7 +257,7 @@ fn print_plan(p: &Plan) {
             i.status.to_string(),
             format!("{:?}", i.mode).to_lowercase(),
             i.target,
-            report::human_bytes(i.bytes_to_move),
+            indicatif::HumanBytes(i.bytes_to_move).to_string(),
             detail
         );
     }
@@ -291,7 +269,7 @@ fn print_plan(p: &Plan) {
         p.count(Status::Outdated),
         p.count(Status::Partial),
         p.count(Status::Error),
-        report::human_bytes(p.bytes_to_move)
+        indicatif::HumanBytes(p.bytes_to_move)
     );
 }
 
@@ -375,7 +353,8 @@ async fn sync_locked(
     for (host, n) in registries.request_counts() {
         tracing::debug!(registry = %host, requests = n, "requests made");
     }
-    let code = if report.summary.failed > 0 || report.summary.skipped > 0 { exit::PARTIAL } else { exit::OK };
+    let done = report.summary.outcomes.as_ref().is_none_or(|o| o.failed + o.skipped + o.interrupted == 0);
+    let code = if done { exit::OK } else { exit::PARTIAL };
     let code = upload_records(&cfg, args.shard, started.0, &report, code).await;
     *out = Some(report);
     Ok(code)

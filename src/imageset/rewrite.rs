@@ -58,7 +58,7 @@ pub enum RewriteError {
 
 /// Reads a `--digests` file: a JSON object `{"<source ref>": "sha256:…"}`, the output of
 /// `mirror resolve -o json` (its `images[].source` and `images[].digest`), or a `sync`/`verify`
-/// JSON report (`images[].source` and `images[].target_digest`). Keys are normalised,
+/// JSON report (`images[].source` and `images[].targetDigest`). Keys are normalised,
 /// so `nginx:1` and `docker.io/library/nginx:1` are the same image.
 pub fn parse_digests(text: &str) -> Result<BTreeMap<String, Digest>, RewriteError> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| RewriteError::DigestsFile(e.to_string()))?;
@@ -71,10 +71,10 @@ pub fn parse_digests(text: &str) -> Result<BTreeMap<String, Digest>, RewriteErro
     };
     if let Some(images) = v.get("images").and_then(|x| x.as_array()) {
         for i in images {
-            // `resolve -o json` says `digest`; a sync or verify report says `target_digest` (what
+            // `resolve -o json` says `digest`; a sync or verify report says `targetDigest` (what
             // the target holds: under the rewrite index policy it differs from the source's).
             let digest =
-                ["digest", "target_digest", "source_digest"].iter().find_map(|k| i.get(*k).and_then(|x| x.as_str()));
+                ["digest", "targetDigest", "sourceDigest"].iter().find_map(|k| i.get(*k).and_then(|x| x.as_str()));
             if let (Some(s), Some(d)) = (i.get("source").and_then(|x| x.as_str()), digest) {
                 put(s, d)?;
             }
@@ -244,8 +244,8 @@ mod tests {
         let d1 = format!("sha256:{}", "1".repeat(64));
         let d2 = format!("sha256:{}", "2".repeat(64));
         let report = format!(
-            r#"{{"command":"sync","images":[{{"source":"nginx:1","target_digest":"{d1}","source_digest":"{d2}"}},
-            {{"source":"quay.io/a/b:2","target_digest":null,"source_digest":"{d2}"}}]}}"#
+            r#"{{"command":"sync","images":[{{"source":"nginx:1","targetDigest":"{d1}","sourceDigest":"{d2}"}},
+            {{"source":"quay.io/a/b:2","targetDigest":null,"sourceDigest":"{d2}"}}]}}"#
         );
         let m = parse_digests(&report).unwrap();
         assert_eq!(m["docker.io/library/nginx:1"].as_str(), d1);

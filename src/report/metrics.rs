@@ -2,8 +2,11 @@
 //! stale" and a dashboard of what each run did.
 //!
 //! The file is meant for node_exporter's textfile collector (a file that stays between runs) or
-//! for a push to a Pushgateway after the run (`curl --data-binary @FILE`). Either way the most
-//! useful line is `acr_mirror_last_success_timestamp_seconds`: a failed run keeps the value the
+//! for a push to a Pushgateway after the run (`curl --data-binary @FILE`). Neither keeps a
+//! counter going across runs (each run writes the whole file anew), so every series is a gauge
+//! about the last run, named by Prometheus convention (`acr_mirror_last_run_…`, unit suffixes
+//! `_seconds` and `_bytes`, no `_total`), with the run's finish time beside it. The most useful
+//! line is `acr_mirror_last_success_timestamp_seconds`: a failed run keeps the value the
 //! previous file had, so that `time() - acr_mirror_last_success_timestamp_seconds > 26 * 3600`
 //! fires after a day without a good run however many runs failed in between. When there is no
 //! previous file (a fresh volume) a failed run writes no such line at all; a Pushgateway `POST`
@@ -18,8 +21,6 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::Report;
-use crate::plan::Status;
-use crate::transfer::pipeline::Outcome;
 
 /// What the metrics of one run are made of.
 #[derive(Debug, Clone)]
@@ -47,121 +48,86 @@ impl RunMetrics<'_> {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Carried {
     pub last_success: Option<f64>,
-    pub bytes_moved_total: f64,
 }
 
-const OUTCOMES: [(Outcome, &str); 6] = [
-    (Outcome::Unchanged, "unchanged"),
-    (Outcome::Copied, "copied"),
-    (Outcome::Warmed, "warmed"),
-    (Outcome::Failed, "failed"),
-    (Outcome::Skipped, "skipped"),
-    (Outcome::Interrupted, "interrupted"),
-];
-
-const PLANNED: [Status; 5] = [Status::Present, Status::Missing, Status::Outdated, Status::Partial, Status::Error];
+/// The name of the series [`read_carried`] looks for.
+const LAST_SUCCESS: &str = "acr_mirror_last_success_timestamp_seconds";
 
 /// Renders the metrics file. `carried` comes from the previous file ([`read_carried`]).
 pub fn render(m: &RunMetrics, carried: Carried) -> String {
     let labels = format!("command=\"{}\",shard=\"{}\"", escape(m.command), escape(&m.shard));
     let now = unix_seconds(m.finished);
     let mut o = String::new();
-    let family = |o: &mut String, name: &str, help: &str, kind: &str, samples: &[(String, String)]| {
+    let mut gauge = |name: &str, help: &str, samples: &[(String, String)]| {
         let _ = writeln!(o, "# HELP {name} {help}");
-        let _ = writeln!(o, "# TYPE {name} {kind}");
+        let _ = writeln!(o, "# TYPE {name} gauge");
         for (extra, value) in samples {
             let _ = writeln!(o, "{name}{{{labels}{extra}}} {value}");
         }
     };
+    let one = |v: String| [(String::new(), v)];
 
-    family(
-        &mut o,
-        "acr_mirror_up",
+    gauge(
+        "acr_mirror_last_run_success",
         "1 when the last run succeeded (exit code 0), else 0.",
-        "gauge",
-        &[(String::new(), if m.success() { "1" } else { "0" }.into())],
+        &one(if m.success() { "1" } else { "0" }.into()),
     );
-    family(
-        &mut o,
+    gauge(
         "acr_mirror_last_run_exit_code",
-        "Exit code of the last run (0 ok, 1 error, 2 drift, 3 some images failed, 4 lock held).",
-        "gauge",
-        &[(String::new(), m.exit_code.to_string())],
+        "Exit code of the last run (0 ok, 1 error, 2 drift, 3 some images failed, 4 lock held, 130/143 stopped by a signal).",
+        &one(m.exit_code.to_string()),
     );
-    family(
-        &mut o,
-        "acr_mirror_last_run_timestamp_seconds",
-        "Unix time the last run finished.",
-        "gauge",
-        &[(String::new(), fmt_f64(now))],
-    );
+    gauge("acr_mirror_last_run_timestamp_seconds", "Unix time the last run finished.", &one(fmt_f64(now)));
     let last_success = if m.success() { Some(now) } else { carried.last_success };
     if let Some(t) = last_success {
-        family(
-            &mut o,
-            "acr_mirror_last_success_timestamp_seconds",
-            "Unix time the last successful run finished (kept across failed runs).",
-            "gauge",
-            &[(String::new(), fmt_f64(t))],
-        );
+        gauge(LAST_SUCCESS, "Unix time the last successful run finished (kept across failed runs).", &one(fmt_f64(t)));
     }
-    family(
-        &mut o,
-        "acr_mirror_run_duration_seconds",
-        "Wall time of the last run.",
-        "gauge",
-        &[(String::new(), fmt_f64(m.duration_seconds))],
-    );
+    gauge("acr_mirror_last_run_duration_seconds", "Wall time of the last run.", &one(fmt_f64(m.duration_seconds)));
     let bytes = m.report.map(|r| r.summary.bytes).unwrap_or(0);
-    family(
-        &mut o,
-        "acr_mirror_last_run_bytes",
-        "Blob bytes the last run moved (copied, or read through the cache).",
-        "gauge",
-        &[(String::new(), bytes.to_string())],
+    gauge(
+        "acr_mirror_last_run_image_bytes",
+        "Blob bytes the images of the last run needed moved (sync: that it put into the target), a blob shared by several images counted for each.",
+        &one(bytes.to_string()),
     );
-    family(
-        &mut o,
-        "acr_mirror_bytes_moved_total",
-        "Blob bytes moved by all runs that wrote this file.",
-        "counter",
-        &[(String::new(), fmt_f64(carried.bytes_moved_total + bytes as f64))],
-    );
-    if let Some(r) = m.report {
-        let by_outcome: Vec<(String, String)> = OUTCOMES
-            .iter()
-            .map(|(o, name)| {
-                (format!(",status=\"{name}\""), r.images.iter().filter(|i| i.outcome == *o).count().to_string())
-            })
-            .collect();
-        family(&mut o, "acr_mirror_images", "Images of the last run by what happened to them.", "gauge", &by_outcome);
-        let by_plan: Vec<(String, String)> = PLANNED
-            .iter()
-            .map(|s| (format!(",status=\"{s}\""), r.images.iter().filter(|i| i.planned == *s).count().to_string()))
-            .collect();
-        family(
-            &mut o,
-            "acr_mirror_images_planned",
-            "Images of the last run by what the plan found in the target before it.",
-            "gauge",
-            &by_plan,
-        );
+    let Some(r) = m.report else { return o };
+    let by = |label: &str, counts: &[(&str, usize)]| -> Vec<(String, String)> {
+        counts.iter().map(|(name, n)| (format!(",{label}=\"{name}\""), n.to_string())).collect()
+    };
+    if let Some(c) = &r.summary.outcomes {
+        let counts = [
+            ("unchanged", c.unchanged),
+            ("copied", c.copied),
+            ("warmed", c.warmed),
+            ("failed", c.failed),
+            ("skipped", c.skipped),
+            ("interrupted", c.interrupted),
+        ];
+        gauge("acr_mirror_last_run_images", "Images of the last run by what it did to them.", &by("outcome", &counts));
     }
+    let p = &r.summary.planned;
+    let counts = [
+        ("present", p.present),
+        ("missing", p.missing),
+        ("outdated", p.outdated),
+        ("partial", p.partial),
+        ("error", p.error),
+    ];
+    gauge(
+        "acr_mirror_last_run_images_planned",
+        "Images of the last run by what the plan found in the target before it.",
+        &by("status", &counts),
+    );
     o
 }
 
 /// Reads what a previous metrics file carries over; anything unreadable counts as absent.
 pub fn read_carried(text: &str) -> Carried {
-    let mut c = Carried::default();
-    for line in text.lines() {
-        let value = || line.rsplit_once(' ').and_then(|(_, v)| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite());
-        if line.starts_with("acr_mirror_last_success_timestamp_seconds{") {
-            c.last_success = value();
-        } else if line.starts_with("acr_mirror_bytes_moved_total{") {
-            c.bytes_moved_total = value().filter(|v| *v >= 0.0).unwrap_or(0.0);
-        }
-    }
-    c
+    let last_success = text
+        .lines()
+        .filter(|l| l.strip_prefix(LAST_SUCCESS).is_some_and(|rest| rest.starts_with('{')))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse::<f64>().ok()))
+        .rfind(|v| v.is_finite());
+    Carried { last_success }
 }
 
 /// Writes the metrics file at `path` atomically (temporary name, then rename), carrying over
@@ -194,7 +160,9 @@ fn escape(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::MappingMode;
-    use crate::transfer::pipeline::ImageResult;
+    use crate::plan::Status;
+    use crate::transfer::pipeline::{ImageResult, Outcome};
+    use prometheus_parse::{LineInfo, Scrape, Value};
     use std::time::Duration;
 
     fn img(outcome: Outcome, planned: Status, bytes: u64) -> ImageResult {
@@ -230,25 +198,35 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    /// Every sample line of a rendering as (series, value).
-    fn samples(text: &str) -> Vec<(String, String)> {
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| {
-                let (s, v) = l.rsplit_once(' ').unwrap();
-                (s.to_string(), v.to_string())
-            })
-            .collect()
+    /// The file as a real exposition-format parser reads it; every line must be understood (the
+    /// parser skips lines it cannot read, so that is checked line by line first).
+    fn parse(text: &str) -> Scrape {
+        for line in text.lines() {
+            assert!(!matches!(LineInfo::parse(line), LineInfo::Ignored | LineInfo::Empty), "unparsed line {line:?}");
+        }
+        Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
     }
 
-    fn value(text: &str, series: &str) -> Option<String> {
-        samples(text).into_iter().find(|(s, _)| s == series).map(|(_, v)| v)
+    /// The gauge `name` whose labels include every pair of `labels`.
+    fn gauge(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let found: Vec<f64> = s
+            .samples
+            .iter()
+            .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+            .map(|x| match x.value {
+                Value::Gauge(v) => v,
+                ref other => panic!("{name} is {other:?}, not a gauge"),
+            })
+            .collect();
+        assert!(found.len() <= 1, "{name} {labels:?} appears {} times", found.len());
+        found.first().copied()
     }
 
     #[test]
-    fn a_successful_sync_renders_counts_bytes_and_times() {
-        // Checks the series an alert and a dashboard need, with their labels and values, and that
-        // every line is either a comment or `name{labels} value` with HELP and TYPE per name.
+    fn a_successful_sync_renders_gauges_by_convention() {
+        // Checks, through a real parser, the series an alert and a dashboard need with their
+        // labels and values, and Prometheus naming: every series a documented gauge, units as
+        // suffixes, no `_total` (nothing here is a counter). Fails on a renamed or mistyped series.
         let r = report();
         let m = RunMetrics {
             command: "sync",
@@ -258,42 +236,29 @@ mod tests {
             finished: at(1_795_700_000),
             duration_seconds: 12.5,
         };
-        let text = render(&m, Carried { last_success: Some(1.0), bytes_moved_total: 1000.0 });
-        let l = "command=\"sync\",shard=\"1/3\"";
-        assert_eq!(value(&text, &format!("acr_mirror_up{{{l}}}")).as_deref(), Some("1"));
-        assert_eq!(
-            value(&text, &format!("acr_mirror_last_success_timestamp_seconds{{{l}}}")).as_deref(),
-            Some("1795700000")
-        );
-        assert_eq!(
-            value(&text, &format!("acr_mirror_last_run_timestamp_seconds{{{l}}}")).as_deref(),
-            Some("1795700000")
-        );
-        assert_eq!(value(&text, &format!("acr_mirror_run_duration_seconds{{{l}}}")).as_deref(), Some("12.500"));
-        assert_eq!(value(&text, &format!("acr_mirror_last_run_bytes{{{l}}}")).as_deref(), Some("125"));
-        assert_eq!(value(&text, &format!("acr_mirror_bytes_moved_total{{{l}}}")).as_deref(), Some("1125"));
-        assert_eq!(value(&text, &format!("acr_mirror_images{{{l},status=\"copied\"}}")).as_deref(), Some("2"));
-        assert_eq!(value(&text, &format!("acr_mirror_images{{{l},status=\"failed\"}}")).as_deref(), Some("1"));
-        assert_eq!(value(&text, &format!("acr_mirror_images{{{l},status=\"skipped\"}}")).as_deref(), Some("0"));
-        assert_eq!(value(&text, &format!("acr_mirror_images_planned{{{l},status=\"missing\"}}")).as_deref(), Some("2"));
-        for line in text.lines() {
-            assert!(
-                line.starts_with("# HELP acr_mirror_")
-                    || line.starts_with("# TYPE acr_mirror_")
-                    || (line.starts_with("acr_mirror_") && line.contains("{command=\"sync\"")),
-                "malformed line {line:?}"
-            );
+        let s = parse(&render(&m, Carried { last_success: Some(1.0) }));
+        let l = [("command", "sync"), ("shard", "1/3")];
+        assert_eq!(gauge(&s, "acr_mirror_last_run_success", &l), Some(1.0));
+        assert_eq!(gauge(&s, "acr_mirror_last_success_timestamp_seconds", &l), Some(1_795_700_000.0));
+        assert_eq!(gauge(&s, "acr_mirror_last_run_timestamp_seconds", &l), Some(1_795_700_000.0));
+        assert_eq!(gauge(&s, "acr_mirror_last_run_duration_seconds", &l), Some(12.5));
+        assert_eq!(gauge(&s, "acr_mirror_last_run_image_bytes", &l), Some(125.0));
+        let by = |k, v| [l[0], l[1], (k, v)];
+        assert_eq!(gauge(&s, "acr_mirror_last_run_images", &by("outcome", "copied")), Some(2.0));
+        assert_eq!(gauge(&s, "acr_mirror_last_run_images", &by("outcome", "failed")), Some(1.0));
+        assert_eq!(gauge(&s, "acr_mirror_last_run_images", &by("outcome", "interrupted")), Some(0.0));
+        assert_eq!(gauge(&s, "acr_mirror_last_run_images_planned", &by("status", "missing")), Some(2.0));
+        for x in &s.samples {
+            assert!(x.metric.starts_with("acr_mirror_") && !x.metric.ends_with("_total"), "{}", x.metric);
+            assert!(s.docs.contains_key(&x.metric), "{} has no HELP", x.metric);
+            assert!(matches!(x.value, Value::Gauge(_)), "{} is not a gauge", x.metric);
         }
-        let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
-        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
-        assert_eq!(names.len(), helps);
-        assert!(names.contains(&"acr_mirror_bytes_moved_total counter"), "{names:?}");
     }
 
     #[test]
     fn a_failed_run_keeps_the_last_success_from_the_previous_file() {
-        // Checks the staleness contract: a failed run reports up 0 and its own exit code, keeps the
-        // previous success time and byte total, and writes no success time when there was none.
+        // Checks the staleness contract: a failed run reports success 0 and its own exit code,
+        // keeps the previous success time, and writes no success time when there was none.
         let r = report();
         let ok = RunMetrics {
             command: "sync",
@@ -303,25 +268,21 @@ mod tests {
             finished: at(1000),
             duration_seconds: 1.0,
         };
-        let first = render(&ok, Carried::default());
-        let carried = read_carried(&first);
-        assert_eq!(carried, Carried { last_success: Some(1000.0), bytes_moved_total: 125.0 });
+        let carried = read_carried(&render(&ok, Carried::default()));
+        assert_eq!(carried, Carried { last_success: Some(1000.0) });
 
         let failed = RunMetrics { report: None, exit_code: 1, finished: at(5000), ..ok.clone() };
         let second = render(&failed, carried);
-        let l = "command=\"sync\",shard=\"0/1\"";
-        assert_eq!(value(&second, &format!("acr_mirror_up{{{l}}}")).as_deref(), Some("0"));
-        assert_eq!(value(&second, &format!("acr_mirror_last_run_exit_code{{{l}}}")).as_deref(), Some("1"));
-        assert_eq!(
-            value(&second, &format!("acr_mirror_last_success_timestamp_seconds{{{l}}}")).as_deref(),
-            Some("1000")
-        );
-        assert_eq!(value(&second, &format!("acr_mirror_last_run_timestamp_seconds{{{l}}}")).as_deref(), Some("5000"));
-        assert_eq!(value(&second, &format!("acr_mirror_bytes_moved_total{{{l}}}")).as_deref(), Some("125"));
-        assert!(!second.contains("acr_mirror_images{"), "no image counts without a report:\n{second}");
+        let s = parse(&second);
+        let l = [("command", "sync"), ("shard", "0/1")];
+        assert_eq!(gauge(&s, "acr_mirror_last_run_success", &l), Some(0.0));
+        assert_eq!(gauge(&s, "acr_mirror_last_run_exit_code", &l), Some(1.0));
+        assert_eq!(gauge(&s, "acr_mirror_last_success_timestamp_seconds", &l), Some(1000.0));
+        assert_eq!(gauge(&s, "acr_mirror_last_run_timestamp_seconds", &l), Some(5000.0));
+        assert!(!second.contains("acr_mirror_last_run_images{"), "no image counts without a report:\n{second}");
 
         let fresh = render(&failed, Carried::default());
-        assert!(!fresh.contains("acr_mirror_last_success_timestamp_seconds"), "{fresh}");
+        assert!(!fresh.contains(LAST_SUCCESS), "{fresh}");
         assert!(
             read_carried("garbage\nacr_mirror_last_success_timestamp_seconds{x=\"1\"} NaN\n").last_success.is_none()
         );
@@ -344,12 +305,10 @@ mod tests {
         };
         write_file(&path, &ok).unwrap();
         write_file(&path, &RunMetrics { exit_code: 2, finished: at(9000), ..ok.clone() }).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.contains("acr_mirror_last_success_timestamp_seconds{command=\"verify\",shard=\"0/1\"} 2000"),
-            "{text}"
-        );
-        assert!(text.contains("acr_mirror_up{command=\"verify\",shard=\"0/1\"} 0"), "{text}");
+        let s = parse(&std::fs::read_to_string(&path).unwrap());
+        let l = [("command", "verify"), ("shard", "0/1")];
+        assert_eq!(gauge(&s, LAST_SUCCESS, &l), Some(2000.0));
+        assert_eq!(gauge(&s, "acr_mirror_last_run_success", &l), Some(0.0));
         let names: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert_eq!(names, vec!["acr-mirror.prom".to_string()]);

@@ -35,7 +35,8 @@ pub struct BlobMove {
     pub dst: Arc<Registry>,
     pub dst_repo: String,
     pub desc: Descriptor,
-    /// The image's own byte counter (besides the run's).
+    /// The image's own byte counter: gets the blob's size when this run copied the blob into
+    /// the target registry, whichever image's move did it (see `Options::bytes`).
     pub counter: Arc<std::sync::atomic::AtomicU64>,
     /// The target repository had no tags when planned: skip asking for the blob (see `Options::fresh_target`).
     pub fresh_target: bool,
@@ -45,6 +46,7 @@ pub struct BlobMove {
 /// repository share one transfer.
 pub async fn ensure(ctx: &Arc<Context>, mv: BlobMove) -> Result<BlobOutcome, TransferError> {
     let key = (mv.dst.host.clone(), mv.dst_repo.clone(), mv.desc.digest.clone());
+    let (counter, size) = (mv.counter.clone(), mv.desc.size);
     let fut = {
         let mut map = ctx.in_flight.lock().expect("in-flight lock");
         match map.get(&key) {
@@ -61,6 +63,9 @@ pub async fn ensure(ctx: &Arc<Context>, mv: BlobMove) -> Result<BlobOutcome, Tra
     // A finished transfer leaves the table: a later run of the same blob asks the target again
     // (after a failure it should be tried anew, after a success the HEAD is cheap).
     ctx.in_flight.lock().expect("in-flight lock").remove(&key);
+    if result.is_ok() && ctx.was_copied(&key.0, &key.2) {
+        counter.fetch_add(size, Ordering::Relaxed);
+    }
     result
 }
 
@@ -103,6 +108,7 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
         match result {
             Ok(()) => {
                 ctx.located(&mv.dst.host, digest, &mv.dst_repo);
+                ctx.mark_copied(&mv.dst.host, digest);
                 ctx.stats.blobs_copied.fetch_add(1, Ordering::Relaxed);
                 return Ok(BlobOutcome::Copied);
             }
@@ -163,11 +169,9 @@ async fn upload_whole(ctx: &Arc<Context>, mv: &BlobMove, session: &Session) -> R
     let mismatch: Arc<std::sync::Mutex<Option<Mismatch>>> = Default::default();
     let seen = mismatch.clone();
     let stats = ctx.stats.clone();
-    let counter = mv.counter.clone();
     let body = Verifier::new(source, digest.clone(), mv.desc.size, Hasher::new())
         .inspect_ok(move |b| {
             stats.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
-            counter.fetch_add(b.len() as u64, Ordering::Relaxed);
         })
         .inspect_err(move |e| {
             if let VerifyError::Mismatch(m) = e {
@@ -193,11 +197,9 @@ fn chunk_body(
     reader: Arc<Mutex<ChunkReader>>,
     len: u64,
     ctx: Arc<Context>,
-    counter: Arc<std::sync::atomic::AtomicU64>,
 ) -> impl futures::Stream<Item = Result<Bytes, RegistryError>> + Send + 'static {
     futures::stream::unfold((reader, len), move |(reader, remaining)| {
         let ctx = ctx.clone();
-        let counter = counter.clone();
         async move {
             if remaining == 0 {
                 return None;
@@ -222,7 +224,6 @@ fn chunk_body(
                     }
                     r.hasher.update(&b);
                     ctx.stats.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
-                    counter.fetch_add(b.len() as u64, Ordering::Relaxed);
                     let n = b.len() as u64;
                     drop(r);
                     Some((Ok(b), (reader, remaining - n)))
@@ -242,7 +243,7 @@ async fn upload_chunked(ctx: &Arc<Context>, mv: &BlobMove, mut session: Session)
     while offset < size {
         let len = ctx.chunk_size.min(size - offset);
         let checkpoint = reader.lock().await.hasher.clone();
-        let body = chunk_body(reader.clone(), len, ctx.clone(), mv.counter.clone());
+        let body = chunk_body(reader.clone(), len, ctx.clone());
         match mv.dst.patch_chunk(&session, offset, len, reqwest::Body::wrap_stream(body)).await {
             Ok(next) => {
                 session = next;

@@ -72,7 +72,11 @@ pub struct Options {
     /// The plan saw the target repository without any tag: none of the image's children or blobs
     /// can be there (but for what this run put there), so they are not asked for one by one.
     pub fresh_target: bool,
-    /// Blob bytes this image streamed (a blob shared by images counts for the one that moved it).
+    /// Bytes of this image's blobs that this run put into the target: a blob copied by this run
+    /// counts its size for every image that needs it, whichever image's move copied it, so the
+    /// count of an image does not depend on the order images ran in; a blob that was there
+    /// before, or mounted from a repository the run did not fill, counts nothing. When warming,
+    /// the bytes read through the cache.
     pub bytes: Arc<AtomicU64>,
 }
 
@@ -213,6 +217,8 @@ pub struct Context {
     located: std::sync::Mutex<HashMap<(String, Digest), String>>,
     /// Every (registry, repository, digest) this run found or put a blob in.
     placed: std::sync::Mutex<std::collections::HashSet<BlobKey>>,
+    /// Every (registry, digest) whose bytes this run copied into that registry.
+    copied: std::sync::Mutex<std::collections::HashSet<(String, Digest)>>,
     /// Serialises uploads of one digest into one registry (see [`blob::ensure`]).
     digest_locks: std::sync::Mutex<DigestLocks>,
 }
@@ -234,6 +240,7 @@ impl Context {
             in_flight: Default::default(),
             located: Default::default(),
             placed: Default::default(),
+            copied: Default::default(),
             digest_locks: Default::default(),
         })
     }
@@ -270,6 +277,16 @@ impl Context {
     /// Whether this run already found or put `digest` in `repo` of `registry`.
     pub fn is_placed(&self, registry: &str, repo: &str, digest: &Digest) -> bool {
         self.placed.lock().expect("placed lock").contains(&(registry.to_string(), repo.to_string(), digest.clone()))
+    }
+
+    /// Records that this run copied `digest`'s bytes into `registry`.
+    pub fn mark_copied(&self, registry: &str, digest: &Digest) {
+        self.copied.lock().expect("copied lock").insert((registry.to_string(), digest.clone()));
+    }
+
+    /// Whether this run copied `digest`'s bytes into `registry` (into any of its repositories).
+    pub fn was_copied(&self, registry: &str, digest: &Digest) -> bool {
+        self.copied.lock().expect("copied lock").contains(&(registry.to_string(), digest.clone()))
     }
 
     /// The lock that lets one upload of `digest` into `registry` run at a time.

@@ -44,7 +44,8 @@ pub struct ImageResult {
     pub outcome: Outcome,
     pub source_digest: Option<Digest>,
     pub target_digest: Option<Digest>,
-    /// Blob bytes this image streamed (copied or read through the cache).
+    /// Bytes of this image's blobs this run put into the target or read through the cache (see
+    /// `Options::bytes`: a blob shared by several images counts for each).
     pub bytes: u64,
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
