@@ -7,10 +7,14 @@
 //! - [`registry`]: a thin distribution-API client (auth, retries, manifests, blobs, uploads);
 //! - [`transfer`]: verified streaming copy and cache warming of one image graph;
 //! - [`azure`]: Entra ID sign-in to ACR, run records and the run lock in Blob Storage;
+//! - [`app`]: the application — plan, sync and verify as calls taking a config and returning
+//!   what happened (run lock, records, shards, report assembly); no printing, no process exit;
+//! - [`cli`]: the `mirror` command line on top of `app`: arguments, signals, output, exit codes;
 //! - [`shard`]: splitting a run over several processes by target repository;
 //! - [`exit`]: the exit codes every command shares;
 //! - [`sanitize`]: registry-supplied text made safe for terminals, logs and reports.
 
+pub mod app;
 pub mod azure;
 pub mod cli;
 pub mod config;

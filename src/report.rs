@@ -21,6 +21,10 @@ pub struct Report {
     pub duration_ms: u64,
     pub summary: Summary,
     pub images: Vec<ImageResult>,
+    /// Why the run failed as a whole, before any image result (bad config, unreachable
+    /// registry, lock error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -47,7 +51,14 @@ impl Report {
                 Outcome::Skipped | Outcome::Interrupted => s.skipped += 1,
             }
         }
-        Report { command: command.to_string(), started: rfc3339(started), duration_ms, summary: s, images }
+        Report { command: command.to_string(), started: rfc3339(started), duration_ms, summary: s, images, error: None }
+    }
+
+    /// The report of a run that failed before any image result. Minimal: the "outputs" work
+    /// gives it its final shape.
+    pub fn failed_run(command: &str, started: std::time::SystemTime, error: String) -> Self {
+        let duration_ms = started.elapsed().map(|d| d.as_millis() as u64).unwrap_or(0);
+        Report { error: Some(error), ..Report::new(command, started, duration_ms, Vec::new()) }
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -60,12 +71,13 @@ impl Report {
     pub fn to_junit(&self) -> Vec<u8> {
         let mut out = String::new();
         out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-        let failures = self.summary.failed;
+        let failures = self.summary.failed + usize::from(self.error.is_some());
+        let tests = self.images.len() + usize::from(self.error.is_some());
         let skipped = self.summary.skipped;
         out.push_str(&format!(
             "<testsuites name=\"mirror {}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{:.3}\">\n",
             xml(&self.command),
-            self.images.len(),
+            tests,
             failures,
             skipped,
             self.duration_ms as f64 / 1000.0
@@ -73,7 +85,7 @@ impl Report {
         out.push_str(&format!(
             "  <testsuite name=\"mirror {}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" timestamp=\"{}\" time=\"{:.3}\">\n",
             xml(&self.command),
-            self.images.len(),
+            tests,
             failures,
             skipped,
             xml(&self.started),
@@ -103,6 +115,13 @@ impl Report {
                 _ => {}
             }
             out.push_str("    </testcase>\n");
+        }
+        if let Some(e) = &self.error {
+            out.push_str(&format!(
+                "    <testcase classname=\"mirror.run\" name=\"mirror {}\">\n      <failure message=\"{}\"/>\n    </testcase>\n",
+                xml(&self.command),
+                xml(e)
+            ));
         }
         out.push_str("  </testsuite>\n</testsuites>\n");
         out.into_bytes()
