@@ -14,18 +14,27 @@
 //! - [`exit`]: the exit codes every command shares;
 //! - [`sanitize`]: registry-supplied text made safe for terminals, logs and reports.
 
+//!
+//! Public: [`app`] (with the types its calls take and return: [`config`], [`report`]) and
+//! [`cli`] for the binary. Every other module is crate-private, so that rustc reports what
+//! nothing uses; the `internals` feature, which only the integration tests and benches turn on,
+//! makes them public for those tests.
+
+/// Declares modules crate-private, or public under the `internals` feature.
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[cfg(feature = "internals")]
+            pub mod $name;
+            #[cfg(not(feature = "internals"))]
+            pub(crate) mod $name;
+        )*
+    };
+}
+
 pub mod app;
-pub mod azure;
 pub mod cli;
 pub mod config;
-pub mod digest;
-pub mod exit;
-pub mod imageset;
-pub mod manifest;
-pub mod plan;
-pub mod reference;
-pub mod registry;
 pub mod report;
-pub mod sanitize;
-pub mod shard;
-pub mod transfer;
+
+internal_modules!(azure, digest, exit, imageset, manifest, plan, reference, registry, sanitize, shard, transfer);

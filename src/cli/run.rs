@@ -244,10 +244,11 @@ fn log_images(report: &Report) {
         let (outcome, planned) = (outcome_name(i), i.planned.to_string());
         let message = i.error.as_deref().unwrap_or("");
         let (source_registry, target_registry) = (registry_of(&i.source), registry_of(&i.target));
-        // For plan and verify an image the target lacks is drift, which the exit code reports;
-        // an image that could not be examined, or failed in a sync, is an error.
-        let drift = report.command != "sync" && i.planned.needs_work();
-        if drift {
+        // An image that failed in a sync, or could not be examined, is an error. Drift found by
+        // plan or verify (which their exit code reports), and images skipped or interrupted
+        // (because of another failure or a stop, said elsewhere) are warnings.
+        let failed = i.outcome == Outcome::Failed && (report.command == "sync" || i.planned == Status::Error);
+        if !failed {
             tracing::warn!(image = %i.target, source = %i.source, source_registry, target_registry, outcome, planned, "{message}");
         } else {
             tracing::error!(image = %i.target, source = %i.source, source_registry, target_registry, outcome, planned, "{message}");
