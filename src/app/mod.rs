@@ -172,9 +172,11 @@ impl Started {
 /// `work` unless `stop` is cancelled first (`None` then; `work` is dropped). For read-only
 /// phases (resolving, planning), which lose nothing by being abandoned.
 async fn unless_stopped<T>(stop: &CancellationToken, work: impl std::future::Future<Output = T>) -> Option<T> {
+    // Biased towards the stop: a run stopped before it began never starts its work.
     tokio::select! {
-        r = work => Some(r),
+        biased;
         _ = stop.cancelled() => None,
+        r = work => Some(r),
     }
 }
 
