@@ -242,7 +242,8 @@ fn log_images(report: &Report) {
         report.images.iter().filter(|i| !matches!(i.outcome, Outcome::Unchanged | Outcome::Copied | Outcome::Warmed))
     {
         let (outcome, planned) = (outcome_name(i), i.planned.to_string());
-        let message = i.error.as_deref().unwrap_or("");
+        // Registry text ends up in these messages: made safe for a terminal or a log line.
+        let message = crate::sanitize::short(i.error.as_deref().unwrap_or(""));
         let (source_registry, target_registry) = (registry_of(&i.source), registry_of(&i.target));
         // An image that failed in a sync, or could not be examined, is an error. Drift found by
         // plan or verify (which their exit code reports), and images skipped or interrupted
