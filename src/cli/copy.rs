@@ -1,5 +1,7 @@
 //! `mirror copy SRC DST` and `mirror copy --warm SRC TARGET_REF`.
 
+use std::io::Write;
+
 use anyhow::Context as _;
 
 use crate::exit;
@@ -22,14 +24,39 @@ pub struct CopyArgs {
     pub platforms: Vec<String>,
     /// What to do with multi-arch indexes when --platform narrows them [default: preserve, or the config's indexPolicy].
     #[arg(long, value_enum)]
-    pub index_policy: Option<IndexPolicy>,
+    pub index_policy: Option<IndexPolicyArg>,
     /// Do not copy referrers (signatures, SBOMs).
     #[arg(long)]
     pub no_referrers: bool,
 }
 
+/// `--index-policy`: the flag's own values, so that the domain's [`IndexPolicy`] knows nothing
+/// of the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum IndexPolicyArg {
+    /// Copy every child; the index digest is unchanged. Accepted by every registry.
+    Preserve,
+    /// Copy only the chosen platforms and push the original index unchanged (some registries refuse).
+    Sparse,
+    /// Push a new index of the chosen platforms: a new digest, reported as such.
+    Rewrite,
+}
+
+impl From<IndexPolicyArg> for IndexPolicy {
+    fn from(a: IndexPolicyArg) -> IndexPolicy {
+        match a {
+            IndexPolicyArg::Preserve => IndexPolicy::Preserve,
+            IndexPolicyArg::Sparse => IndexPolicy::Sparse,
+            IndexPolicyArg::Rewrite => IndexPolicy::Rewrite,
+        }
+    }
+}
+
 pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
-    let cfg = super::load_config(cli)?;
+    let cfg = match &cli.config {
+        Some(path) => crate::config::Config::load(path)?,
+        None => crate::config::Config::default(),
+    };
     let source = Reference::parse(&args.source).context("source")?;
     let target = Reference::parse(&args.target).context("target")?;
     let platforms = if args.platforms.is_empty() {
@@ -39,7 +66,7 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
     };
     let opts = Options {
         platforms,
-        index_policy: args.index_policy.or(cfg.index_policy).unwrap_or_default(),
+        index_policy: args.index_policy.map(IndexPolicy::from).or(cfg.index_policy).unwrap_or_default(),
         referrers: !args.no_referrers,
         assume_stale: false,
         fresh_target: false,
@@ -48,11 +75,13 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
     let registries = Registries::from_config(&cfg)?;
     let ctx = transfer::Context::from_config(&cfg.transfer);
     let started = std::time::Instant::now();
+    let mut out = super::Stdout;
     if args.warm {
         let src = registries.get(&source.registry)?;
         let cache = registries.get(&target.registry)?;
         let w = transfer::warm::warm_image(&ctx, Some((src, &source)), cache, &target, &opts).await?;
-        println!(
+        writeln!(
+            out,
             "warmed {} through {}: {} ({} manifests, {} blobs, {} bytes read and verified{}) in {:.1?}",
             w.source,
             w.target,
@@ -62,7 +91,7 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
             w.bytes,
             if w.platforms.is_empty() { String::new() } else { format!("; platforms {}", w.platforms.join(", ")) },
             started.elapsed()
-        );
+        )?;
         return Ok(exit::OK);
     }
     if !opts.platforms.is_empty() && opts.index_policy == IndexPolicy::Preserve {
@@ -73,10 +102,10 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
     let c = transfer::copy::copy_image(&ctx, src, &source, dst, &target, &opts).await?;
     let s = ctx.stats.snapshot();
     if c.unchanged {
-        println!("{} already at {} ({}): nothing to do", c.target, c.target_digest, c.source);
+        writeln!(out, "{} already at {} ({}): nothing to do", c.target, c.target_digest, c.source)?;
         return Ok(exit::OK);
     }
-    println!("copied {} -> {}: {}", c.source, c.target, c.target_digest);
+    writeln!(out, "copied {} -> {}: {}", c.source, c.target, c.target_digest)?;
     if let Some(policy) = c.index_policy {
         let note = match policy {
             IndexPolicy::Rewrite if c.target_digest != c.source_digest => {
@@ -84,12 +113,13 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
             }
             _ => " (index digest unchanged)".to_string(),
         };
-        println!("  index policy {policy}{note}: platforms {}", c.platforms.join(", "));
+        writeln!(out, "  index policy {policy}{note}: platforms {}", c.platforms.join(", "))?;
         if !c.skipped_platforms.is_empty() {
-            println!("  left out: {}", c.skipped_platforms.join(", "));
+            writeln!(out, "  left out: {}", c.skipped_platforms.join(", "))?;
         }
     }
-    println!(
+    writeln!(
+        out,
         "  blobs: {} copied, {} mounted, {} already present; {} bytes streamed and verified; {} manifests pushed; {} referrers; {:.1?}",
         s.blobs_copied,
         s.blobs_mounted,
@@ -98,6 +128,6 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
         s.manifests_pushed,
         c.referrers,
         started.elapsed()
-    );
+    )?;
     Ok(exit::OK)
 }

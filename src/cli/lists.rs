@@ -1,6 +1,7 @@
 //! `mirror lists import-agentbaker FILE [--out DIR] [--source-commit SHA]`: AgentBaker's
 //! `components.json` → one reviewable YAML list per Kubernetes minor.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -61,7 +62,7 @@ fn import(a: &ImportArgs) -> anyhow::Result<u8> {
     for list in lists.values() {
         let path = a.out.join(format!("{}.yaml", list.kubernetes_minor));
         std::fs::write(&path, agentbaker::render(list)).with_context(|| format!("cannot write {}", path.display()))?;
-        println!("{}: {} images", path.display(), list.images.len());
+        writeln!(super::Stdout, "{}: {} images", path.display(), list.images.len())?;
     }
     Ok(crate::exit::OK)
 }

@@ -1,5 +1,6 @@
-//! Command-line edge: argument parsing, logging set-up, and turning results into exit codes.
-//! Each command lives in its own file and calls into the library; `anyhow` is used only here.
+//! Command-line edge: argument parsing, logging set-up, signals, printing, and turning results
+//! into exit codes. Each command lives in its own file and calls into the application layer
+//! ([`crate::app`]) or the library; `anyhow` is used only here.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,11 +12,14 @@ use crate::exit;
 mod copy;
 mod docs;
 mod lists;
-mod ops;
+mod output;
 mod progress;
 mod resolve;
 mod rewrite;
 mod run;
+mod signals;
+
+pub(crate) use output::Stdout;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +46,7 @@ const EXIT_CODES: &str = "Exit codes (every command):
   2  drift: plan or verify found the target lacking something
   3  sync finished but some images failed (the rest were done)
   4  another run holds the run lock; nothing was done
+  130, 143  stopped by SIGINT or SIGTERM: reports written, lock released
 
 Environment: MIRROR_CONFIG (the -c file), MIRROR_LOG (log filter, e.g. debug).";
 
@@ -85,11 +90,11 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { exit::code(exit::ERROR) } else { exit::code(exit::OK) };
         }
     };
-    init_logging(cli.log_format);
+    output::init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            output::fatal(cli.log_format, &anyhow::anyhow!("cannot start the async runtime: {e}"));
             return exit::code(exit::ERROR);
         }
     };
@@ -109,41 +114,14 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => exit::code(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            output::fatal(cli.log_format, &e);
             exit::code(exit::ERROR)
         }
     }
 }
 
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("MIRROR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
-/// Loads the config file named with `-c`, or an empty one.
-pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<crate::config::Config> {
-    match &cli.config {
-        Some(path) => Ok(crate::config::Config::load(path)?),
-        None => Ok(crate::config::Config::default()),
-    }
-}
-
-/// The config and the images it asks for, warnings printed.
-pub(crate) fn image_set(cli: &Cli) -> anyhow::Result<(crate::config::Config, Vec<crate::plan::Wanted>)> {
-    let cfg = load_config(cli)?;
-    let resolved = resolve::resolve_config(cli)?;
-    for w in &resolved.warnings {
-        tracing::warn!("{w}");
-    }
-    let wanted = resolved
-        .images
-        .into_iter()
-        .map(|e| crate::plan::Wanted { source: e.source, target: e.target, mode: e.mode, platforms: e.platforms })
-        .collect();
-    Ok((cfg, wanted))
+/// The config file named with `-c`, loaded once.
+pub(crate) fn config_file(cli: &Cli) -> anyhow::Result<crate::app::ConfigFile> {
+    let path = cli.config.as_ref().ok_or_else(|| anyhow::anyhow!("no config file: pass -c mirror.yaml"))?;
+    Ok(crate::app::ConfigFile::load(path)?)
 }

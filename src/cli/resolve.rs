@@ -1,9 +1,11 @@
 //! `mirror resolve -c FILE [-o table|json]`: print the image set, where each image goes, and why
 //! it is there.
 
-use anyhow::Context as _;
+use std::io::Write;
 
 use crate::imageset;
+
+use super::Stdout;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Output {
@@ -19,14 +21,11 @@ pub struct ResolveArgs {
 }
 
 pub fn run(cli: &super::Cli, args: &ResolveArgs) -> anyhow::Result<u8> {
-    let resolved = resolve_config(cli)?;
-    for w in &resolved.warnings {
-        eprintln!("warning: {w}");
-    }
+    let resolved = crate::app::resolve(&super::config_file(cli)?)?;
     match args.output {
-        Output::Table => print!("{}", imageset::render_table(&resolved)),
+        Output::Table => write!(Stdout, "{}", imageset::render_table(&resolved))?,
         Output::Json => {
-            println!("{}", serde_json::to_string_pretty(&Document { schema_version: 1, resolved: &resolved })?)
+            writeln!(Stdout, "{}", serde_json::to_string_pretty(&Document { schema_version: 1, resolved: &resolved })?)?
         }
     }
     Ok(crate::exit::OK)
@@ -40,13 +39,4 @@ struct Document<'a> {
     schema_version: u32,
     #[serde(flatten)]
     resolved: &'a imageset::Resolved,
-}
-
-/// Loads the `-c` config (required) and resolves it; shared with `rewrite`.
-pub(crate) fn resolve_config(cli: &super::Cli) -> anyhow::Result<imageset::Resolved> {
-    let path = cli.config.as_ref().context("no config file: pass -c mirror.yaml")?;
-    let cfg = super::load_config(cli)?;
-    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p });
-    let dir = dir.unwrap_or(std::path::Path::new("."));
-    imageset::resolve(&cfg, dir).with_context(|| format!("{}", path.display()))
 }

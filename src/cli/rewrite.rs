@@ -16,14 +16,15 @@ pub struct RewriteArgs {
     /// Write a kustomize `images:` block to this file instead.
     #[arg(long)]
     pub kustomize: Option<PathBuf>,
-    /// JSON map of source reference → digest (or `mirror resolve -o json` output). Sources
-    /// whose reference already carries a digest need no entry.
+    /// Digests of the images: a `sync` or `verify` JSON report (`--report-json`), or a JSON
+    /// object mapping source reference → digest. Sources whose reference already carries a
+    /// digest need no entry.
     #[arg(long)]
     pub digests: Option<PathBuf>,
 }
 
 pub fn run(cli: &super::Cli, args: &RewriteArgs) -> anyhow::Result<u8> {
-    let resolved = super::resolve::resolve_config(cli)?;
+    let resolved = crate::app::resolve(&super::config_file(cli)?)?;
     let mapper = resolved.mapper.as_ref().context("no mapping rules")?;
     let digests = match &args.digests {
         Some(p) => {
@@ -36,13 +37,13 @@ pub fn run(cli: &super::Cli, args: &RewriteArgs) -> anyhow::Result<u8> {
         anyhow::bail!("the config names no workloads.manifests to rewrite");
     }
     if let Some(k) = &args.kustomize {
-        let text = rewrite::kustomize_images(&resolved.workloads, mapper, &digests)?;
+        let text = rewrite::kustomize_images(&resolved.workloads, mapper, &digests).map_err(digests_hint)?;
         std::fs::write(k, text).with_context(|| format!("cannot write {}", k.display()))?;
-        eprintln!("wrote {}", k.display());
+        tracing::info!("wrote {}", k.display());
         return Ok(crate::exit::OK);
     }
     let out = args.out.as_ref().context("pass --out DIR or --kustomize FILE")?;
-    let texts = rewrite::rewrite_files(&resolved.workloads, mapper, &digests)?;
+    let texts = rewrite::rewrite_files(&resolved.workloads, mapper, &digests).map_err(digests_hint)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut seen = std::collections::BTreeSet::new();
     for (f, text) in resolved.workloads.iter().zip(texts) {
@@ -55,7 +56,18 @@ pub fn run(cli: &super::Cli, args: &RewriteArgs) -> anyhow::Result<u8> {
         }
         let path = out.join(&name);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {} ({} images)", path.display(), f.images.len());
+        tracing::info!("wrote {} ({} images)", path.display(), f.images.len());
     }
     Ok(crate::exit::OK)
+}
+
+/// A missing digest says which inputs give digests: a tag reference has none until something
+/// asked the registry, which `resolve` does not (it works offline), so its output cannot help.
+fn digests_hint(e: rewrite::RewriteError) -> anyhow::Error {
+    match e {
+        rewrite::RewriteError::MissingDigests(_) => anyhow::anyhow!(
+            "{e} (--digests takes the JSON report of a sync or verify, `--report-json FILE`, or a JSON object {{\"<source reference>\": \"sha256:…\"}})"
+        ),
+        e => e.into(),
+    }
 }

@@ -1,19 +1,19 @@
-//! `mirror plan`, `mirror sync` and `mirror verify`: the image set against the target.
+//! `mirror plan`, `mirror sync` and `mirror verify`: arguments, signals, printing, report files
+//! and exit codes around the application layer's runs ([`crate::app`]).
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
-use std::time::{Instant, SystemTime};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::azure::{BlobLocation, RunLock, StorageError, upload_run_records};
+use crate::app::{self, AppError, Ending, PlanRequest, RunOutcome, RunRequest, SyncRequest};
 use crate::exit;
-use crate::plan::{self, Plan, PlanOptions, Status};
-use crate::registry::Registries;
-use crate::report::{self, Report};
+use crate::plan::{Plan, Status};
+use crate::report::{self, Report, metrics};
 use crate::shard::Shard;
+use crate::transfer::pipeline::Outcome;
 
-use super::ops::{image_set, write_metrics};
-use crate::transfer::pipeline::{self, RunOptions};
-use crate::transfer::{self, IndexPolicy};
+use super::signals::Stop;
+use super::{Cli, Stdout};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum, Default)]
 pub enum Output {
@@ -66,6 +66,11 @@ pub struct SyncArgs {
     /// Only the images of shard I of N (by a stable hash of the target repository), e.g. 0/4.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
+    /// After SIGTERM or SIGINT, how long images in flight may go on before they are abandoned
+    /// (below Kubernetes' default 30 s terminationGracePeriodSeconds, so the reports still get
+    /// written before the pod is killed).
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    pub grace: u64,
     /// Write Prometheus text-format metrics of the run (images by status, bytes, times) to FILE.
     #[arg(long, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
@@ -92,155 +97,191 @@ pub struct VerifyArgs {
     pub reports: ReportArgs,
 }
 
-fn index_policy(cfg: &crate::config::Config) -> IndexPolicy {
-    cfg.index_policy.unwrap_or_default()
-}
-
-pub async fn plan(cli: &super::Cli, args: &PlanArgs) -> anyhow::Result<u8> {
-    let (cfg, wanted) = image_set(cli, args.shard)?;
-    let started = (SystemTime::now(), Instant::now());
-    let registries = Registries::from_config(&cfg)?;
-    let p = plan::plan(
-        &registries,
-        &wanted,
-        &PlanOptions {
-            index_policy: index_policy(&cfg),
-            deep: args.deep,
-            referrers: !args.no_referrers,
-            skip_bytes: false,
-        },
-    )
-    .await?;
-    let (code, report) = finish_plan("plan", &p, started, args.output, &args.reports)?;
-    Ok(upload_records(&cfg, args.shard, started.0, &report, code).await)
-}
-
-pub async fn verify(cli: &super::Cli, args: &VerifyArgs) -> anyhow::Result<u8> {
-    let started = Instant::now();
-    let mut report = None;
-    let result = verify_run(cli, args, &mut report).await;
-    write_metrics(args.metrics_file.as_deref(), "verify", args.shard, started, report.as_ref(), result)
-}
-
-async fn verify_run(cli: &super::Cli, args: &VerifyArgs, out: &mut Option<Report>) -> anyhow::Result<u8> {
-    let (cfg, wanted) = image_set(cli, args.shard)?;
-    let started = (SystemTime::now(), Instant::now());
-    let registries = Registries::from_config(&cfg)?;
-    let p = plan::plan(
-        &registries,
-        &wanted,
-        &PlanOptions { index_policy: index_policy(&cfg), deep: true, referrers: !args.no_referrers, skip_bytes: false },
-    )
-    .await?;
-    let (code, report) = finish_plan("verify", &p, started, args.output, &args.reports)?;
-    let code = upload_records(&cfg, args.shard, started.0, &report, code).await;
-    *out = Some(report);
-    Ok(code)
-}
-
-/// Uploads the run's JSON and JUnit reports when the config has `report: {azureBlob: …}`.
-/// A failed upload is logged, and turns the exit code into 1 only when the run otherwise
-/// succeeded: drift (2) or failed images (3) say more about the run than a lost record does.
-async fn upload_records(
-    cfg: &crate::config::Config,
+/// What the end of every run needs: which command, since when, and which files to write.
+struct Ends<'a> {
+    command: &'static str,
+    started: (SystemTime, Instant),
     shard: Option<Shard>,
-    started: SystemTime,
-    report: &Report,
-    code: u8,
-) -> u8 {
-    let Some(section) = &cfg.report else { return code };
+    reports: &'a ReportArgs,
+    metrics: Option<&'a Path>,
+}
+
+impl Ends<'_> {
+    fn new<'a>(
+        command: &'static str,
+        shard: Option<Shard>,
+        reports: &'a ReportArgs,
+        metrics: Option<&'a Path>,
+    ) -> Ends<'a> {
+        Ends { command, started: (SystemTime::now(), Instant::now()), shard, reports, metrics }
+    }
+}
+
+fn request(shard: Option<Shard>, no_referrers: bool, stop: &Stop, grace: Duration) -> RunRequest {
+    RunRequest { shard, referrers: !no_referrers, stop: stop.token.clone(), grace }
+}
+
+pub async fn plan(cli: &Cli, args: &PlanArgs) -> anyhow::Result<u8> {
+    let ends = Ends::new("plan", args.shard, &args.reports, None);
+    let stop = Stop::install()?;
     let result = async {
-        let location = BlobLocation::from_config(&per_shard(section, shard, "/"))?;
-        upload_run_records(&location, started, report.to_json().into(), report.to_junit().into()).await
+        let file = super::config_file(cli)?;
+        let run = request(args.shard, args.no_referrers, &stop, Duration::ZERO);
+        Ok(app::plan(&file, &PlanRequest { run, deep: args.deep }).await?)
     }
     .await;
-    match result {
-        Ok(r) => {
-            tracing::info!("run records uploaded: {} and {}", r.json, r.junit);
-            code
+    finish(cli, &ends, &stop, result, |o| show_plan(o, args.output))
+}
+
+pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<u8> {
+    let ends = Ends::new("verify", args.shard, &args.reports, args.metrics_file.as_deref());
+    let stop = Stop::install()?;
+    let result = async {
+        let file = super::config_file(cli)?;
+        Ok(app::verify(&file, &request(args.shard, args.no_referrers, &stop, Duration::ZERO)).await?)
+    }
+    .await;
+    finish(cli, &ends, &stop, result, |o| show_plan(o, args.output))
+}
+
+pub async fn sync(cli: &Cli, args: &SyncArgs) -> anyhow::Result<u8> {
+    let ends = Ends::new("sync", args.shard, &args.reports, args.metrics_file.as_deref());
+    let stop = Stop::install()?;
+    let result = async {
+        let file = super::config_file(cli)?;
+        let run = request(args.shard, args.no_referrers, &stop, Duration::from_secs(args.grace));
+        let req = SyncRequest { run, deep: args.deep, fail_fast: args.fail_fast };
+        let progress = super::progress::Progress::new(std::io::stderr().is_terminal());
+        Ok(app::sync(&file, &req, &progress).await?)
+    }
+    .await;
+    finish(cli, &ends, &stop, result, |o| o.report.table(&mut Stdout, false))
+}
+
+/// Ends a run: shows it, logs each image that did not end well, writes the report and metrics
+/// files (on every exit, a failed run included), and picks the exit code.
+fn finish(
+    cli: &Cli,
+    ends: &Ends,
+    stop: &Stop,
+    result: anyhow::Result<RunOutcome>,
+    show: impl FnOnce(&RunOutcome) -> std::io::Result<()>,
+) -> anyhow::Result<u8> {
+    let (started, clock) = ends.started;
+    let (code, report, failure) = match result {
+        Ok(outcome) => {
+            show(&outcome)?;
+            log_images(&outcome.report);
+            (exit_code(&outcome, stop), outcome.report, None)
         }
         Err(e) => {
-            tracing::error!("cannot upload the run records: {e}");
-            if code == exit::OK { exit::ERROR } else { code }
+            let code = match e.downcast_ref::<AppError>() {
+                Some(AppError::Locked(_)) => exit::LOCKED,
+                _ => exit::ERROR,
+            };
+            (code, Report::failed_run(ends.command, started, super::output::error_text(&e)), Some(e))
+        }
+    };
+    let mut code = code;
+    for (path, bytes) in [
+        (ends.reports.report_json.as_deref(), report.to_json()),
+        (ends.reports.report_junit.as_deref(), report.to_junit()),
+    ] {
+        if let Some(path) = path {
+            code = written(code, path, report::write_file(path, &bytes));
+        }
+    }
+    if let Some(path) = ends.metrics {
+        let m = metrics::RunMetrics {
+            command: ends.command,
+            shard: ends.shard.unwrap_or(Shard::ALL).to_string(),
+            report: failure.is_none().then_some(&report),
+            exit_code: code,
+            finished: SystemTime::now(),
+            duration_seconds: clock.elapsed().as_secs_f64(),
+        };
+        code = written(code, path, metrics::write_file(path, &m));
+    }
+    match failure {
+        Some(e) if code == exit::LOCKED => {
+            super::output::fatal(cli.log_format, &e);
+            Ok(code)
+        }
+        Some(e) => Err(e),
+        None => Ok(code),
+    }
+}
+
+/// A file the user asked for that could not be written fails an otherwise good run; otherwise
+/// it is logged and the run's own code, which says more, is kept.
+fn written(code: u8, path: &Path, result: std::io::Result<()>) -> u8 {
+    let Err(e) = result else { return code };
+    tracing::error!("cannot write {}: {e}", path.display());
+    if code == exit::OK { exit::ERROR } else { code }
+}
+
+/// The exit code of a run that got to its end.
+fn exit_code(o: &RunOutcome, stop: &Stop) -> u8 {
+    let code = match o.ending {
+        Ending::Complete => exit::OK,
+        Ending::Drift => exit::DRIFT,
+        Ending::Unexamined => exit::ERROR,
+        Ending::ImagesFailed => exit::PARTIAL,
+        Ending::Stopped => stop.exit_code(),
+    };
+    // A lost run record turns only an otherwise good run into a failure: drift or failed images
+    // say more about the run than a lost record does.
+    if code == exit::OK && matches!(o.records, Some(Err(_))) { exit::ERROR } else { code }
+}
+
+/// One log event for each image that did not end as it should — the image, its registries, what
+/// kind of failure (the run's `outcome` and the plan's `planned` status) and the message — so
+/// that a log collector sees every failure without reading the report.
+fn log_images(report: &Report) {
+    for i in report.images.iter().filter(|i| {
+        !matches!(i.outcome, Some(Outcome::Unchanged | Outcome::Copied | Outcome::Warmed)) && i.error.is_some()
+    }) {
+        let (outcome, planned) = (outcome_name(i), i.planned.to_string());
+        // Registry text ends up in these messages: made safe for a terminal or a log line.
+        let message = crate::sanitize::short(i.error.as_deref().unwrap_or(""));
+        let (source_registry, target_registry) = (registry_of(&i.source), registry_of(&i.target));
+        // An image that failed in a sync, or could not be examined, is an error. Drift found by
+        // plan or verify (which their exit code reports), and images skipped or interrupted
+        // (because of another failure or a stop, said elsewhere) are warnings.
+        let failed = i.outcome == Some(Outcome::Failed) || i.planned == Status::Error;
+        if !failed {
+            tracing::warn!(image = %i.target, source = %i.source, source_registry, target_registry, outcome, planned, "{message}");
+        } else {
+            tracing::error!(image = %i.target, source = %i.source, source_registry, target_registry, outcome, planned, "{message}");
         }
     }
 }
 
-/// The blob location of one shard: shards of one run go in parallel, so each has its own lock
-/// (`mirror.lock.shard-0-of-4`) and its own report folder (`PREFIX/shard-0-of-4/<start>/…`).
-/// Without `--shard` (or with `0/1`) the location is the configured one.
-fn per_shard(section: &crate::config::BlobConfig, shard: Option<Shard>, sep: &str) -> crate::config::BlobConfig {
-    let mut s = section.clone();
-    if let Some(sh) = shard.filter(|sh| sh.count > 1) {
-        s.azure_blob = format!("{}{sep}shard-{}-of-{}", s.azure_blob.trim_end_matches('/'), sh.index, sh.count);
-    }
-    s
+fn outcome_name(i: &report::ImageReport) -> String {
+    serde_json::to_value(i.outcome).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
-/// Who holds the lock, as another run will report it: host, process id and command.
-fn lock_holder(command: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into());
-    format!("{host} pid {} (mirror {command})", std::process::id())
+/// The registry host of a reference as written in a report (`host/repo:tag`).
+fn registry_of(reference: &str) -> &str {
+    reference.split_once('/').map_or("", |(host, _)| host)
 }
 
-/// Takes the run lock when the config has `lock: {azureBlob: …}`. `Err(code)` when another run
-/// holds it: the message naming the holder is printed, and the caller exits with that code.
-async fn take_lock(
-    cfg: &crate::config::Config,
-    shard: Option<Shard>,
-    command: &str,
-) -> anyhow::Result<Result<Option<RunLock>, u8>> {
-    let Some(section) = &cfg.lock else { return Ok(Ok(None)) };
-    let location = BlobLocation::from_config(&per_shard(section, shard, "."))?;
-    match RunLock::acquire(&location, &lock_holder(command)).await {
-        Ok(lock) => {
-            tracing::info!(blob = %lock.blob(), "run lock taken");
-            Ok(Ok(Some(lock)))
-        }
-        Err(StorageError::LockHeld(held)) => {
-            eprintln!("{held}");
-            Ok(Err(exit::LOCKED))
-        }
-        Err(e) => Err(anyhow::anyhow!("cannot take the run lock: {e}")),
-    }
-}
-
-/// Prints a plan, writes its reports, and maps it to an exit code: 0 in sync, 2 drift, 1 when an
-/// image could not be examined at all.
-fn finish_plan(
-    command: &str,
-    p: &Plan,
-    started: (SystemTime, Instant),
-    output: Output,
-    reports: &ReportArgs,
-) -> anyhow::Result<(u8, Report)> {
-    let report = Report::from_plan(command, started.0, started.1.elapsed().as_millis() as u64, p);
-    write_reports(&report, reports)?;
+/// Prints a plan (as found, also when the run was stopped before it was complete).
+fn show_plan(o: &RunOutcome, output: Output) -> std::io::Result<()> {
+    let Some(p) = &o.plan else {
+        return writeln!(Stdout, "{}: {}", o.report.command, o.report.error.as_deref().unwrap_or("no plan"));
+    };
     match output {
-        Output::Json => {
-            let mut out = std::io::stdout().lock();
-            std::io::Write::write_all(&mut out, &report.to_json())?;
-        }
+        // The same document as --report-json (schema/report.v1.json).
+        Output::Json => Stdout.write_all(&o.report.to_json()),
         Output::Table => print_plan(p),
     }
-    let code = if p.count(Status::Error) > 0 {
-        exit::ERROR
-    } else if p.in_sync() {
-        exit::OK
-    } else {
-        exit::DRIFT
-    };
-    Ok((code, report))
 }
 
-fn print_plan(p: &Plan) {
+fn print_plan(p: &Plan) -> std::io::Result<()> {
+    let mut out = Stdout;
     let width = p.images.iter().map(|i| i.target.len()).max().unwrap_or(6).clamp(6, 90);
-    println!("{:<8} {:<5} {:<width$} {:>10}  DETAIL", "STATUS", "MODE", "TARGET", "TO MOVE");
+    writeln!(out, "{:<8} {:<5} {:<width$} {:>10}  DETAIL", "STATUS", "MODE", "TARGET", "TO MOVE")?;
     for i in &p.images {
         let detail = match i.status {
             Status::Outdated => format!(
@@ -252,16 +293,18 @@ fn print_plan(p: &Plan) {
             Status::Error => i.error.clone().unwrap_or_default(),
             _ => i.source.clone(),
         };
-        println!(
+        writeln!(
+            out,
             "{:<8} {:<5} {:<width$} {:>10}  {}",
             i.status.to_string(),
             format!("{:?}", i.mode).to_lowercase(),
             i.target,
             indicatif::HumanBytes(i.bytes_to_move).to_string(),
             detail
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "{} images: {} present, {} missing, {} outdated, {} partial, {} errors; {} to move",
         p.images.len(),
         p.count(Status::Present),
@@ -270,124 +313,9 @@ fn print_plan(p: &Plan) {
         p.count(Status::Partial),
         p.count(Status::Error),
         indicatif::HumanBytes(p.bytes_to_move)
-    );
+    )
 }
 
 fn short(d: &crate::digest::Digest) -> String {
     format!("{}:{}", d.algorithm(), &d.hex()[..12.min(d.hex().len())])
-}
-
-fn write_reports(report: &Report, args: &ReportArgs) -> anyhow::Result<()> {
-    if let Some(path) = &args.report_json {
-        report::write_file(path, &report.to_json())
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    }
-    if let Some(path) = &args.report_junit {
-        report::write_file(path, &report.to_junit())
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// `mirror sync`: under the run lock when the config has one (taken before planning, released
-/// at the end, also after an error), with the run records uploaded when the config asks.
-pub async fn sync(cli: &super::Cli, args: &SyncArgs) -> anyhow::Result<u8> {
-    let started = Instant::now();
-    let mut report = None;
-    let result = sync_run(cli, args, &mut report).await;
-    write_metrics(args.metrics_file.as_deref(), "sync", args.shard, started, report.as_ref(), result)
-}
-
-async fn sync_run(cli: &super::Cli, args: &SyncArgs, out: &mut Option<Report>) -> anyhow::Result<u8> {
-    let (cfg, wanted) = image_set(cli, args.shard)?;
-    let started = (SystemTime::now(), Instant::now());
-    let lock = match take_lock(&cfg, args.shard, "sync").await? {
-        Ok(lock) => lock,
-        Err(code) => return Ok(code),
-    };
-    let result = sync_locked(cfg, wanted, started, args, out).await;
-    if let Some(lock) = lock {
-        if lock.is_lost() {
-            tracing::warn!(blob = %lock.blob(), "the run lock's lease could not be renewed; another run may have overlapped this one");
-        }
-        if let Err(e) = lock.release().await {
-            tracing::warn!("releasing the run lock failed (its lease lapses within 60 s): {e}");
-        }
-    }
-    result
-}
-
-async fn sync_locked(
-    cfg: crate::config::Config,
-    wanted: Vec<plan::Wanted>,
-    started: (SystemTime, Instant),
-    args: &SyncArgs,
-    out: &mut Option<Report>,
-) -> anyhow::Result<u8> {
-    let registries = Registries::from_config(&cfg)?;
-    let policy = index_policy(&cfg);
-    let p = plan::plan(
-        &registries,
-        &wanted,
-        &PlanOptions { index_policy: policy, deep: args.deep, referrers: !args.no_referrers, skip_bytes: true },
-    )
-    .await?;
-    let ctx = transfer::Context::from_config(&cfg.transfer);
-    let opts = RunOptions {
-        index_policy: policy,
-        referrers: !args.no_referrers,
-        images_in_flight: cfg.transfer.images,
-        fail_fast: args.fail_fast,
-        // Signals are wired in by the application layer (issue #10); until then nothing cancels.
-        stop: tokio_util::sync::CancellationToken::new(),
-        grace: std::time::Duration::from_secs(20),
-    };
-    let todo = p.images.iter().filter(|i| i.status.needs_work()).count();
-    tracing::info!("{} images: {} need work", p.images.len(), todo);
-    let progress = super::progress::Progress::start(ctx.clone(), todo as u64, std::io::stderr().is_terminal());
-    let results = pipeline::run(&registries, &ctx, &p, &opts, &progress).await;
-    progress.finish();
-    let report = Report::new("sync", started.0, started.1.elapsed().as_millis() as u64, results);
-    write_reports(&report, &args.reports)?;
-    report.table(&mut std::io::stdout().lock(), false)?;
-    for (host, n) in registries.request_counts() {
-        tracing::debug!(registry = %host, requests = n, "requests made");
-    }
-    let done = report.summary.outcomes.as_ref().is_none_or(|o| o.failed + o.skipped + o.interrupted == 0);
-    let code = if done { exit::OK } else { exit::PARTIAL };
-    let code = upload_records(&cfg, args.shard, started.0, &report, code).await;
-    *out = Some(report);
-    Ok(code)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shards_get_their_own_lock_and_report_folder() {
-        // Checks that parallel shards of one run do not lock each other out or overwrite each
-        // other's records, and that an unsharded run uses the configured blob as it is.
-        let section = crate::config::BlobConfig {
-            azure_blob: "https://a.blob.core.windows.net/runs/mirror.lock".into(),
-            sas_token_env: Some("SAS".into()),
-            credential: None,
-            tenant_id: None,
-            client_id: None,
-            client_secret_env: None,
-        };
-        let shard = Some(Shard { index: 1, count: 4 });
-        assert_eq!(
-            per_shard(&section, shard, ".").azure_blob,
-            "https://a.blob.core.windows.net/runs/mirror.lock.shard-1-of-4"
-        );
-        assert_eq!(per_shard(&section, None, ".").azure_blob, section.azure_blob);
-        assert_eq!(per_shard(&section, Some(Shard::ALL), ".").azure_blob, section.azure_blob);
-        let mut prefix = section.clone();
-        prefix.azure_blob = "https://a.blob.core.windows.net/runs/nightly/".into();
-        assert_eq!(
-            per_shard(&prefix, shard, "/").azure_blob,
-            "https://a.blob.core.windows.net/runs/nightly/shard-1-of-4"
-        );
-    }
 }

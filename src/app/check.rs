@@ -1,0 +1,58 @@
+//! `plan` and `verify`: the image set against the target, read-only. They are one run with two
+//! settings: `verify` is a plan that always checks deeply.
+
+use super::{
+    AppError, ConfigFile, Ending, PlanRequest, RunOutcome, RunRequest, Started, records, stopped_before_plan,
+    unless_stopped, wanted,
+};
+use crate::plan::{self, PlanOptions, Status};
+use crate::registry::Registries;
+use crate::report::Report;
+
+/// What `sync` would do, without writing.
+pub async fn plan(file: &ConfigFile, req: &PlanRequest) -> Result<RunOutcome, AppError> {
+    check(file, "plan", req.deep, &req.run).await
+}
+
+/// Every needed manifest and blob (and referrer, with `referrers`) is in the target.
+pub async fn verify(file: &ConfigFile, req: &RunRequest) -> Result<RunOutcome, AppError> {
+    check(file, "verify", true, req).await
+}
+
+async fn check(file: &ConfigFile, command: &str, deep: bool, req: &RunRequest) -> Result<RunOutcome, AppError> {
+    let started = Started::now();
+    let result = examine(file, command, deep, req, started).await;
+    records::upload(&file.config, req.shard, command, started, result).await
+}
+
+async fn examine(
+    file: &ConfigFile,
+    command: &str,
+    deep: bool,
+    req: &RunRequest,
+    started: Started,
+) -> Result<RunOutcome, AppError> {
+    let wanted = wanted(file, req.shard)?;
+    let registries = Registries::from_config(&file.config)?;
+    let opts = PlanOptions {
+        index_policy: file.config.index_policy.unwrap_or_default(),
+        deep,
+        referrers: req.referrers,
+        skip_bytes: false,
+    };
+    let Some(p) = unless_stopped(&req.stop, plan::plan(&registries, &wanted, &opts)).await else {
+        return Ok(stopped_before_plan(command, started));
+    };
+    let p = p?;
+    let report = Report::from_plan(command, started.at, started.elapsed_ms(), &p);
+    let ending = if req.stop.is_cancelled() {
+        Ending::Stopped
+    } else if p.count(Status::Error) > 0 {
+        Ending::Unexamined
+    } else if p.in_sync() {
+        Ending::Complete
+    } else {
+        Ending::Drift
+    };
+    Ok(RunOutcome { ending, report, plan: Some(p), records: None })
+}
