@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The main job on a local default: two real registries on loopback standing in for MCR and
-# your ACR, an AKS-shaped image set seeded into the "MCR", then `mirror plan`, `mirror sync`
-# (twice: the second run finds nothing to do) and `mirror verify`.
+# The main job on a local default. First the AKS path, offline: `mirror resolve` of a Kubernetes
+# 1.34 amd64 cluster plus a workload Deployment — every image the cluster and its workloads will
+# pull, where each goes in the ACR, and why. Then two real registries on loopback stand in for
+# MCR and your ACR, an AKS-shaped image set is seeded into the "MCR", and `mirror plan`,
+# `mirror sync` (twice: the second run finds nothing to do) and `mirror verify` run against them.
 #
-#   scripts/demo.sh            # needs docker-registry (Debian package); .ci/run installs it
+#   scripts/demo.sh            # installs docker-registry first if it is missing (scripts/setup.sh)
 #   SCALE=0.2 scripts/demo.sh  # a bigger image set (1.0 = real AKS sizes, ~6 GiB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v docker-registry >/dev/null || { echo "docker-registry is not installed: apt-get install docker-registry (or run .ci/run)" >&2; exit 1; }
+scripts/setup.sh demo
 
 SCALE=${SCALE:-0.02}
 work=$(mktemp -d)
@@ -15,7 +17,47 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cargo build --release --locked --quiet --bin mirror --example seed
+target=${CARGO_TARGET_DIR:-target}/release
+export DOCKER_CONFIG=$work/docker # the demo's registries need no credentials: never read yours
+mkdir -p "$DOCKER_CONFIG"
+mirror() { "$target/mirror" "$@"; }
+
+echo "== the AKS path: mirror resolve of a Kubernetes 1.34 amd64 cluster and a workload Deployment"
+cat >"$work/deployment.yaml" <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: web
+          image: docker.io/library/nginx:1.27
+YAML
+cat >"$work/cluster.yaml" <<'YAML'
+target: myacr.azurecr.io
+platforms: [linux/amd64]
+aks: {kubernetesVersion: "1.34", architectures: [amd64]}
+workloads: {manifests: [deployment.yaml]}
+YAML
+# The whole table is long (every AKS component image, each with the line of the list it came
+# from): show the header, the workload's image, kube-proxy (it follows the cluster's minor) and
+# the count; `mirror resolve -c cluster.yaml` alone prints all of it.
+mirror resolve -c "$work/cluster.yaml" 2>"$work/warnings.txt" | grep -A1 -E '^SOURCE|^docker.io/|/kube-proxy:|^[0-9]+ images' | grep -v '^--$'
+echo
+sed 's/^/  /' "$work/warnings.txt"
+
+# A free loopback port: bash's /dev/tcp connect fails where nothing listens.
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
 start_registry() { # name port
   mkdir -p "$work/$1"
   cat >"$work/$1/config.yml" <<YAML
@@ -30,13 +72,10 @@ YAML
   echo "registry $1 did not start: $(cat "$work/$1/log")" >&2; exit 1
 }
 
-mcr_port=$(free_port); acr_port=$(free_port)
-start_registry mcr "$mcr_port"
-start_registry acr "$acr_port"
+mcr_port=$(free_port); start_registry mcr "$mcr_port"
+acr_port=$(free_port); start_registry acr "$acr_port"
+echo
 echo "== MCR stand-in on 127.0.0.1:$mcr_port, ACR stand-in on 127.0.0.1:$acr_port"
-
-cargo build --release --quiet --bin mirror --example seed
-target=${CARGO_TARGET_DIR:-target}/release
 "$target/examples/seed" --registry "http://127.0.0.1:$mcr_port" --scale "$SCALE" >"$work/images.txt"
 
 cat >"$work/mirror.yaml" <<YAML
@@ -58,9 +97,8 @@ images:
 $(awk '{print "  - " $1}' "$work/images.txt")
 YAML
 
-mirror() { "$target/mirror" -c "$work/mirror.yaml" "$@"; }
-echo "== mirror plan"; mirror plan || true
-echo "== mirror sync"; mirror sync --report-json "$work/report.json"
-echo "== mirror sync (again: nothing to do)"; mirror sync
-echo "== mirror verify"; mirror verify | tail -1
+echo "== mirror plan"; mirror plan -c "$work/mirror.yaml" || true
+echo "== mirror sync"; mirror sync -c "$work/mirror.yaml" --report-json "$work/report.json"
+echo "== mirror sync (again: nothing to do)"; mirror sync -c "$work/mirror.yaml"
+echo "== mirror verify"; mirror verify -c "$work/mirror.yaml" | tail -1
 echo "== done; the JSON report of the first sync was $work/report.json (removed on exit)"
