@@ -45,7 +45,7 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
         fresh_target: false,
         bytes: Default::default(),
     };
-    let registries = Registries::from_config(&cfg)?;
+    let registries = Registries::from_config(&cfg)?.with_entra(std::sync::Arc::new(crate::azure::EntraSignIn));
     let ctx = transfer::Context::from_config(&cfg.transfer);
     let started = std::time::Instant::now();
     if args.warm {

@@ -99,7 +99,7 @@ fn index_policy(cfg: &crate::config::Config) -> IndexPolicy {
 pub async fn plan(cli: &super::Cli, args: &PlanArgs) -> anyhow::Result<u8> {
     let (cfg, wanted) = image_set(cli, args.shard)?;
     let started = (SystemTime::now(), Instant::now());
-    let registries = Registries::from_config(&cfg)?;
+    let registries = Registries::from_config(&cfg)?.with_entra(std::sync::Arc::new(crate::azure::EntraSignIn));
     let p = plan::plan(
         &registries,
         &wanted,
@@ -125,7 +125,7 @@ pub async fn verify(cli: &super::Cli, args: &VerifyArgs) -> anyhow::Result<u8> {
 async fn verify_run(cli: &super::Cli, args: &VerifyArgs, out: &mut Option<Report>) -> anyhow::Result<u8> {
     let (cfg, wanted) = image_set(cli, args.shard)?;
     let started = (SystemTime::now(), Instant::now());
-    let registries = Registries::from_config(&cfg)?;
+    let registries = Registries::from_config(&cfg)?.with_entra(std::sync::Arc::new(crate::azure::EntraSignIn));
     let p = plan::plan(
         &registries,
         &wanted,
@@ -346,7 +346,7 @@ async fn sync_locked(
     args: &SyncArgs,
     out: &mut Option<Report>,
 ) -> anyhow::Result<u8> {
-    let registries = Registries::from_config(&cfg)?;
+    let registries = Registries::from_config(&cfg)?.with_entra(std::sync::Arc::new(crate::azure::EntraSignIn));
     let policy = index_policy(&cfg);
     let p = plan::plan(
         &registries,

@@ -37,11 +37,21 @@ impl Registry {
         }
         let resp = self.expect(&Method::HEAD, &url, resp, &[200]).await?;
         let h = resp.headers();
-        let media_type =
-            h.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim();
+        let media_type = h
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
         let size = h.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        match h.get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| Digest::parse(v).ok()) {
-            Some(digest) => Ok(Some(ManifestHead { digest, media_type: media_type.to_string(), size })),
+        let digest = h.get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| Digest::parse(v).ok());
+        // The answer goes before asking again: it holds a request permit until dropped.
+        drop(resp);
+        match digest {
+            Some(digest) => Ok(Some(ManifestHead { digest, media_type, size })),
             None => {
                 let m = self.get_manifest(repo, reference).await?;
                 Ok(Some(ManifestHead { size: Some(m.bytes.len() as u64), digest: m.digest, media_type: m.media_type }))
@@ -56,7 +66,7 @@ impl Registry {
         let req = Request::new(Method::GET, url.clone(), vec![Scope::pull(repo)]).header(ACCEPT, ACCEPT_MANIFESTS);
         let resp = self.send(req).await?;
         let resp = self.expect(&Method::GET, &url, resp, &[200]).await?;
-        let display = format!("{}/{repo}:{reference}", self.host);
+        let display = format!("{}/{repo}:{reference}", crate::sanitize::short(&self.host));
         if let Some(len) = resp.content_length()
             && len > MAX_MANIFEST_BYTES
         {
