@@ -36,8 +36,14 @@ fn registry(dir: &Path, url: &str, extra: &str) -> std::sync::Arc<Registry> {
 
 /// Runs `mirror copy SRC DST` with a config holding an open source `src.test` and `target`.
 async fn copy(dir: &Path, source_url: &str, target_url: &str, extra: &str, src: &str, dst: &str) -> Output {
+    mirror(dir, source_url, target_url, extra, "", &["copy", src, dst]).await
+}
+
+/// Runs `mirror ARGS…` with a config holding an open source `src.test`, `hostile.test` at
+/// `target_url` (with `extra` keys) and `rest` (top-level keys).
+async fn mirror(dir: &Path, source_url: &str, target_url: &str, extra: &str, rest: &str, args: &[&str]) -> Output {
     let cfg = format!(
-        "{}  - host: src.test\n    endpoint: {source_url}\n    auth: {{type: anonymous}}\n",
+        "{}  - host: src.test\n    endpoint: {source_url}\n    auth: {{type: anonymous}}\n{rest}",
         config(dir, target_url, extra)
     );
     let path = dir.join("mirror.yaml");
@@ -47,7 +53,7 @@ async fn copy(dir: &Path, source_url: &str, target_url: &str, extra: &str, src: 
     tokio::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
         .arg("-c")
         .arg(&path)
-        .args(["copy", src, dst])
+        .args(args)
         .env("DOCKER_CONFIG", &docker)
         .env("MIRROR_LOG", "info")
         .output()
@@ -169,6 +175,22 @@ async fn a_silent_registry_fails_in_bounded_time() {
     assert!(text.contains("hostile.test") && text.contains("responseTimeoutSeconds"), "{text}");
     let again = r.list_tags("other").await.unwrap_err().to_string();
     assert!(again.contains("given up for this run"), "{again}");
+}
+
+/// `mirror plan` against a target that never answers ends (it used to hang past 300 s) with
+/// an error naming the registry and the setting to change.
+#[tokio::test]
+async fn plan_against_a_silent_target_ends_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = TestRegistry::anonymous().await;
+    Seeder::new(&source.url(), 6).push_random_image("app", "1", Format::Oci, &[100]).await;
+    let silent = Silent::start().await;
+    let rest = "target: hostile.test\nmappings:\n  - source: \"*\"\n    target: mirror\n    mode: copy\nimages:\n  - src.test/app:1\n";
+    let timeouts = "    responseTimeoutSeconds: 1\n    connectTimeoutSeconds: 1\n";
+    let out = mirror(dir.path(), &source.url(), &silent.url(), timeouts, rest, &["plan"]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hostile.test") && stderr.contains("responseTimeoutSeconds"), "{}", text(&out));
 }
 
 /// A body that drips slower than the idle timeout fails with a message naming the setting.
