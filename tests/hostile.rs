@@ -204,6 +204,19 @@ async fn a_slow_drip_fails_on_the_idle_timeout() {
     assert!(matches!(e, RegistryError::Body { .. }) && e.to_string().contains("idleTimeoutSeconds"), "{e}");
 }
 
+/// A body that drips just fast enough never to be idle is still bounded: a manifest (read
+/// whole) must arrive within the response timeout of its headers.
+#[tokio::test]
+async fn a_fast_drip_fails_on_the_response_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, elsewhere) = (TestRegistry::anonymous().await, Elsewhere::start().await);
+    let hostile =
+        Hostile::start(Mode::SlowDrip(std::time::Duration::from_millis(200)), &upstream.url(), &elsewhere).await;
+    let r = registry(dir.path(), &hostile.url(), "    idleTimeoutSeconds: 1\n    responseTimeoutSeconds: 2\n");
+    let e = r.get_manifest("app", "1").await.unwrap_err();
+    assert!(matches!(e, RegistryError::Body { .. }) && e.to_string().contains("responseTimeoutSeconds"), "{e}");
+}
+
 /// Escape sequences, line breaks and bidi overrides in a registry's error reach neither the
 /// error text nor the output of a run.
 #[tokio::test]

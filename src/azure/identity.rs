@@ -21,7 +21,7 @@ use base64::Engine;
 use serde::Deserialize;
 use url::Url;
 
-use crate::registry::transport::limits::{SMALL_BODY, read_within};
+use crate::registry::transport::limits::{ReadError, SMALL_BODY, read_within};
 use crate::registry::transport::retry::{Cause, Retry, retry_after, retryable_status};
 
 /// How long one exchange (request and answer) may take.
@@ -267,14 +267,16 @@ pub async fn exchange_for_refresh_token(
             let resp = http.post(exchange_url.clone()).form(&form).send().await?;
             let status = resp.status();
             let wait = retry_after(resp.headers());
-            Ok::<_, reqwest::Error>((status, wait, read_within(resp, SMALL_BODY).await?))
+            Ok::<_, reqwest::Error>((status, wait, read_within(resp, SMALL_BODY, EXCHANGE_TIMEOUT).await))
         })
         .await;
         let cause = match attempt {
             Ok(Ok((status, wait, _))) if retryable_status(status.as_u16()) => Cause::Status(status.as_u16(), wait),
             Ok(Ok((status, _, Ok(body)))) => break (status, body),
-            Ok(Ok((_, _, Err(_)))) => return Err(err("the answer is over 1 MiB; cut there and refused".into())),
-            Ok(Err(_)) => Cause::Connection,
+            Ok(Ok((_, _, Err(ReadError::TooLarge(_))))) => {
+                return Err(err("the answer is over 1 MiB; cut there and refused".into()));
+            }
+            Ok(Ok((_, _, Err(_)))) | Ok(Err(_)) => Cause::Connection,
             Err(_) => Cause::Timeout,
         };
         match retry.next(cause) {

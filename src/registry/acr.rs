@@ -210,7 +210,7 @@ impl Registry {
                 .is_some_and(|c| c.contains("json"));
             if status == 404 {
                 // ACR answers an unknown repository with a JSON error; anything else has no such API.
-                let body = limits::read_capped(resp, limits::SMALL_BODY).await.bytes;
+                let body = limits::read_capped(resp, limits::SMALL_BODY, self.transport.timeouts.response).await.bytes;
                 let (code, _) = parse_error_body(&body);
                 return Ok(match code.as_deref() {
                     Some("NAME_UNKNOWN") | Some("REPOSITORY_NOT_FOUND") if is_json => Some(pages),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tokio::sync::Mutex;
 
-use super::error::{RegistryError, describe_reqwest_error, display_url};
+use super::error::{RegistryError, display_url};
 use super::transport::origin::Origin;
 use super::transport::{Attempt, Transport, limits};
 
@@ -395,7 +395,7 @@ impl Authenticator {
         let resp = transport.round_trip(&method, &realm_url, true, &mut make).await?;
         let status = resp.status();
         if !status.is_success() {
-            let body = limits::read_capped(resp, limits::SMALL_BODY).await;
+            let body = limits::read_capped(resp, limits::SMALL_BODY, transport.timeouts.response).await;
             let (_, message) = super::error::parse_error_body(&body.bytes);
             let message = format!("{message}{}", body.note());
             if status.as_u16() == 401 || status.as_u16() == 403 {
@@ -412,10 +412,12 @@ impl Authenticator {
             }
             return Err(token_err(format!("HTTP {status}: {message}")));
         }
-        let body = match limits::read_within(resp, limits::SMALL_BODY).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(_)) => return Err(token_err("the answer is over 1 MiB; cut there and refused".into())),
-            Err(e) => return Err(token_err(format!("reading the answer failed: {}", describe_reqwest_error(&e)))),
+        let body = match limits::read_within(resp, limits::SMALL_BODY, transport.timeouts.response).await {
+            Ok(body) => body,
+            Err(limits::ReadError::TooLarge(_)) => {
+                return Err(token_err("the answer is over 1 MiB; cut there and refused".into()));
+            }
+            Err(e) => return Err(token_err(format!("reading the answer failed: {e}"))),
         };
         parse_token(&body).map_err(token_err)
     }

@@ -1,10 +1,10 @@
 //! `HEAD`/`GET`/`PUT /v2/<name>/manifests/<reference>`, keeping the exact bytes.
 
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use bytes::Bytes;
 use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 
+use super::transport::limits::ReadError;
 use super::{Body, Registry, RegistryError, Request, Scope};
 use crate::digest::{Digest, verify_bytes};
 use crate::manifest::{ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, Manifest};
@@ -126,28 +126,19 @@ impl Registry {
     }
 }
 
-/// Reads a body, failing as soon as it grows past `limit`.
+/// Reads a manifest-sized body, failing as soon as it grows past `limit` or takes longer than
+/// the registry's response timeout.
 pub(crate) async fn read_limited(
     registry: &Registry,
     resp: reqwest::Response,
     limit: u64,
     what: &str,
 ) -> Result<Bytes, RegistryError> {
-    let mut out = BytesMut::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::Body {
-            registry: registry.host.clone(),
-            message: super::error::describe_reqwest_error(&e),
-        })?;
-        if out.len() as u64 + chunk.len() as u64 > limit {
-            return Err(RegistryError::ManifestTooLarge {
-                reference: what.to_string(),
-                size: out.len() as u64 + chunk.len() as u64,
-                limit,
-            });
+    let within = registry.transport.timeouts.response;
+    super::transport::limits::read_within(resp, limit as usize, within).await.map_err(|e| match e {
+        ReadError::TooLarge(_) => {
+            RegistryError::ManifestTooLarge { reference: what.to_string(), size: limit + 1, limit }
         }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out.freeze())
+        e => RegistryError::Body { registry: registry.host.clone(), message: format!("{what}: {e}") },
+    })
 }

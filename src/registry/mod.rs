@@ -266,7 +266,7 @@ impl Registry {
                     continue;
                 }
             }
-            let body = limits::read_capped(resp, limits::SMALL_BODY).await;
+            let body = limits::read_capped(resp, limits::SMALL_BODY, self.transport.timeouts.response).await;
             let (_, message) = parse_error_body(&body.bytes);
             return Err(RegistryError::Unauthorized {
                 registry: self.host.clone(),
@@ -304,7 +304,7 @@ impl Registry {
     pub async fn status_error(&self, method: &Method, url: &Url, resp: reqwest::Response) -> RegistryError {
         let status = resp.status().as_u16();
         let retry_after = retry_after(resp.headers());
-        let body = limits::read_capped(resp, limits::SMALL_BODY).await;
+        let body = limits::read_capped(resp, limits::SMALL_BODY, self.transport.timeouts.response).await;
         let (code, message) = parse_error_body(&body.bytes);
         RegistryError::status_error(crate::registry::error::StatusError {
             registry: self.host.clone(),
@@ -326,17 +326,16 @@ impl Registry {
         read: &mut usize,
     ) -> Result<Bytes, RegistryError> {
         let left = limits::LISTING_TOTAL.saturating_sub(*read).min(limits::LISTING_PAGE);
-        let page = limits::read_within(resp, left).await.map_err(|e| RegistryError::Body {
-            registry: self.host.clone(),
-            message: format!("{what}: {}", error::describe_reqwest_error(&e)),
-        })?;
-        let page = page.map_err(|_| RegistryError::Protocol {
-            registry: self.host.clone(),
-            message: format!(
-                "{what} is too large: a page is limited to {} MiB and a whole listing to {} MiB",
-                limits::LISTING_PAGE >> 20,
-                limits::LISTING_TOTAL >> 20
-            ),
+        let page = limits::read_within(resp, left, self.transport.timeouts.response).await.map_err(|e| match e {
+            limits::ReadError::TooLarge(_) => RegistryError::Protocol {
+                registry: self.host.clone(),
+                message: format!(
+                    "{what} is too large: a page is limited to {} MiB and a whole listing to {} MiB",
+                    limits::LISTING_PAGE >> 20,
+                    limits::LISTING_TOTAL >> 20
+                ),
+            },
+            e => RegistryError::Body { registry: self.host.clone(), message: format!("{what}: {e}") },
         })?;
         *read += page.len();
         Ok(page)
