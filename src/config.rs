@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::azure::CredentialKind;
 use crate::manifest::PlatformFilter;
 use crate::transfer::IndexPolicy;
 
@@ -72,7 +71,7 @@ pub struct BlobConfig {
     pub client_secret_env: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RegistryConfig {
     /// The name references use (`mcr.microsoft.com`).
@@ -88,6 +87,64 @@ pub struct RegistryConfig {
     /// At most this many requests in flight to this registry at once.
     #[serde(default)]
     pub max_concurrent_requests: Option<usize>,
+    /// Seconds to open a connection (TCP and TLS). Default 10.
+    #[serde(default)]
+    pub connect_timeout_seconds: Option<u64>,
+    /// Seconds to wait for the response headers once the request is sent. Default 45: with
+    /// one retry after a timeout, a registry that accepts connections and never answers fails
+    /// the run in about a minute and a half.
+    #[serde(default)]
+    pub response_timeout_seconds: Option<u64>,
+    /// Seconds without a byte, in either direction, before a body transfer is given up. Default 30.
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<u64>,
+    /// PEM file of certificate authorities trusted for this registry besides the system's
+    /// (a private CA). Relative to the current directory.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any TLS certificate from this registry. Warned about on every run.
+    #[serde(default)]
+    pub insecure_skip_tls_verify: bool,
+}
+
+/// Default of `connectTimeoutSeconds`.
+pub const DEFAULT_CONNECT_TIMEOUT_SECONDS: u64 = 10;
+/// Default of `responseTimeoutSeconds`.
+pub const DEFAULT_RESPONSE_TIMEOUT_SECONDS: u64 = 45;
+/// Default of `idleTimeoutSeconds`.
+pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 30;
+
+impl RegistryConfig {
+    /// The endpoint as a registry root URL (ending in `/`), `None` when the host is reached
+    /// directly. Refused: anything but http/https, and user info — a password in a URL would be
+    /// half used and echoed in errors, so the error never repeats the endpoint when it has one.
+    pub fn endpoint_url(&self) -> Result<Option<url::Url>, String> {
+        let Some(text) = &self.endpoint else { return Ok(None) };
+        let shown =
+            if text.contains('@') { "(not shown: it holds user info)".to_string() } else { format!("{text:?}") };
+        let with_slash = if text.ends_with('/') { text.clone() } else { format!("{text}/") };
+        let url = url::Url::parse(&with_slash).map_err(|e| format!("bad endpoint {shown}: {e}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "endpoint has user info (user:password@); name the credentials under auth: instead (endpoint not shown)"
+                    .into(),
+            );
+        }
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(format!("endpoint {shown} must be http:// or https://"));
+        }
+        Ok(Some(url))
+    }
+
+    /// `connectTimeoutSeconds`, `responseTimeoutSeconds` and `idleTimeoutSeconds` with their defaults.
+    pub fn timeouts(&self) -> [std::time::Duration; 3] {
+        let s = |v: Option<u64>, d: u64| std::time::Duration::from_secs(v.unwrap_or(d));
+        [
+            s(self.connect_timeout_seconds, DEFAULT_CONNECT_TIMEOUT_SECONDS),
+            s(self.response_timeout_seconds, DEFAULT_RESPONSE_TIMEOUT_SECONDS),
+            s(self.idle_timeout_seconds, DEFAULT_IDLE_TIMEOUT_SECONDS),
+        ]
+    }
 }
 
 /// How to sign in to a registry. Secrets come from the environment or a file, never from here.
@@ -131,11 +188,56 @@ pub enum AuthConfig {
     },
 }
 
+/// Which Entra credential signs in (`auth: {type: azure, credential: …}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialKind {
+    /// Workload identity if its token file is set, else managed identity if its endpoint is set,
+    /// else the Azure CLI if `az` is on PATH, else managed identity through IMDS.
+    #[default]
+    Auto,
+    /// AKS workload identity: `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
+    /// `AZURE_AUTHORITY_HOST`, as the webhook injects them.
+    WorkloadIdentity,
+    /// Managed identity: App Service style (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`) or IMDS.
+    ManagedIdentity,
+    /// Whoever is logged in to `az` (developer machines, pipelines after `az login`).
+    AzureCli,
+    /// A service principal with a client secret read from the environment variable `clientSecretEnv`.
+    ClientSecret,
+}
+
+impl std::fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CredentialKind::Auto => "auto",
+            CredentialKind::WorkloadIdentity => "workload-identity",
+            CredentialKind::ManagedIdentity => "managed-identity",
+            CredentialKind::AzureCli => "azure-cli",
+            CredentialKind::ClientSecret => "client-secret",
+        })
+    }
+}
+
+/// Everything needed to build an Entra credential. Holds no secret: the client secret is named
+/// by its environment variable and read only when the credential is built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignIn {
+    pub credential: CredentialKind,
+    /// Entra tenant. Also sent to `/oauth2/exchange` (optional there).
+    pub tenant_id: Option<String>,
+    /// Application (client) ID: the service principal, the workload identity's app, or a
+    /// user-assigned managed identity.
+    pub client_id: Option<String>,
+    /// Environment variable holding the client secret (`client-secret` only).
+    pub client_secret_env: Option<String>,
+}
+
 impl AuthConfig {
     /// The Entra sign-in an `azure` auth section describes; `None` for the other kinds.
-    pub fn azure_sign_in(&self) -> Option<crate::azure::SignIn> {
+    pub fn azure_sign_in(&self) -> Option<SignIn> {
         match self {
-            AuthConfig::Azure { credential, tenant_id, client_id, client_secret_env } => Some(crate::azure::SignIn {
+            AuthConfig::Azure { credential, tenant_id, client_id, client_secret_env } => Some(SignIn {
                 credential: *credential,
                 tenant_id: tenant_id.clone(),
                 client_id: client_id.clone(),
@@ -277,11 +379,14 @@ impl Config {
 
     fn validate(&self) -> Result<(), String> {
         for r in &self.registries {
-            if let Some(ep) = &r.endpoint {
-                let url = url::Url::parse(ep).map_err(|e| format!("registry {}: bad endpoint {ep:?}: {e}", r.host))?;
-                if url.scheme() != "http" && url.scheme() != "https" {
-                    return Err(format!("registry {}: endpoint {ep:?} must be http:// or https://", r.host));
-                }
+            r.endpoint_url().map_err(|m| format!("registry {}: {m}", r.host))?;
+            let timeouts = [
+                ("connectTimeoutSeconds", r.connect_timeout_seconds),
+                ("responseTimeoutSeconds", r.response_timeout_seconds),
+                ("idleTimeoutSeconds", r.idle_timeout_seconds),
+            ];
+            if let Some((key, _)) = timeouts.iter().find(|(_, v)| *v == Some(0)) {
+                return Err(format!("registry {}: {key} must be at least 1", r.host));
             }
             if let Some(AuthConfig::Basic { password_env: None, password_file: None, .. }) = &r.auth {
                 return Err(format!("registry {}: basic auth needs passwordEnv or passwordFile", r.host));
@@ -359,6 +464,30 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(&cfg.registries[0].auth, Some(AuthConfig::Basic { username, .. }) if username == "mirror"));
+    }
+
+    /// The transport keys parse with their defaults; a zero timeout and an endpoint with user
+    /// info are refused, the latter without repeating the secret.
+    #[test]
+    fn transport_keys_parse_and_userinfo_is_refused() {
+        let cfg = Config::parse(
+            "registries:\n  - host: a.io\n    endpoint: https://a.example\n    caFile: ca.pem\n    insecureSkipTlsVerify: true\n    idleTimeoutSeconds: 5\n",
+            Path::new("m.yaml"),
+        )
+        .unwrap();
+        let r = &cfg.registries[0];
+        assert!(r.insecure_skip_tls_verify && r.ca_file.is_some());
+        let [c, resp, idle] = r.timeouts();
+        assert_eq!((c.as_secs(), resp.as_secs(), idle.as_secs()), (10, 45, 5));
+        let e = Config::parse("registries:\n  - host: a.io\n    connectTimeoutSeconds: 0\n", Path::new("m.yaml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("connectTimeoutSeconds"), "{e}");
+        for ep in ["https://bob:hunter2@a.example", "https://bob:hunter2@a.example:badport"] {
+            let e = Config::parse(&format!("registries:\n  - host: a.io\n    endpoint: {ep}\n"), Path::new("m.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("hunter2") && e.contains("user info") && e.contains("a.io"), "{e}");
+        }
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl World {
 
     fn registries(&self, auth: &str) -> Registries {
         let cfg = Config::parse(&self.config(auth), Path::new("mirror.yaml")).unwrap();
-        Registries::from_config(&cfg).unwrap()
+        Registries::from_config(&cfg).unwrap().with_entra(Arc::new(acr_mirror::azure::EntraSignIn))
     }
 
     /// Runs `mirror -c CONFIG ARGS…` with the stand-in `az` on the child's PATH only.

@@ -1,17 +1,26 @@
 //! The registry client as a library, against a real registry: the operations that the
-//! end-to-end tests cannot force, such as a refused mount's 202 fallback.
+//! end-to-end tests cannot force, such as a refused mount's 202 fallback, and the transport's
+//! TLS trust (`caFile`, `insecureSkipTlsVerify`) and request slots. Every registry here is
+//! configured `anonymous`, so no developer's Docker config is read.
 
 mod support;
+#[path = "support_azure/tls.rs"]
+#[allow(dead_code)]
+mod tls;
 
 use acr_mirror::config::Config;
 use acr_mirror::registry::Registries;
 use acr_mirror::registry::uploads::Started;
 use support::{Seeder, TestRegistry};
 
+/// `reg.test` at `url`, anonymous (so no Docker config is read), with `extra` keys.
+fn registries_with(url: &str, extra: &str) -> Registries {
+    let yaml = format!("registries:\n  - host: reg.test\n    endpoint: {url}\n    auth: {{type: anonymous}}\n{extra}");
+    Registries::from_config(&Config::parse(&yaml, "t.yaml".as_ref()).unwrap()).unwrap()
+}
+
 fn registries(url: &str) -> Registries {
-    let cfg =
-        Config::parse(&format!("registries:\n  - host: reg.test\n    endpoint: {url}\n"), "t.yaml".as_ref()).unwrap();
-    Registries::from_config(&cfg).unwrap()
+    registries_with(url, "")
 }
 
 /// A mount from a repository that does not hold the blob is answered 202 with an upload
@@ -48,4 +57,55 @@ async fn cancelled_sessions_are_gone() {
     r.cancel_upload(&session).await;
     let err = r.upload_status(&session).await.unwrap_err();
     assert_eq!(err.status(), Some(404), "{err}");
+}
+
+/// A registry whose certificate a private CA signed is refused by default, reached with that CA
+/// as `caFile`, and reached with `insecureSkipTlsVerify` (which accepts any certificate).
+#[tokio::test]
+async fn private_cas_are_trusted_only_when_configured() {
+    use axum::routing::get;
+    let tls = tls::TestTls::new();
+    let router = axum::Router::new()
+        .route("/v2/", get(|| async { "{}" }))
+        .route("/v2/app/tags/list", get(|| async { axum::Json(serde_json::json!({"name": "app", "tags": ["1"]})) }));
+    let url = tls.serve(router).await;
+    let e = registries(&url).get("reg.test").unwrap().list_tags("app").await.unwrap_err();
+    assert!(matches!(e, acr_mirror::registry::RegistryError::Connect { .. }), "untrusted by default: {e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let r = registries_with(&url, &format!("    caFile: {}\n", ca.display())).get("reg.test").unwrap();
+    assert_eq!(r.list_tags("app").await.unwrap(), ["1"]);
+    let r = registries_with(&url, "    insecureSkipTlsVerify: true\n").get("reg.test").unwrap();
+    assert_eq!(r.list_tags("app").await.unwrap(), ["1"]);
+    let e = registries_with(&url, &format!("    caFile: {}\n", dir.path().join("missing.pem").display()))
+        .get("reg.test")
+        .unwrap_err();
+    assert!(e.to_string().contains("caFile"), "{e}");
+}
+
+/// With one request slot, a request waiting out a `Retry-After` holds no slot: another request
+/// to the same registry completes meanwhile, and both succeed.
+#[tokio::test]
+async fn a_retry_sleeps_without_its_request_slot() {
+    let reg = TestRegistry::anonymous().await;
+    Seeder::new(&reg.url(), 32).push_random_image("app", "1", support::Format::Oci, &[100]).await;
+    let front = support::FaultProxy::start(&reg.url()).await;
+    let r = registries_with(&front.url(), "    maxConcurrentRequests: 1\n").get("reg.test").unwrap();
+    r.list_tags("app").await.unwrap(); // the ping, out of the way
+    front.fail_with("GET", "/tags/list", 1, 429, Some(3));
+    let throttled = r.list_tags("app");
+    let other = async {
+        // Starts once the throttled request has had its 429.
+        while front.count("GET", "/tags/list") < 2 {
+            tokio::task::yield_now().await;
+        }
+        let head = r.head_manifest("app", "1").await.unwrap();
+        (head, front.count("GET", "/tags/list"))
+    };
+    let (tags, (head, lists_when_done)) = tokio::join!(throttled, other);
+    assert_eq!(tags.unwrap(), ["1"]);
+    assert!(head.is_some());
+    assert_eq!(lists_when_done, 2, "the other request finished while the throttled one was waiting");
 }

@@ -6,7 +6,6 @@ use super::{
     unless_stopped, wanted,
 };
 use crate::plan::{self, PlanOptions, Status};
-use crate::registry::Registries;
 use crate::report::Report;
 
 /// What `sync` would do, without writing.
@@ -33,7 +32,7 @@ async fn examine(
     started: Started,
 ) -> Result<RunOutcome, AppError> {
     let wanted = wanted(file, req.shard)?;
-    let registries = Registries::from_config(&file.config)?;
+    let registries = super::registries(&file.config)?;
     let opts = PlanOptions {
         index_policy: file.config.index_policy.unwrap_or_default(),
         deep,

@@ -139,6 +139,12 @@ pub fn resolve(file: &ConfigFile) -> Result<Resolved, AppError> {
 }
 
 /// The images a run works on: the image set, narrowed to `shard`.
+/// The registries of a config, with Entra ID sign-in plugged in for `auth: {type: azure}`
+/// (the registry layer defines the sign-in trait; azure implements it).
+pub fn registries(cfg: &Config) -> Result<crate::registry::Registries, RegistryError> {
+    Ok(crate::registry::Registries::from_config(cfg)?.with_entra(std::sync::Arc::new(crate::azure::EntraSignIn)))
+}
+
 fn wanted(file: &ConfigFile, shard: Option<Shard>) -> Result<Vec<Wanted>, AppError> {
     let wanted: Vec<Wanted> = resolve(file)?
         .images

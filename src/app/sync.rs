@@ -7,7 +7,6 @@ use std::sync::Arc;
 use super::{AppError, ConfigFile, Ending, RunOutcome, Started, SyncRequest, records, stopped_before_plan};
 use super::{unless_stopped, wanted};
 use crate::plan::{self, Plan, PlanOptions, Status};
-use crate::registry::Registries;
 use crate::report::Report;
 use crate::transfer::pipeline::{self, Observer, RunOptions};
 use crate::transfer::{self, Context};
@@ -48,7 +47,7 @@ async fn transfer_all(
     started: Started,
 ) -> Result<RunOutcome, AppError> {
     let cfg = &file.config;
-    let registries = Registries::from_config(cfg)?;
+    let registries = super::registries(cfg)?;
     let policy = cfg.index_policy.unwrap_or_default();
     let opts = PlanOptions { index_policy: policy, deep: req.deep, referrers: req.run.referrers, skip_bytes: true };
     let Some(p) = unless_stopped(&req.run.stop, plan::plan(&registries, &wanted, &opts)).await else {

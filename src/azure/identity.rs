@@ -22,6 +22,14 @@ use base64::Engine;
 use serde::Deserialize;
 use url::Url;
 
+use crate::registry::transport::limits::{ReadError, SMALL_BODY, read_within};
+use crate::registry::transport::retry::{Cause, Retry, retry_after, retryable_status};
+
+/// How long one exchange (request and answer) may take.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retries of an exchange that met throttling, a server error or a broken connection.
+const EXCHANGE_RETRIES: u32 = 4;
+
 /// The Entra scope for ACR's data plane. ARM-scoped tokens also work unless the registry disabled
 /// authentication-as-arm, so the narrower ACR audience is the one that always works.
 pub const ACR_SCOPE: &str = "https://containerregistry.azure.net/.default";
@@ -33,50 +41,7 @@ pub const DEFAULT_RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Used when an ACR refresh token carries no readable `exp`: renew well before the documented 3 h.
 const FALLBACK_LIFETIME: Duration = Duration::from_secs(60 * 60);
 
-/// Which Entra credential signs in (`auth: {type: azure, credential: …}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CredentialKind {
-    /// Workload identity if its token file is set, else managed identity if its endpoint is set,
-    /// else the Azure CLI if `az` is on PATH, else managed identity through IMDS.
-    #[default]
-    Auto,
-    /// AKS workload identity: `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
-    /// `AZURE_AUTHORITY_HOST`, as the webhook injects them.
-    WorkloadIdentity,
-    /// Managed identity: App Service style (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`) or IMDS.
-    ManagedIdentity,
-    /// Whoever is logged in to `az` (developer machines, pipelines after `az login`).
-    AzureCli,
-    /// A service principal with a client secret read from the environment variable `clientSecretEnv`.
-    ClientSecret,
-}
-
-impl fmt::Display for CredentialKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CredentialKind::Auto => "auto",
-            CredentialKind::WorkloadIdentity => "workload-identity",
-            CredentialKind::ManagedIdentity => "managed-identity",
-            CredentialKind::AzureCli => "azure-cli",
-            CredentialKind::ClientSecret => "client-secret",
-        })
-    }
-}
-
-/// Everything needed to build an Entra credential. Holds no secret: the client secret is named
-/// by its environment variable and read only when the credential is built.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SignIn {
-    pub credential: CredentialKind,
-    /// Entra tenant. Also sent to `/oauth2/exchange` (optional there).
-    pub tenant_id: Option<String>,
-    /// Application (client) ID: the service principal, the workload identity's app, or a
-    /// user-assigned managed identity.
-    pub client_id: Option<String>,
-    /// Environment variable holding the client secret (`client-secret` only).
-    pub client_secret_env: Option<String>,
-}
+pub use crate::config::{CredentialKind, SignIn};
 
 /// A sign-in or exchange that failed. Messages say what was tried and never contain a token or
 /// secret.
@@ -92,6 +57,8 @@ pub enum AzureAuthError {
     Exchange { url: Url, message: String },
     #[error("registry realm {realm} does not end in /oauth2/token, so it is not ACR's token service")]
     NotAcrRealm { realm: Url },
+    #[error("registry realm {realm} is not on the registry's host {registry}: the Entra token is exchanged only there")]
+    ForeignRealm { realm: Url, registry: String },
 }
 
 /// The Entra credential chosen for a registry (or for Blob Storage), and which kind it is.
@@ -296,14 +263,37 @@ pub async fn exchange_for_refresh_token(
     }
     form.push(("access_token", entra_token));
     let err = |message: String| AzureAuthError::Exchange { url: exchange_url.clone(), message };
-    let resp = http
-        .post(exchange_url.clone())
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| err(format!("request failed: {}", e.without_url())))?;
-    let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| err(format!("reading the response failed: {}", e.without_url())))?;
+    let mut retry = Retry::new(EXCHANGE_RETRIES);
+    let (status, body) = loop {
+        let attempt = tokio::time::timeout(EXCHANGE_TIMEOUT, async {
+            let resp = http.post(exchange_url.clone()).form(&form).send().await?;
+            let status = resp.status();
+            let wait = retry_after(resp.headers());
+            Ok::<_, reqwest::Error>((status, wait, read_within(resp, SMALL_BODY, EXCHANGE_TIMEOUT).await))
+        })
+        .await;
+        let cause = match attempt {
+            Ok(Ok((status, wait, _))) if retryable_status(status.as_u16()) => Cause::Status(status.as_u16(), wait),
+            Ok(Ok((status, _, Ok(body)))) => break (status, body),
+            Ok(Ok((_, _, Err(ReadError::TooLarge(_))))) => {
+                return Err(err("the answer is over 1 MiB; cut there and refused".into()));
+            }
+            Ok(Ok((_, _, Err(_)))) | Ok(Err(_)) => Cause::Connection,
+            Err(_) => Cause::Timeout,
+        };
+        match retry.next(cause) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => {
+                return Err(match cause {
+                    Cause::Status(status, _) => {
+                        AzureAuthError::ExchangeRefused { url: exchange_url.clone(), status, detail: String::new() }
+                    }
+                    Cause::Timeout => err(format!("no complete answer within {} s", EXCHANGE_TIMEOUT.as_secs())),
+                    Cause::Connection => err("request failed: the connection failed or broke".into()),
+                });
+            }
+        }
+    };
     if !status.is_success() {
         return Err(AzureAuthError::ExchangeRefused {
             url: exchange_url.clone(),
@@ -326,7 +316,7 @@ pub async fn exchange_for_refresh_token(
 /// into `": CODE: message"`; other bodies are not echoed, as they could hold anything.
 fn acr_error_detail(body: &[u8]) -> String {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return String::new() };
-    let s = |v: Option<&serde_json::Value>| v.and_then(|x| x.as_str()).unwrap_or("").to_string();
+    let s = |v: Option<&serde_json::Value>| crate::sanitize::short(v.and_then(|x| x.as_str()).unwrap_or(""));
     if let Some(e) = v.get("errors").and_then(|e| e.as_array()).and_then(|a| a.first()) {
         return format!(": {}: {}", s(e.get("code")), s(e.get("message")));
     }
@@ -346,6 +336,8 @@ pub struct AzureTokenSource {
     /// once the registry's challenge is known.
     target: std::sync::RwLock<ExchangeTarget>,
     tenant: Option<String>,
+    /// The registry's host: the only place the Entra token is exchanged.
+    home: String,
     renew_margin: Duration,
     cached: tokio::sync::Mutex<Option<AcrRefreshToken>>,
     invalidated: AtomicBool,
@@ -377,6 +369,7 @@ impl AzureTokenSource {
         AzureTokenSource {
             credential,
             http,
+            home: exchange_url.host_str().unwrap_or_default().to_ascii_lowercase(),
             target: std::sync::RwLock::new(ExchangeTarget { url: exchange_url, service: service.into() }),
             tenant,
             renew_margin: DEFAULT_RENEW_MARGIN,
@@ -413,8 +406,12 @@ impl AzureTokenSource {
     }
 
     /// Points the exchange at the realm and service of a challenge the registry sent. A change
-    /// drops the cached refresh token (it was issued for another service).
+    /// drops the cached refresh token (it was issued for another service). A realm on another
+    /// host is refused: the Entra token would be handed to whoever the challenge named.
     pub fn use_realm(&self, realm: &Url, service: &str) -> Result<(), AzureAuthError> {
+        if !realm.host_str().is_some_and(|h| h.eq_ignore_ascii_case(&self.home)) {
+            return Err(AzureAuthError::ForeignRealm { realm: realm.clone(), registry: self.home.clone() });
+        }
         let new = ExchangeTarget { url: exchange_url_from_realm(realm)?, service: service.to_string() };
         let mut target = self.target.write().unwrap_or_else(|p| p.into_inner());
         if *target != new {
@@ -475,6 +472,26 @@ impl AzureTokenSource {
     /// signs in again; call after the registry answered 401 to an access token made from it.
     pub fn invalidate(&self) {
         self.invalidated.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Entra ID sign-in for `auth: {type: azure}` registries, plugged into
+/// [`crate::registry::Registries::with_entra`]: the registry defines the trait, so the
+/// dependency points from here to the registry and not back.
+#[derive(Debug, Default)]
+pub struct EntraSignIn;
+
+impl crate::registry::auth::EntraSignIn for EntraSignIn {
+    fn token_source(
+        &self,
+        sign_in: &SignIn,
+        endpoint: &Url,
+        http: reqwest::Client,
+    ) -> Result<Arc<dyn crate::registry::auth::RefreshTokenSource>, String> {
+        let entra = build_credential(sign_in, None).map_err(|e| e.to_string())?;
+        let source = AzureTokenSource::for_registry(entra, http, endpoint, sign_in.tenant_id.clone())
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(source))
     }
 }
 
@@ -551,10 +568,15 @@ mod tests {
         let src = AzureTokenSource::for_registry(cred, reqwest::Client::new(), &reg, None).unwrap();
         let (url, service) = src.exchange_target();
         assert_eq!((url.as_str(), service.as_str()), ("https://myacr.azurecr.io/oauth2/exchange", "myacr.azurecr.io"));
-        src.use_realm(&Url::parse("http://127.0.0.1:9/oauth2/token").unwrap(), "test-registry").unwrap();
+        src.use_realm(&Url::parse("https://myacr.azurecr.io:8443/oauth2/token").unwrap(), "test-registry").unwrap();
         let (url, service) = src.exchange_target();
-        assert_eq!((url.as_str(), service.as_str()), ("http://127.0.0.1:9/oauth2/exchange", "test-registry"));
-        assert!(src.use_realm(&Url::parse("http://127.0.0.1:9/token").unwrap(), "x").is_err());
+        assert_eq!(
+            (url.as_str(), service.as_str()),
+            ("https://myacr.azurecr.io:8443/oauth2/exchange", "test-registry")
+        );
+        assert!(src.use_realm(&Url::parse("https://myacr.azurecr.io/token").unwrap(), "x").is_err());
+        let e = src.use_realm(&Url::parse("https://evil.example/oauth2/token").unwrap(), "x").unwrap_err();
+        assert!(matches!(e, AzureAuthError::ForeignRealm { .. }), "another host is refused: {e}");
     }
 
     #[test]

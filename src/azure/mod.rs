@@ -2,15 +2,19 @@
 //! exchanged for an ACR refresh token, renewed before it expires) and the nightly job's run
 //! records and single-run lock in Blob Storage.
 //!
-//! The registry token layer calls [`identity::AzureTokenSource::refresh_token`] whenever it needs
-//! an ACR access token (`grant_type=refresh_token` at the realm) and
-//! [`identity::AzureTokenSource::invalidate`] after a 401.
+//! Dependencies point one way: this module uses the registry client and the config, never the
+//! other way round. The registry defines the traits it needs (`registry::auth::EntraSignIn`,
+//! `registry::auth::RefreshTokenSource`) and [`EntraSignIn`] implements them; a caller plugs it in
+//! with `Registries::with_entra`. The registry's token layer then calls
+//! [`identity::AzureTokenSource::refresh_token`] whenever it needs an ACR access token
+//! (`grant_type=refresh_token` at the realm) and [`identity::AzureTokenSource::invalidate`] after
+//! a 401, and only for a realm on the registry's own host.
 
 pub mod identity;
 pub mod storage;
 
 pub use identity::{
-    ACR_SCOPE, AcrRefreshToken, AzureAuthError, AzureTokenSource, CredentialKind, EntraCredential, SignIn,
+    ACR_SCOPE, AcrRefreshToken, AzureAuthError, AzureTokenSource, CredentialKind, EntraCredential, EntraSignIn, SignIn,
     build_credential, exchange_for_refresh_token, exchange_url_from_realm,
 };
 pub use storage::{BlobLocation, LockHeld, RunLock, StorageError, upload_run_records};

@@ -7,7 +7,6 @@ use anyhow::Context as _;
 use crate::exit;
 use crate::manifest::PlatformFilter;
 use crate::reference::Reference;
-use crate::registry::Registries;
 use crate::transfer::{self, IndexPolicy, Options};
 
 #[derive(Debug, clap::Args)]
@@ -72,7 +71,7 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
         fresh_target: false,
         bytes: Default::default(),
     };
-    let registries = Registries::from_config(&cfg)?;
+    let registries = crate::app::registries(&cfg)?;
     let ctx = transfer::Context::from_config(&cfg.transfer);
     let started = std::time::Instant::now();
     let mut out = super::Stdout;

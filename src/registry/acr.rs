@@ -7,7 +7,8 @@
 //! - `GET /acr/v1/{repo}/_manifests` (`{"manifests":[{"digest","imageSize","mediaType",
 //!   "architecture","os","tags","references":[{"digest","architecture","os"}],…}]}`).
 //!
-//! All page with a `Link: <…>; rel="next"` header. `_manifests` is the one the plan uses: one
+//! All page with a `Link: <…>; rel="next"` header; as for tag lists, only a link's path and
+//! query are followed (on this registry), and pages are bounded in size and number. `_manifests` is the one the plan uses: one
 //! listing tells, per repository, which tag points at which digest *and* which manifests
 //! (including the untagged children of an index) exist, so a no-op plan asks nothing per image.
 //!
@@ -22,16 +23,15 @@ use reqwest::header::ACCEPT;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::error::{describe_reqwest_error, parse_error_body};
+use super::error::parse_error_body;
 use super::tags::next_link;
+use super::transport::limits::{self, LISTING_PAGES};
 use super::{Registry, RegistryError, Request, Scope};
 use crate::digest::Digest;
 use crate::manifest::ACCEPT_MANIFESTS;
 
 /// Page size asked for. ACR caps pages on its side; `Link` brings the rest.
 const PAGE: &str = "1000";
-/// A listing longer than this many pages is taken as a server that loops.
-const MAX_PAGES: usize = 10_000;
 
 /// The header ACR puts on a manifest answer while a cache rule still serves it from upstream.
 pub const AZURE_ORIGIN: &str = "x-azure-origin";
@@ -170,17 +170,19 @@ impl Registry {
         let mut url = self.v2("_catalog");
         url.query_pairs_mut().append_pair("n", PAGE);
         let mut out = Vec::new();
-        for _ in 0..MAX_PAGES {
+        let mut read = 0;
+        for _ in 0..LISTING_PAGES {
             let resp = self.send(Request::new(Method::GET, url.clone(), vec![Scope::catalog()])).await?;
             let resp = self.expect(&Method::GET, &url, resp, &[200]).await?;
             let next = next_link(resp.headers());
-            let page: Page = resp.json().await.map_err(|e| RegistryError::Protocol {
+            let body = self.read_page("catalog", resp, &mut read).await?;
+            let page: Page = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                 registry: self.host.clone(),
-                message: format!("catalog is not JSON: {}", describe_reqwest_error(&e)),
+                message: format!("catalog is not JSON: {}", crate::sanitize::short(&e.to_string())),
             })?;
             out.extend(page.repositories.unwrap_or_default());
             match next {
-                Some(link) => url = self.resolve_location(&link)?,
+                Some(link) => url = self.next_page(&url, &link)?,
                 None => return Ok(out),
             }
         }
@@ -199,7 +201,8 @@ impl Registry {
         let mut url = first;
         url.query_pairs_mut().append_pair("n", PAGE);
         let mut pages = Vec::new();
-        for _ in 0..MAX_PAGES {
+        let mut read = 0;
+        for _ in 0..LISTING_PAGES {
             let resp = self.send(Request::new(Method::GET, url.clone(), vec![scope.clone()])).await?;
             let status = resp.status().as_u16();
             let is_json = resp
@@ -209,7 +212,7 @@ impl Registry {
                 .is_some_and(|c| c.contains("json"));
             if status == 404 {
                 // ACR answers an unknown repository with a JSON error; anything else has no such API.
-                let body = resp.bytes().await.unwrap_or_default();
+                let body = limits::read_capped(resp, limits::SMALL_BODY, self.transport.timeouts.response).await.bytes;
                 let (code, _) = parse_error_body(&body);
                 return Ok(match code.as_deref() {
                     Some("NAME_UNKNOWN") | Some("REPOSITORY_NOT_FOUND") if is_json => Some(pages),
@@ -226,13 +229,14 @@ impl Registry {
                 return Err(self.status_error(&Method::GET, &url, resp).await);
             }
             let next = next_link(resp.headers());
-            let page: P = resp.json().await.map_err(|e| RegistryError::Protocol {
+            let body = self.read_page(what, resp, &mut read).await?;
+            let page: P = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                 registry: self.host.clone(),
-                message: format!("{what}: {}", describe_reqwest_error(&e)),
+                message: format!("{what}: {}", crate::sanitize::short(&e.to_string())),
             })?;
             pages.push(page);
             match next {
-                Some(link) => url = self.resolve_location(&link)?,
+                Some(link) => url = self.next_page(&url, &link)?,
                 None => return Ok(Some(pages)),
             }
         }

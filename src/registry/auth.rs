@@ -4,7 +4,15 @@
 //! `Basic realm=…` (send the password on every request) or `Bearer realm=…,service=…,scope=…`
 //! (fetch a token for the scopes at the realm). Tokens are cached per *set* of scopes, because
 //! one request can need several (a cross-repository mount needs `pull` on the source and
-//! `pull,push` on the target), and reused until shortly before they expire.
+//! `pull,push` on the target), and reused until shortly before they expire; an answer without a
+//! usable `expires_in` lives the protocol's default 60 s.
+//!
+//! Credentials are bound to the registry: `Registry::send` asks this layer only for requests to
+//! the registry's own origin. A realm named by the registry's challenge gets a password or
+//! refresh token over https (any host, as docker and containerd send them) or over plain http on
+//! the registry's own host only; an Entra-derived refresh token goes only to the registry's own
+//! host, where ACR serves `/oauth2/exchange` and `/oauth2/token`. Token fetches go through the
+//! same retries, timeouts and 1 MiB answer limit as every other request.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -14,7 +22,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tokio::sync::Mutex;
 
-use super::error::{RegistryError, describe_reqwest_error, display_url};
+use super::error::{RegistryError, display_url};
+use super::transport::origin::Origin;
+use super::transport::{Attempt, Transport, limits};
 
 /// The user name `docker login` stores when the password is really an identity (refresh) token,
 /// as ACR's `az acr login` does.
@@ -82,6 +92,20 @@ pub trait RefreshTokenSource: Send + Sync + fmt::Debug {
     ) -> futures::future::BoxFuture<'a, Result<Secret, RegistryError>>;
     /// The registry refused a token made from the current refresh token: get a new one next time.
     fn invalidate(&self);
+}
+
+/// Builds the renewable refresh-token source of an `auth: {type: azure}` registry (Entra ID
+/// sign-in, exchanged for ACR refresh tokens). Defined here and implemented by `crate::azure`,
+/// so the registry client does not depend on Azure.
+pub trait EntraSignIn: Send + Sync + fmt::Debug {
+    /// A source for the registry at `endpoint`, signing in as `sign_in` says, exchanging over
+    /// `http` (the registry's own client: its TLS trust and connect timeout).
+    fn token_source(
+        &self,
+        sign_in: &crate::config::SignIn,
+        endpoint: &url::Url,
+        http: reqwest::Client,
+    ) -> Result<Arc<dyn RefreshTokenSource>, String>;
 }
 
 /// What we present to a registry.
@@ -260,7 +284,7 @@ impl Authenticator {
     /// The `Authorization` header value for a request needing `scopes`, fetching a token if needed.
     pub async fn authorization(
         &self,
-        http: &reqwest::Client,
+        transport: &Transport,
         scopes: &[Scope],
     ) -> Result<Option<String>, RegistryError> {
         let scheme = self.scheme.lock().await.clone();
@@ -279,7 +303,7 @@ impl Authenticator {
                 if let Some(t) = self.cached(&key).await {
                     return Ok(Some(format!("Bearer {}", t.expose())));
                 }
-                let (token, ttl) = self.fetch_token(http, &realm, service.as_deref(), &key).await?;
+                let (token, ttl) = self.fetch_token(transport, &realm, service.as_deref(), &key).await?;
                 let expires = Instant::now() + ttl.saturating_sub(EXPIRY_MARGIN).max(Duration::from_secs(1));
                 self.tokens.lock().await.insert(key, CachedToken { token: token.clone(), expires });
                 Ok(Some(format!("Bearer {}", token.expose())))
@@ -292,16 +316,36 @@ impl Authenticator {
         tokens.get(key).filter(|t| t.expires > Instant::now()).map(|t| t.token.clone())
     }
 
+    /// Whether the credential may be presented at `realm` (see [`Origin`]'s rules); an
+    /// anonymous fetch may go anywhere the registry's challenge points.
+    fn check_realm(&self, origin: &Origin, realm: &url::Url) -> Result<(), String> {
+        let allowed = match &self.credential {
+            Credential::Anonymous => true,
+            Credential::Basic { .. } | Credential::RefreshToken(_) => origin.may_send_secret_to_realm(realm),
+            Credential::Dynamic(_) => origin.may_exchange_entra_token_at(realm),
+        };
+        if allowed {
+            return Ok(());
+        }
+        Err(match &self.credential {
+            Credential::Dynamic(_) => {
+                "the realm is not on the registry's own host, and an Entra ID token is exchanged only there; not sent"
+                    .into()
+            }
+            c => format!("the realm is on another host over plain http; {} credentials not sent", c.describe()),
+        })
+    }
+
     async fn fetch_token(
         &self,
-        http: &reqwest::Client,
+        transport: &Transport,
         realm: &str,
         service: Option<&str>,
         scopes: &BTreeSet<Scope>,
     ) -> Result<(Secret, Duration), RegistryError> {
         let realm_url = url::Url::parse(realm).map_err(|e| RegistryError::Token {
             registry: self.registry.clone(),
-            realm: realm.to_string(),
+            realm: crate::sanitize::short(realm),
             message: format!("bad realm URL: {e}"),
         })?;
         let token_err = |message: String| RegistryError::Token {
@@ -309,84 +353,100 @@ impl Authenticator {
             realm: display_url(&realm_url),
             message,
         };
+        self.check_realm(&transport.origin, &realm_url).map_err(token_err)?;
         let refresh = match &self.credential {
             Credential::RefreshToken(t) => Some(t.clone()),
             Credential::Dynamic(src) => Some(src.refresh_token(realm, service).await?),
             _ => None,
         };
-        let request = if let Some(refresh) = refresh {
-            // OAuth2 form (distribution's oauth.md, ACR's /oauth2/token): POST with a refresh token.
-            let mut form: Vec<(&str, String)> = vec![
-                ("grant_type", "refresh_token".to_string()),
-                ("refresh_token", refresh.expose().to_string()),
-                ("client_id", "acr-mirror".to_string()),
-            ];
-            if let Some(s) = service {
-                form.push(("service", s.to_string()));
-            }
-            for s in scopes {
-                form.push(("scope", s.0.clone()));
-            }
-            http.post(realm_url.clone()).form(&form)
-        } else {
-            // Docker's token protocol: GET with the scopes, Basic credentials when we have them.
-            let mut q: Vec<(&str, String)> = Vec::new();
-            if let Some(s) = service {
-                q.push(("service", s.to_string()));
-            }
-            for s in scopes {
-                q.push(("scope", s.0.clone()));
-            }
-            let mut req = http.get(realm_url.clone()).query(&q);
-            if let Credential::Basic { username, password } = &self.credential {
-                req = req.header(reqwest::header::AUTHORIZATION, basic_header(username, password));
-            }
-            req
+        let mut make = |http: &reqwest::Client| -> Attempt {
+            let request = if let Some(refresh) = &refresh {
+                // OAuth2 form (distribution's oauth.md, ACR's /oauth2/token): POST with a refresh token.
+                let mut form: Vec<(&str, String)> = vec![
+                    ("grant_type", "refresh_token".to_string()),
+                    ("refresh_token", refresh.expose().to_string()),
+                    ("client_id", "acr-mirror".to_string()),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s.to_string()));
+                }
+                for s in scopes {
+                    form.push(("scope", s.0.clone()));
+                }
+                http.post(realm_url.clone()).form(&form)
+            } else {
+                // Docker's token protocol: GET with the scopes, Basic credentials when we have them.
+                let mut q: Vec<(&str, String)> = Vec::new();
+                if let Some(s) = service {
+                    q.push(("service", s.to_string()));
+                }
+                for s in scopes {
+                    q.push(("scope", s.0.clone()));
+                }
+                let mut req = http.get(realm_url.clone()).query(&q);
+                if let Credential::Basic { username, password } = &self.credential {
+                    req = req.header(reqwest::header::AUTHORIZATION, basic_header(username, password));
+                }
+                req
+            };
+            (request, None)
         };
-        let resp =
-            request.send().await.map_err(|e| token_err(format!("request failed: {}", describe_reqwest_error(&e))))?;
+        let method = if refresh.is_some() { reqwest::Method::POST } else { reqwest::Method::GET };
+        let resp = transport.round_trip(&method, &realm_url, true, &mut make).await?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| token_err(format!("reading the answer failed: {}", describe_reqwest_error(&e))))?;
-        if status.as_u16() == 401 || status.as_u16() == 403 {
-            let scope = scopes.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join(" ");
-            let (_, message) = super::error::parse_error_body(&body);
-            return Err(RegistryError::Unauthorized {
-                registry: self.registry.clone(),
-                scope,
-                message: format!(
-                    "token service answered {status} for {} credentials{}",
-                    self.credential.describe(),
-                    if message.is_empty() { String::new() } else { format!(": {message}") }
-                ),
-            });
-        }
         if !status.is_success() {
-            let (_, message) = super::error::parse_error_body(&body);
+            let body = limits::read_capped(resp, limits::SMALL_BODY, transport.timeouts.response).await;
+            let (_, message) = super::error::parse_error_body(&body.bytes);
+            let message = format!("{message}{}", body.note());
+            if status.as_u16() == 401 || status.as_u16() == 403 {
+                let scope = scopes.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join(" ");
+                return Err(RegistryError::Unauthorized {
+                    registry: self.registry.clone(),
+                    scope,
+                    message: format!(
+                        "token service answered {status} for {} credentials{}",
+                        self.credential.describe(),
+                        if message.is_empty() { String::new() } else { format!(": {message}") }
+                    ),
+                });
+            }
             return Err(token_err(format!("HTTP {status}: {message}")));
         }
-        #[derive(serde::Deserialize)]
-        struct TokenResponse {
-            #[serde(default)]
-            token: Option<String>,
-            #[serde(default)]
-            access_token: Option<String>,
-            #[serde(default)]
-            expires_in: Option<u64>,
-        }
-        let parsed: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| token_err(format!("answer is not a token response: {e}")))?;
-        let token = parsed
-            .access_token
-            .or(parsed.token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| token_err("answer has no token".into()))?;
-        // The token spec's default lifetime is 60 s when expires_in is absent.
-        let ttl = Duration::from_secs(parsed.expires_in.unwrap_or(60).max(1));
-        Ok((Secret::new(token), ttl))
+        let body = match limits::read_within(resp, limits::SMALL_BODY, transport.timeouts.response).await {
+            Ok(body) => body,
+            Err(limits::ReadError::TooLarge(_)) => {
+                return Err(token_err("the answer is over 1 MiB; cut there and refused".into()));
+            }
+            Err(e) => return Err(token_err(format!("reading the answer failed: {e}"))),
+        };
+        parse_token(&body).map_err(token_err)
     }
+}
+
+/// The protocol's default token lifetime, used when `expires_in` is missing, zero or negative
+/// (docker's client does the same): an odd answer is no reason to fail a run.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Reads a token answer: `access_token` or `token`, and `expires_in` in seconds.
+fn parse_token(body: &[u8]) -> Result<(Secret, Duration), String> {
+    #[derive(serde::Deserialize)]
+    struct TokenResponse {
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        access_token: Option<String>,
+        #[serde(default)]
+        expires_in: Option<serde_json::Value>,
+    }
+    let parsed: TokenResponse = serde_json::from_slice(body)
+        .map_err(|e| format!("answer is not a token response: {}", crate::sanitize::short(&e.to_string())))?;
+    let token = parsed.access_token.or(parsed.token).filter(|t| !t.is_empty()).ok_or("answer has no token")?;
+    let seconds = parsed.expires_in.as_ref().and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()));
+    let ttl = match seconds {
+        Some(s) if s >= 1.0 && s.is_finite() => Duration::from_secs_f64(s.min(86_400.0 * 365.0)),
+        _ => DEFAULT_TOKEN_LIFETIME,
+    };
+    Ok((Secret::new(token), ttl))
 }
 
 fn basic_header(username: &str, password: &Secret) -> String {
@@ -415,6 +475,62 @@ mod tests {
         assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
         assert_eq!(parse_challenge("Negotiate abc"), None);
         assert_eq!(parse_challenge("Bearer service=x"), None, "a bearer challenge without realm is unusable");
+    }
+
+    /// Missing, zero, negative or junk `expires_in` means 60 s; a real one is kept.
+    #[test]
+    fn odd_lifetimes_mean_the_default() {
+        for body in [
+            r#"{"token":"t"}"#,
+            r#"{"token":"t","expires_in":0}"#,
+            r#"{"token":"t","expires_in":-5}"#,
+            r#"{"token":"t","expires_in":"soon"}"#,
+            r#"{"token":"t","expires_in":null}"#,
+        ] {
+            assert_eq!(parse_token(body.as_bytes()).unwrap().1, DEFAULT_TOKEN_LIFETIME, "{body}");
+        }
+        assert_eq!(parse_token(br#"{"access_token":"a","expires_in":300}"#).unwrap().1, Duration::from_secs(300));
+        assert_eq!(parse_token(br#"{"access_token":"a","expires_in":"120"}"#).unwrap().1, Duration::from_secs(120));
+        assert!(parse_token(br#"{"expires_in":300}"#).is_err());
+    }
+
+    /// Passwords reach https realms anywhere but plain-http realms only on the registry's host;
+    /// an anonymous fetch may go where the challenge points.
+    #[test]
+    fn realms_are_checked_per_credential() {
+        let origin = Origin::of(&url::Url::parse("http://127.0.0.1:5000/").unwrap());
+        let other = url::Url::parse("http://127.0.0.2:5001/token").unwrap();
+        let basic = Authenticator::new("r", Credential::Basic { username: "u".into(), password: Secret::new("p") });
+        let e = basic.check_realm(&origin, &other).unwrap_err();
+        assert!(e.contains("not sent"), "{e}");
+        assert!(basic.check_realm(&origin, &url::Url::parse("http://127.0.0.1:5001/token").unwrap()).is_ok());
+        assert!(Authenticator::new("r", Credential::Anonymous).check_realm(&origin, &other).is_ok());
+        let refresh = Authenticator::new("r", Credential::RefreshToken(Secret::new("rt")));
+        assert!(refresh.check_realm(&origin, &other).is_err());
+    }
+
+    /// A source that fails the test if asked: the Entra exchange must not even start.
+    #[derive(Debug)]
+    struct NeverAsked;
+    impl RefreshTokenSource for NeverAsked {
+        fn refresh_token<'a>(
+            &'a self,
+            _: &'a str,
+            _: Option<&'a str>,
+        ) -> futures::future::BoxFuture<'a, Result<Secret, RegistryError>> {
+            panic!("the Entra token source was asked for a foreign realm")
+        }
+        fn invalidate(&self) {}
+    }
+
+    /// An Entra-derived token is exchanged only at the registry's own host, whatever the challenge says.
+    #[test]
+    fn entra_tokens_stay_on_the_registry_host() {
+        let acr = Origin::of(&url::Url::parse("https://r.azurecr.io/").unwrap());
+        let a = Authenticator::new("r.azurecr.io", Credential::Dynamic(Arc::new(NeverAsked)));
+        let e = a.check_realm(&acr, &url::Url::parse("https://evil.example/oauth2/token").unwrap()).unwrap_err();
+        assert!(e.contains("Entra"), "{e}");
+        assert!(a.check_realm(&acr, &url::Url::parse("https://r.azurecr.io/oauth2/token").unwrap()).is_ok());
     }
 
     #[test]

@@ -12,6 +12,11 @@ pub enum RegistryError {
     #[error("cannot reach registry {registry} at {url}: {message}")]
     Connect { registry: String, url: String, message: String },
 
+    /// The registry stayed silent (no answer, or stopped taking a request body) past the
+    /// configured timeout, on the attempt and its retry.
+    #[error("registry {registry} did not answer {request} in time: {message}")]
+    Timeout { registry: String, request: String, message: String },
+
     #[error("{0}")]
     Status(Box<StatusError>),
 
@@ -43,6 +48,8 @@ pub enum RegistryError {
 /// A response with a status the operation did not expect.
 #[derive(Debug, thiserror::Error)]
 #[error("{method} {url} on {registry}: HTTP {status}{}{}", code.as_ref().map(|c| format!(" {c}")).unwrap_or_default(), if message.is_empty() { String::new() } else { format!(": {message}") })]
+/// `code` and `message` are registry text, cut and stripped of control characters by whoever
+/// builds this (see [`parse_error_body`]).
 pub struct StatusError {
     pub registry: String,
     pub method: String,
@@ -79,6 +86,8 @@ impl RegistryError {
 
     /// Whether trying the same operation again may succeed: throttling, server errors, broken
     /// connections, and content that arrived damaged (a mismatch can be a truncated transfer).
+    /// Not a [`RegistryError::Timeout`]: the transport already waited for the registry twice, and
+    /// trying again would keep a run hanging on a silent registry.
     pub fn is_retryable(&self) -> bool {
         match self {
             RegistryError::Connect { .. } | RegistryError::Body { .. } => true,
@@ -106,6 +115,8 @@ pub fn display_url(url: &url::Url) -> String {
 }
 
 /// Reads the first error of an OCI error body: `{"errors":[{"code":"…","message":"…"}]}`.
+/// Both are registry text on their way to output, so they come back cut and without control
+/// characters; a body that is not such JSON is shown as its first 200 characters.
 pub fn parse_error_body(body: &[u8]) -> (Option<String>, String) {
     #[derive(serde::Deserialize)]
     struct Body {
@@ -122,13 +133,14 @@ pub fn parse_error_body(body: &[u8]) -> (Option<String>, String) {
     match serde_json::from_slice::<Body>(body) {
         Ok(b) if !b.errors.is_empty() => {
             let e = &b.errors[0];
-            (e.code.clone(), e.message.clone().unwrap_or_default())
+            (
+                e.code.as_deref().map(|c| crate::sanitize::text(c, 64)),
+                crate::sanitize::short(e.message.as_deref().unwrap_or("")),
+            )
         }
         _ => {
             let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            let short: String = text.chars().take(200).collect();
-            (None, short)
+            (None, crate::sanitize::text(text.trim(), 200))
         }
     }
 }

@@ -1,10 +1,10 @@
 //! `HEAD`/`GET`/`PUT /v2/<name>/manifests/<reference>`, keeping the exact bytes.
 
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use bytes::Bytes;
 use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 
+use super::transport::limits::ReadError;
 use super::{Body, Registry, RegistryError, Request, Scope};
 use crate::digest::{Digest, verify_bytes};
 use crate::manifest::{ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, Manifest};
@@ -37,11 +37,21 @@ impl Registry {
         }
         let resp = self.expect(&Method::HEAD, &url, resp, &[200]).await?;
         let h = resp.headers();
-        let media_type =
-            h.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim();
+        let media_type = h
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
         let size = h.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        match h.get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| Digest::parse(v).ok()) {
-            Some(digest) => Ok(Some(ManifestHead { digest, media_type: media_type.to_string(), size })),
+        let digest = h.get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| Digest::parse(v).ok());
+        // The answer goes before asking again: it holds a request permit until dropped.
+        drop(resp);
+        match digest {
+            Some(digest) => Ok(Some(ManifestHead { digest, media_type, size })),
             None => {
                 let m = self.get_manifest(repo, reference).await?;
                 Ok(Some(ManifestHead { size: Some(m.bytes.len() as u64), digest: m.digest, media_type: m.media_type }))
@@ -56,7 +66,7 @@ impl Registry {
         let req = Request::new(Method::GET, url.clone(), vec![Scope::pull(repo)]).header(ACCEPT, ACCEPT_MANIFESTS);
         let resp = self.send(req).await?;
         let resp = self.expect(&Method::GET, &url, resp, &[200]).await?;
-        let display = format!("{}/{repo}:{reference}", self.host);
+        let display = format!("{}/{repo}:{reference}", crate::sanitize::short(&self.host));
         if let Some(len) = resp.content_length()
             && len > MAX_MANIFEST_BYTES
         {
@@ -116,28 +126,19 @@ impl Registry {
     }
 }
 
-/// Reads a body, failing as soon as it grows past `limit`.
+/// Reads a manifest-sized body, failing as soon as it grows past `limit` or takes longer than
+/// the registry's response timeout.
 pub(crate) async fn read_limited(
     registry: &Registry,
     resp: reqwest::Response,
     limit: u64,
     what: &str,
 ) -> Result<Bytes, RegistryError> {
-    let mut out = BytesMut::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::Body {
-            registry: registry.host.clone(),
-            message: super::error::describe_reqwest_error(&e),
-        })?;
-        if out.len() as u64 + chunk.len() as u64 > limit {
-            return Err(RegistryError::ManifestTooLarge {
-                reference: what.to_string(),
-                size: out.len() as u64 + chunk.len() as u64,
-                limit,
-            });
+    let within = registry.transport.timeouts.response;
+    super::transport::limits::read_within(resp, limit as usize, within).await.map_err(|e| match e {
+        ReadError::TooLarge(_) => {
+            RegistryError::ManifestTooLarge { reference: what.to_string(), size: limit + 1, limit }
         }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out.freeze())
+        e => RegistryError::Body { registry: registry.host.clone(), message: format!("{what}: {e}") },
+    })
 }

@@ -1,13 +1,13 @@
-//! A thin client for the OCI distribution API, built as layers the way go-containerregistry's
-//! `transport` is: [`Registry::send`] adds authentication (ping, challenge, token per scope set,
-//! one re-authentication on 401), a per-registry request budget, and retries with backoff that
-//! honour `Retry-After`; the operations ([`manifests`], [`blobs`], [`uploads`], [`referrers`],
-//! [`tags`]) are small files that read like the protocol.
+//! A thin client for the OCI distribution API. [`Registry::send`] runs every request through
+//! the layers of [`transport`] — endpoint and origin rules, authentication ([`auth`]), request
+//! budget, retries, timeouts, body limits — and the operations ([`manifests`], [`blobs`],
+//! [`uploads`], [`referrers`], [`tags`], [`acr`]) are small files that read like the protocol.
 //!
 //! Registries are addressed by their logical name (`mcr.microsoft.com`); the config can point a
 //! name at another endpoint (`http://127.0.0.1:5101`), as containerd's hosts.toml does, so
 //! production names stay in configs while tests connect locally. Plain http is used only when an
-//! endpoint says so.
+//! endpoint says so. Each registry has its own HTTP client, because its timeouts and TLS trust
+//! (`caFile`, `insecureSkipTlsVerify`) are its own.
 
 pub mod acr;
 pub mod auth;
@@ -17,25 +17,26 @@ pub mod error;
 pub mod manifests;
 pub mod referrers;
 pub mod tags;
+pub mod transport;
 pub mod uploads;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use tokio::time::Instant;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 use url::Url;
 
 use crate::config::{AuthConfig, Config, RegistryConfig};
-pub use auth::{Credential, Scope, Secret};
+pub use auth::{Credential, EntraSignIn, Scope, Secret};
 pub use error::RegistryError;
-use error::{describe_reqwest_error, display_url, parse_error_body};
+use error::{display_url, parse_error_body};
+pub use transport::retry::{backoff, retry_after};
+use transport::timeouts::{self, Timeouts};
+use transport::{Attempt, Transport, limits};
 
 /// A repository's tags, listed at most once per run.
 type TagCell = tokio::sync::OnceCell<Arc<std::collections::HashSet<String>>>;
@@ -87,60 +88,22 @@ pub struct Stats {
     pub throttled: AtomicU64,
 }
 
-/// How many requests a registry takes per minute: a token bucket that allows a burst of ten
-/// seconds' worth, since ACR enforces its tier limits as a bucket too.
-#[derive(Debug)]
-struct Budget {
-    per_second: f64,
-    capacity: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl Budget {
-    fn new(per_minute: u32) -> Self {
-        let per_second = per_minute as f64 / 60.0;
-        let capacity = (per_second * 10.0).max(1.0);
-        Budget { per_second, capacity, state: Mutex::new((capacity, Instant::now())) }
-    }
-
-    async fn take(&self) {
-        loop {
-            let wait = {
-                let mut s = self.state.lock().await;
-                let now = Instant::now();
-                let refill = now.duration_since(s.1).as_secs_f64() * self.per_second;
-                s.0 = (s.0 + refill).min(self.capacity);
-                s.1 = now;
-                if s.0 >= 1.0 {
-                    s.0 -= 1.0;
-                    return;
-                }
-                Duration::from_secs_f64((1.0 - s.0) / self.per_second)
-            };
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
-
 /// One registry: where it really is, how to sign in, and how hard it may be pushed.
 #[derive(Debug)]
 pub struct Registry {
     /// The logical name references use.
     pub host: String,
     base: Url,
-    http: reqwest::Client,
+    transport: Transport,
     auth: auth::Authenticator,
-    in_flight: Semaphore,
-    budget: Option<Budget>,
-    retries: u32,
-    ping_lock: Mutex<()>,
+    /// Whether `/v2/` was asked yet, and the failure that ended it for the run.
+    ping: Mutex<Option<String>>,
     /// Set once the registry has shown it has no referrers API (it answered 404).
     no_referrers_api: std::sync::atomic::AtomicBool,
     /// Tags per repository, listed once (see `referrers`).
     tag_cache: std::sync::Mutex<HashMap<String, Arc<TagCell>>>,
     /// Set once the registry has shown it has no ACR listing API.
     no_acr_api: std::sync::atomic::AtomicBool,
-    pub stats: Stats,
 }
 
 impl Registry {
@@ -154,11 +117,27 @@ impl Registry {
         self.base.join(path).expect("a path below the base URL is valid")
     }
 
-    /// Resolves a `Location` header against the endpoint (registries may answer with relative paths).
+    /// Resolves a `Location` header against the endpoint (registries may answer with relative
+    /// paths). A location on another origin is kept, but [`Registry::send`] sends no credentials
+    /// there.
     pub fn resolve_location(&self, location: &str) -> Result<Url, RegistryError> {
-        self.base.join(location).map_err(|e| RegistryError::Protocol {
+        let url = self.base.join(location).map_err(|e| RegistryError::Protocol {
             registry: self.host.clone(),
-            message: format!("bad Location header {location:?}: {e}"),
+            message: format!("bad Location header {}: {e}", crate::sanitize::short(location)),
+        })?;
+        if !self.transport.origin.owns(&url) {
+            tracing::warn!(registry = %self.host, location = %display_url(&url), "the registry sent a location on another host; it gets no credentials");
+        }
+        Ok(url)
+    }
+
+    /// The next page of a listing, from a `Link: <…>; rel="next"` target: only its path and
+    /// query are kept, on this registry, so a page never leads the listing (and the
+    /// credentials) to another host.
+    pub fn next_page(&self, current: &Url, link: &str) -> Result<Url, RegistryError> {
+        transport::origin::rebase_page(&self.base, current, link).ok_or_else(|| RegistryError::Protocol {
+            registry: self.host.clone(),
+            message: format!("bad Link header {}", crate::sanitize::short(link)),
         })
     }
 
@@ -170,15 +149,40 @@ impl Registry {
         self.auth.credential()
     }
 
-    pub fn request_count(&self) -> u64 {
-        self.stats.requests.load(Ordering::Relaxed)
+    pub fn stats(&self) -> &Stats {
+        &self.transport.stats
     }
 
-    /// `GET /v2/`: learns how the registry wants to be authenticated, before any body is sent.
+    pub fn request_count(&self) -> u64 {
+        self.transport.stats.requests.load(Ordering::Relaxed)
+    }
+
+    /// Asks `/v2/` once per registry, however many requests start at once, to learn how it
+    /// wants to be authenticated before any body is sent. A registry that did not answer it
+    /// through every retry is given up for the run: each later request fails at once with that
+    /// error instead of waiting out the same timeouts again.
+    async fn ensure_pinged(&self) -> Result<(), RegistryError> {
+        if !self.auth.needs_ping().await {
+            return Ok(());
+        }
+        let mut failed = self.ping.lock().await;
+        if let Some(first) = failed.as_ref() {
+            return Err(RegistryError::Protocol {
+                registry: self.host.clone(),
+                message: format!("given up for this run after: {first}"),
+            });
+        }
+        if !self.auth.needs_ping().await {
+            return Ok(());
+        }
+        self.ping().await.inspect_err(|e| *failed = Some(e.to_string()))
+    }
+
+    /// `GET /v2/`: learns the authentication scheme from the answer.
     async fn ping(&self) -> Result<(), RegistryError> {
         let url = self.v2("");
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let resp = self.http.get(url.clone()).send().await.map_err(|e| self.connect_error(&url, &e))?;
+        let mut make = |http: &reqwest::Client| -> Attempt { (http.get(url.clone()), None) };
+        let resp = self.transport.round_trip(&Method::GET, &url, true, &mut make).await?;
         match resp.status().as_u16() {
             200..=299 => self.auth.learn(None).await,
             401 => {
@@ -186,139 +190,96 @@ impl Registry {
                 self.auth.learn(challenge).await
             }
             _ => {
-                let status = resp.status().as_u16();
-                let body = resp.bytes().await.unwrap_or_default();
-                let (code, message) = parse_error_body(&body);
-                return Err(RegistryError::status_error(crate::registry::error::StatusError {
-                    registry: self.host.clone(),
-                    method: "GET".into(),
-                    url: display_url(&url),
-                    status,
-                    code,
-                    message: if message.is_empty() {
-                        "this endpoint does not answer the distribution API at /v2/".into()
-                    } else {
-                        message
-                    },
-                    retry_after: None,
-                }));
+                let mut e = self.status_error(&Method::GET, &url, resp).await;
+                if let RegistryError::Status(s) = &mut e
+                    && s.message.is_empty()
+                {
+                    s.message = "this endpoint does not answer the distribution API at /v2/".into();
+                }
+                return Err(e);
             }
         }
         Ok(())
     }
 
-    fn connect_error(&self, url: &Url, e: &reqwest::Error) -> RegistryError {
-        RegistryError::Connect {
-            registry: self.host.clone(),
-            url: display_url(url),
-            message: describe_reqwest_error(e),
-        }
-    }
-
-    /// Sends a request through the layers: authentication, budget, retries. Returns any response
-    /// that is not a 401, 429 or retryable 5xx; the caller checks the status it expects with
-    /// [`Registry::expect`].
+    /// Sends a request through the layers. Credentials (and the ping that learns how to present
+    /// them) only go with a request to the registry's own origin; a URL elsewhere (an upload
+    /// `Location` on another host) is sent without them. Returns any response that is not a 401
+    /// and not retried (a 429 or 5xx once retries are spent); the caller checks the status it
+    /// expects with [`Registry::expect`]. The response body holds a request permit until it is
+    /// read to its end or dropped.
     pub async fn send(&self, mut req: Request) -> Result<reqwest::Response, RegistryError> {
-        if self.auth.needs_ping().await {
-            // One ping per registry, however many requests start at once.
-            let _guard = self.ping_lock.lock().await;
-            if self.auth.needs_ping().await {
-                self.ping().await?;
-            }
+        let ours = self.transport.origin.owns(&req.url);
+        if ours {
+            self.ensure_pinged().await?;
         }
-        let mut attempt: u32 = 0;
+        let replayable = req.body.replayable();
+        let mut once = match std::mem::replace(&mut req.body, Body::Empty) {
+            Body::Stream(s) => Some(s),
+            other => {
+                req.body = other;
+                None
+            }
+        };
         let mut reauthenticated = false;
         loop {
-            let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
-            if let Some(b) = &self.budget {
-                b.take().await;
-            }
-            let authorization = self.auth.authorization(&self.http, &req.scopes).await?;
-            let replayable = req.body.replayable();
-            let body = match std::mem::replace(&mut req.body, Body::Empty) {
-                Body::Empty => None,
-                Body::Bytes(b) => {
-                    req.body = Body::Bytes(b.clone());
-                    Some(reqwest::Body::from(b))
-                }
-                Body::Stream(s) => Some(s),
+            let authorization = match ours {
+                true => self.auth.authorization(&self.transport, &req.scopes).await?,
+                false => None,
             };
-            let mut builder = self.http.request(req.method.clone(), req.url.clone()).headers(req.headers.clone());
-            if let Some(a) = &authorization {
-                builder = builder.header(reqwest::header::AUTHORIZATION, a);
-            }
-            if let Some(b) = body {
-                builder = builder.body(b);
-            }
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let result = builder.send().await;
-            let resp = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    if replayable && attempt < self.retries {
-                        attempt += 1;
-                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(registry = %self.host, url = %display_url(&req.url), "retrying after {}", describe_reqwest_error(&e));
-                        tokio::time::sleep(backoff(attempt)).await;
-                        continue;
+            let mut make = |http: &reqwest::Client| -> Attempt {
+                let mut b = http.request(req.method.clone(), req.url.clone()).headers(req.headers.clone());
+                if let Some(a) = &authorization {
+                    b = b.header(reqwest::header::AUTHORIZATION, a);
+                }
+                match (&req.body, once.take()) {
+                    (_, Some(stream)) => {
+                        let (body, upload) = timeouts::watch_upload(stream);
+                        (b.body(body), Some(upload))
                     }
-                    return Err(self.connect_error(&req.url, &e));
+                    (Body::Bytes(bytes), None) => (b.body(bytes.clone()), None),
+                    _ => (b, None),
                 }
             };
-            let status = resp.status();
-            if status == StatusCode::UNAUTHORIZED {
-                let challenge = resp
-                    .headers()
-                    .get(reqwest::header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(String::from);
-                if !reauthenticated {
-                    reauthenticated = true;
-                    self.auth.invalidate(&req.scopes).await;
-                    if let Some(c) = &challenge {
-                        self.auth.learn(Some(c)).await;
-                        // A challenge can name a scope we did not ask for (a mount's source repository).
-                        if let Some(auth::Challenge::Bearer { scope: Some(s), .. }) = auth::parse_challenge(c) {
-                            for one in s.split(' ') {
-                                let one = Scope(one.to_string());
-                                if !req.scopes.contains(&one) {
-                                    req.scopes.push(one);
-                                }
+            let resp = self.transport.round_trip(&req.method, &req.url, replayable, &mut make).await?;
+            if resp.status() != StatusCode::UNAUTHORIZED || !ours {
+                return Ok(resp);
+            }
+            let challenge =
+                resp.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(String::from);
+            if !reauthenticated {
+                reauthenticated = true;
+                self.auth.invalidate(&req.scopes).await;
+                if let Some(c) = &challenge {
+                    self.auth.learn(Some(c)).await;
+                    // A challenge can name a scope we did not ask for (a mount's source repository).
+                    if let Some(auth::Challenge::Bearer { scope: Some(s), .. }) = auth::parse_challenge(c) {
+                        for one in s.split(' ') {
+                            let one = Scope(one.to_string());
+                            if !req.scopes.contains(&one) {
+                                req.scopes.push(one);
                             }
                         }
                     }
-                    if replayable {
-                        continue;
-                    }
                 }
-                let body = resp.bytes().await.unwrap_or_default();
-                let (_, message) = parse_error_body(&body);
-                return Err(RegistryError::Unauthorized {
-                    registry: self.host.clone(),
-                    scope: req.scopes.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join(" "),
-                    message: format!(
-                        "{} {} answered 401 with {} credentials{}",
-                        req.method,
-                        display_url(&req.url),
-                        self.auth.credential().describe(),
-                        if message.is_empty() { String::new() } else { format!(": {message}") }
-                    ),
-                });
-            }
-            let retryable = matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504);
-            if retryable && replayable && attempt < self.retries {
-                attempt += 1;
-                let wait = retry_after(resp.headers()).unwrap_or_else(|| backoff(attempt));
-                if status == StatusCode::TOO_MANY_REQUESTS {
-                    self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                if replayable {
+                    continue;
                 }
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(registry = %self.host, status = status.as_u16(), "{} {}: retrying in {:?}", req.method, display_url(&req.url), wait);
-                drop(resp);
-                tokio::time::sleep(wait).await;
-                continue;
             }
-            return Ok(resp);
+            let body = limits::read_capped(resp, limits::SMALL_BODY, self.transport.timeouts.response).await;
+            let (_, message) = parse_error_body(&body.bytes);
+            return Err(RegistryError::Unauthorized {
+                registry: self.host.clone(),
+                scope: crate::sanitize::short(&req.scopes.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join(" ")),
+                message: format!(
+                    "{} {} answered 401 with {} credentials{}{}",
+                    req.method,
+                    display_url(&req.url),
+                    self.auth.credential().describe(),
+                    if message.is_empty() { String::new() } else { format!(": {message}") },
+                    body.note()
+                ),
+            });
         }
     }
 
@@ -338,68 +299,68 @@ impl Registry {
         Err(self.status_error(method, url, resp).await)
     }
 
+    /// The error for an unexpected answer, reading at most 1 MiB of its body (the message says
+    /// when it was cut) and keeping the registry's text short and free of control characters.
     pub async fn status_error(&self, method: &Method, url: &Url, resp: reqwest::Response) -> RegistryError {
         let status = resp.status().as_u16();
         let retry_after = retry_after(resp.headers());
-        let body = resp.bytes().await.unwrap_or_default();
-        let (code, message) = parse_error_body(&body);
+        let body = limits::read_capped(resp, limits::SMALL_BODY, self.transport.timeouts.response).await;
+        let (code, message) = parse_error_body(&body.bytes);
         RegistryError::status_error(crate::registry::error::StatusError {
             registry: self.host.clone(),
             method: method.to_string(),
             url: display_url(url),
             status,
             code,
-            message,
+            message: format!("{message}{}", body.note()),
             retry_after,
         })
     }
-}
 
-/// Exponential backoff with jitter: about 0.5 s, 1 s, 2 s, … capped at 30 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = 0.5f64 * 2f64.powi(attempt.saturating_sub(1).min(6) as i32);
-    let jitter = 0.5 + rand::random::<f64>();
-    Duration::from_secs_f64((base * jitter).min(30.0))
-}
-
-/// `Retry-After` as seconds or an HTTP date, capped at five minutes.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    let d = if let Ok(secs) = v.parse::<u64>() {
-        Duration::from_secs(secs)
-    } else {
-        let when = httpdate::parse_http_date(v).ok()?;
-        when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO)
-    };
-    Some(d.min(Duration::from_secs(300)))
+    /// Reads one page of a listing: at most [`limits::LISTING_PAGE`] bytes, and no more than
+    /// what is left of the listing's [`limits::LISTING_TOTAL`] (`read` so far, updated).
+    pub(crate) async fn read_page(
+        &self,
+        what: &str,
+        resp: reqwest::Response,
+        read: &mut usize,
+    ) -> Result<Bytes, RegistryError> {
+        let left = limits::LISTING_TOTAL.saturating_sub(*read).min(limits::LISTING_PAGE);
+        let page = limits::read_within(resp, left, self.transport.timeouts.response).await.map_err(|e| match e {
+            limits::ReadError::TooLarge(_) => RegistryError::Protocol {
+                registry: self.host.clone(),
+                message: format!(
+                    "{what} is too large: a page is limited to {} MiB and a whole listing to {} MiB",
+                    limits::LISTING_PAGE >> 20,
+                    limits::LISTING_TOTAL >> 20
+                ),
+            },
+            e => RegistryError::Body { registry: self.host.clone(), message: format!("{what}: {e}") },
+        })?;
+        *read += page.len();
+        Ok(page)
+    }
 }
 
 /// Every registry the run talks to, by logical name, created on first use.
 #[derive(Debug)]
 pub struct Registries {
     configs: HashMap<String, RegistryConfig>,
-    http: reqwest::Client,
     retries: u32,
+    entra: Option<Arc<dyn EntraSignIn>>,
     open: std::sync::Mutex<HashMap<String, Arc<Registry>>>,
 }
 
 impl Registries {
     pub fn from_config(cfg: &Config) -> Result<Self, RegistryError> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("acr-mirror/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300))
-            .pool_idle_timeout(Duration::from_secs(60))
-            // Redirects to storage hosts (MCR's CDN, ACR's data endpoints) drop Authorization on
-            // the cross-host hop: reqwest removes sensitive headers when host, port or scheme change.
-            .redirect(reqwest::redirect::Policy::limited(10))
-            .build()
-            .map_err(|e| RegistryError::Protocol {
-                registry: "-".into(),
-                message: format!("cannot build the HTTP client: {}", describe_reqwest_error(&e)),
-            })?;
         let configs = cfg.registries.iter().map(|r| (r.host.clone(), r.clone())).collect();
-        Ok(Registries { configs, http, retries: cfg.transfer.retries, open: Default::default() })
+        Ok(Registries { configs, retries: cfg.transfer.retries, entra: None, open: Default::default() })
+    }
+
+    /// Plugs in Entra ID sign-in for `auth: {type: azure}` registries (`crate::azure::EntraSignIn`).
+    pub fn with_entra(mut self, entra: Arc<dyn EntraSignIn>) -> Self {
+        self.entra = Some(entra);
+        self
     }
 
     /// The registry for a logical host name, with its endpoint, credential and limits.
@@ -407,44 +368,78 @@ impl Registries {
         if let Some(r) = self.open.lock().expect("registry map lock").get(host) {
             return Ok(r.clone());
         }
-        let cfg = self.configs.get(host);
-        let base = match cfg.and_then(|c| c.endpoint.as_deref()) {
-            Some(ep) => {
-                let ep = if ep.ends_with('/') { ep.to_string() } else { format!("{ep}/") };
-                Url::parse(&ep).map_err(|e| RegistryError::Protocol {
-                    registry: host.to_string(),
-                    message: format!("bad endpoint {ep:?}: {e}"),
-                })?
-            }
+        let registry = Arc::new(self.open_registry(host)?);
+        let mut open = self.open.lock().expect("registry map lock");
+        Ok(open.entry(host.to_string()).or_insert(registry).clone())
+    }
+
+    fn open_registry(&self, host: &str) -> Result<Registry, RegistryError> {
+        let cfg = self
+            .configs
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| RegistryConfig { host: host.to_string(), ..Default::default() });
+        let protocol = |message: String| RegistryError::Protocol { registry: host.to_string(), message };
+        let base = match cfg.endpoint_url().map_err(protocol)? {
+            Some(url) => url,
             None => {
                 let real = if host == crate::reference::DOCKER_HUB { "registry-1.docker.io" } else { host };
-                Url::parse(&format!("https://{real}/")).map_err(|e| RegistryError::Protocol {
-                    registry: host.to_string(),
-                    message: format!("bad registry host: {e}"),
-                })?
+                Url::parse(&format!("https://{real}/")).map_err(|e| protocol(format!("bad registry host: {e}")))?
             }
         };
-        let credential = match cfg.and_then(|c| c.auth.as_ref()) {
-            Some(a @ AuthConfig::Azure { .. }) => azure_credential(host, a, &self.http, &base)?,
+        let [connect, response, idle] = cfg.timeouts();
+        let tls = transport::Tls {
+            ca_pem: match &cfg.ca_file {
+                Some(path) => Some(
+                    std::fs::read(path).map_err(|e| protocol(format!("cannot read caFile {}: {e}", path.display())))?,
+                ),
+                None => None,
+            },
+            skip_verify: cfg.insecure_skip_tls_verify,
+        };
+        if tls.skip_verify {
+            tracing::warn!(registry = %host, "insecureSkipTlsVerify is set: this registry's TLS certificate is not checked, so anyone on the network path can read and change what is pulled and pushed");
+        }
+        let http = transport::client(host, connect, &tls)?;
+        let credential = match &cfg.auth {
+            Some(AuthConfig::Azure { .. }) => self.azure_credential(host, &cfg, &http, &base)?,
             Some(a) => credential_from_config(host, a)?,
             None => docker_config::docker_config_credential(host)?.unwrap_or(Credential::Anonymous),
         };
-        let registry = Arc::new(Registry {
+        let gate = transport::budget::Gate::new(cfg.max_concurrent_requests.unwrap_or(32), cfg.requests_per_minute);
+        Ok(Registry {
             host: host.to_string(),
+            transport: Transport::new(host, &base, http, Timeouts { connect, response, idle }, self.retries, gate),
             base,
-            http: self.http.clone(),
             auth: auth::Authenticator::new(host, credential),
-            in_flight: Semaphore::new(cfg.and_then(|c| c.max_concurrent_requests).unwrap_or(32).max(1)),
-            budget: cfg.and_then(|c| c.requests_per_minute).filter(|r| *r > 0).map(Budget::new),
-            retries: self.retries,
-            ping_lock: Mutex::new(()),
+            ping: Mutex::new(None),
             no_referrers_api: Default::default(),
             tag_cache: Default::default(),
             no_acr_api: Default::default(),
-            stats: Stats::default(),
-        });
-        self.open.lock().expect("registry map lock").insert(host.to_string(), registry.clone());
-        Ok(registry)
+        })
+    }
+
+    /// Entra ID sign-in, exchanged for an ACR refresh token that is renewed during the run.
+    fn azure_credential(
+        &self,
+        host: &str,
+        cfg: &RegistryConfig,
+        http: &reqwest::Client,
+        base: &Url,
+    ) -> Result<Credential, RegistryError> {
+        let cred_err = |message: String| RegistryError::Credentials { registry: host.to_string(), message };
+        let sign_in = cfg
+            .auth
+            .as_ref()
+            .and_then(AuthConfig::azure_sign_in)
+            .ok_or_else(|| cred_err("not an Azure sign-in".into()))?;
+        let entra = self.entra.as_ref().ok_or_else(|| {
+            cred_err(
+                "auth type azure needs Entra ID sign-in, which this program did not set up (Registries::with_entra)"
+                    .into(),
+            )
+        })?;
+        Ok(Credential::Dynamic(entra.token_source(&sign_in, base, http.clone()).map_err(cred_err)?))
     }
 
     /// Requests made to every registry so far.
@@ -486,60 +481,9 @@ fn credential_from_config(host: &str, auth: &AuthConfig) -> Result<Credential, R
     }
 }
 
-/// Entra ID sign-in, exchanged for an ACR refresh token that is renewed during the run.
-fn azure_credential(
-    host: &str,
-    auth: &AuthConfig,
-    http: &reqwest::Client,
-    base: &Url,
-) -> Result<Credential, RegistryError> {
-    let cred_err = |message: String| RegistryError::Credentials { registry: host.to_string(), message };
-    let sign_in = auth.azure_sign_in().ok_or_else(|| cred_err("not an Azure sign-in".into()))?;
-    let tenant = sign_in.tenant_id.clone();
-    let entra = crate::azure::build_credential(&sign_in, None).map_err(|e| cred_err(e.to_string()))?;
-    let source = crate::azure::AzureTokenSource::for_registry(entra, http.clone(), base, tenant)
-        .map_err(|e| cred_err(e.to_string()))?;
-    Ok(Credential::Dynamic(Arc::new(source)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let mut h = HeaderMap::new();
-        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        let later = std::time::SystemTime::now() + Duration::from_secs(120);
-        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap());
-        let d = retry_after(&h).unwrap();
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
-        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("99999"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(300)), "capped");
-    }
-
-    /// The budget lets a burst of ten seconds' worth through at once, then paces requests.
-    #[tokio::test(start_paused = true)]
-    async fn budget_allows_a_burst_then_paces() {
-        let b = Budget::new(60); // one per second, burst of 10
-        let start = Instant::now();
-        for _ in 0..10 {
-            b.take().await;
-        }
-        assert_eq!(Instant::now(), start, "the burst is not delayed");
-        b.take().await;
-        b.take().await;
-        let waited = Instant::now() - start;
-        assert!(waited >= Duration::from_millis(1900) && waited <= Duration::from_millis(2100), "{waited:?}");
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) <= Duration::from_secs_f64(0.75));
-        assert!(backoff(3) >= Duration::from_secs(1));
-        assert!(backoff(40) <= Duration::from_secs(30));
-    }
 
     #[test]
     fn endpoints_override_hosts() {

@@ -1,11 +1,13 @@
 //! `GET /v2/<name>/tags/list`, following `Link` pages: one listing per repository instead of one
-//! request per tag, which is what keeps a no-op run cheap.
+//! request per tag, which is what keeps a no-op run cheap. Pages stay on the registry (only a
+//! link's path and query are followed) and are bounded in size and number.
 
 use reqwest::Method;
 
+use super::transport::limits::LISTING_PAGES;
 use super::{Registry, RegistryError, Request, Scope};
 
-/// Defined in [`super::acr`] with the ACR listings, which fill it.
+/// A repository's tags with their digests, defined beside the ACR listings that fill them in.
 pub use super::acr::TagListing;
 
 impl Registry {
@@ -19,20 +21,23 @@ impl Registry {
         let mut url = self.v2(&format!("{repo}/tags/list"));
         url.query_pairs_mut().append_pair("n", "1000");
         let mut out = Vec::new();
-        for _ in 0..10_000 {
+        let mut read = 0;
+        let what = format!("tag list of {repo}");
+        for _ in 0..LISTING_PAGES {
             let resp = self.send(Request::new(Method::GET, url.clone(), vec![Scope::pull(repo)])).await?;
             if resp.status().as_u16() == 404 {
                 return Ok(out);
             }
             let resp = self.expect(&Method::GET, &url, resp, &[200]).await?;
             let next = next_link(resp.headers());
-            let page: Page = resp.json().await.map_err(|e| RegistryError::Protocol {
+            let body = self.read_page(&what, resp, &mut read).await?;
+            let page: Page = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                 registry: self.host.clone(),
-                message: format!("tag list of {repo} is not JSON: {}", super::error::describe_reqwest_error(&e)),
+                message: format!("{what} is not JSON: {}", crate::sanitize::short(&e.to_string())),
             })?;
             out.extend(page.tags.unwrap_or_default());
             match next {
-                Some(link) => url = self.resolve_location(&link)?,
+                Some(link) => url = self.next_page(&url, &link)?,
                 None => return Ok(out),
             }
         }

@@ -27,6 +27,7 @@
 //! - [`proxy`]: `FaultProxy` (429/503, cut PATCH, counts), `DelayProxy`, `ReferrersProxy`, `BadBlobServer`.
 #![allow(dead_code, unused_imports)]
 
+pub mod hostile;
 pub mod images;
 pub mod proxy;
 pub mod registry;
