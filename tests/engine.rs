@@ -143,7 +143,7 @@ async fn index_policies_are_applied_and_reported() {
         .await;
     assert_eq!(out.status.code(), Some(1));
     let t = text(&out);
-    assert!(t.contains("refused") && t.contains("--index-policy rewrite"), "{t}");
+    assert!(t.contains("refused") && t.contains("set --index-policy to rewrite"), "{t}");
     assert_eq!(images::manifest_digest(&acr.url(), "sparse/app", "1.0", None).await, None, "no tag after a refusal");
 
     let out = run

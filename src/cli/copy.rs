@@ -3,10 +3,10 @@
 use anyhow::Context as _;
 
 use crate::exit;
-use crate::manifest::PlatformFilter;
+use crate::manifest::{IndexPolicy, PlatformFilter};
 use crate::reference::Reference;
 use crate::registry::Registries;
-use crate::transfer::{self, IndexPolicy, Options};
+use crate::transfer::{self, Options};
 
 #[derive(Debug, clap::Args)]
 pub struct CopyArgs {
@@ -22,10 +22,31 @@ pub struct CopyArgs {
     pub platforms: Vec<String>,
     /// What to do with multi-arch indexes when --platform narrows them [default: preserve, or the config's indexPolicy].
     #[arg(long, value_enum)]
-    pub index_policy: Option<IndexPolicy>,
+    pub index_policy: Option<PolicyArg>,
     /// Do not copy referrers (signatures, SBOMs).
     #[arg(long)]
     pub no_referrers: bool,
+}
+
+/// `--index-policy`: the CLI's own spelling of [`IndexPolicy`], which stays plain data.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PolicyArg {
+    /// Copy every child; the index digest is unchanged. Accepted by every registry.
+    Preserve,
+    /// Copy only the chosen platforms and push the original index unchanged (some registries refuse).
+    Sparse,
+    /// Push a new index of the chosen platforms: a new digest, reported as such.
+    Rewrite,
+}
+
+impl From<PolicyArg> for IndexPolicy {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::Preserve => IndexPolicy::Preserve,
+            PolicyArg::Sparse => IndexPolicy::Sparse,
+            PolicyArg::Rewrite => IndexPolicy::Rewrite,
+        }
+    }
 }
 
 pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
@@ -39,10 +60,9 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
     };
     let opts = Options {
         platforms,
-        index_policy: args.index_policy.or(cfg.index_policy).unwrap_or_default(),
+        index_policy: args.index_policy.map(IndexPolicy::from).or(cfg.index_policy).unwrap_or_default(),
         referrers: !args.no_referrers,
-        assume_stale: false,
-        fresh_target: false,
+        target_state: Default::default(),
         bytes: Default::default(),
     };
     let registries = Registries::from_config(&cfg)?;
@@ -70,7 +90,12 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
     }
     let src = registries.get(&source.registry)?;
     let dst = registries.get(&target.registry)?;
-    let c = transfer::copy::copy_image(&ctx, src, &source, dst, &target, &opts).await?;
+    let c = transfer::copy::copy_image(&ctx, src, &source, dst, &target, &opts).await.map_err(|e| {
+        match e.remedy("--index-policy") {
+            Some(fix) => anyhow::anyhow!("{e}; {fix}"),
+            None => e.into(),
+        }
+    })?;
     let s = ctx.stats.snapshot();
     if c.unchanged {
         println!("{} already at {} ({}): nothing to do", c.target, c.target_digest, c.source);

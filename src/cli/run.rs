@@ -12,8 +12,9 @@ use crate::report::{self, Report};
 use crate::shard::Shard;
 
 use super::ops::{image_set, write_metrics};
+use crate::manifest::IndexPolicy;
+use crate::transfer;
 use crate::transfer::pipeline::{self, ImageResult, Outcome, RunOptions};
-use crate::transfer::{self, IndexPolicy};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum, Default)]
 pub enum Output {
