@@ -430,6 +430,9 @@ pub async fn pull_verify(
     counter: &std::sync::atomic::AtomicU64,
 ) -> Result<u64, TransferError> {
     let _slot = ctx.blob_slots.acquire().await.expect("semaphore never closed");
+    if ctx.stopping.is_cancelled() {
+        return Err(TransferError::Interrupted);
+    }
     let mut attempt = 0u32;
     loop {
         match pull_verify_once(ctx, registry, repo, desc, counter).await {
