@@ -349,7 +349,12 @@ async fn upload_chunked(ctx: &Arc<Context>, mv: &BlobMove, session: &mut Session
         }
         resumes += 1;
         tokio::time::sleep(error.retry_after().unwrap_or_else(|| crate::registry::backoff(resumes))).await;
-        let (held, next) = mv.dst.upload_status(session).await?;
+        // A chunk cut off mid-way can invalidate the session: then the source's fault, if it
+        // was one, is what the user must hear about.
+        let (held, next) = match mv.dst.upload_status(session).await {
+            Ok(status) => status,
+            Err(e) => return Err(source_fault.unwrap_or_else(|| e.into())),
+        };
         *session = next;
         if held < offset || held > offset + len {
             return Err(TransferError::Refused {
