@@ -231,6 +231,7 @@ async fn a_corrupted_byte_fails_its_image_and_commits_nothing() {
     assert_eq!(out.status.code(), Some(3));
     assert!(s.report("run.json")["images"].to_string().contains("mismatch"));
     assert!(!images::blob_exists(&s.acr.url(), "mirror/oss/large", layer, None).await);
+    assert!(s.dst.count("DELETE", "/blobs/uploads/") >= 2, "each failed upload session was cancelled");
     s.assert_consistent().await;
     let moved = s.clean_rerun().await;
     assert!(moved <= image_bytes(&s.large), "rerun moved {moved}");
@@ -249,14 +250,15 @@ async fn altered_manifest_bytes_fail_the_image() {
     assert!(moved <= image_bytes(&s.multi), "rerun moved {moved}");
 }
 
-/// 429 with `Retry-After` on manifest PUTs, on a third of upload PATCHes and on every other
-/// upload PUT: waited out and retried, the run succeeds. (429 on 30% of PATCHes used to hang.)
+/// 429 with `Retry-After` on manifest PUTs and on a third of upload PATCHes and PUTs, with the
+/// default retries: waited out and retried, the run succeeds. (429 on 30% of PATCHes used to
+/// hang the run.)
 #[tokio::test]
 async fn throttled_pushes_are_waited_out() {
-    let s = Setup::new(107).await;
+    let s = Setup::with_retries(107, 5).await;
     s.dst.fail_with("PUT", "/manifests/", 2, 429, Some(1));
     s.dst.fail_every("PATCH", "/blobs/uploads/", 3, 429, Some(1));
-    s.dst.fail_every("PUT", "/blobs/uploads/", 2, 429, Some(1));
+    s.dst.fail_every("PUT", "/blobs/uploads/", 3, 429, Some(1));
     assert_eq!(s.sync("run.json").await.status.code(), Some(0));
     s.assert_consistent().await;
     assert_eq!(s.clean_rerun().await, 0);
