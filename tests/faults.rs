@@ -391,3 +391,66 @@ async fn a_stalled_body_is_given_up_after_the_idle_timeout() {
     let moved = s.clean_rerun().await;
     assert!(moved <= image_bytes(&s.small), "rerun moved {moved}");
 }
+
+/// No progress display, for the library-level run below.
+struct NoProgress;
+impl acr_mirror::transfer::pipeline::Observer for NoProgress {}
+
+/// The pipeline side of a graceful stop, through the library: stopped while the large layer is
+/// being uploaded (from a slowed source) with a short grace period, the run returns, the large
+/// image is `interrupted` with no tag in the target, its abandoned upload session is cancelled
+/// (`DELETE`), every tag present points at complete content, and a clean rerun completes.
+#[tokio::test]
+async fn a_stop_abandons_transfers_after_the_grace_period_and_cancels_their_sessions() {
+    use acr_mirror::config::{Config, MappingMode};
+    use acr_mirror::plan::{PlanOptions, Wanted};
+    use acr_mirror::reference::Reference;
+    use acr_mirror::transfer::pipeline::{Outcome, RunOptions};
+
+    let s = Setup::new(117).await;
+    let layer = blob_path(&s.large.blobs[1].0);
+    s.src.change_answers("GET", &layer, 1, Change::Slow(Duration::from_millis(200)));
+    let yaml = std::fs::read_to_string(s.path("mirror.yaml")).unwrap();
+    let cfg = Config::parse(&yaml, &s.path("mirror.yaml")).unwrap();
+    let registries = acr_mirror::registry::Registries::from_config(&cfg).unwrap();
+    let wanted: Vec<Wanted> = s
+        .images()
+        .iter()
+        .map(|i| Wanted {
+            source: Reference::parse(&i.reference(MCR)).unwrap(),
+            target: Reference::parse(&format!("{ACR}/mirror/{}:{}", i.repository, i.tag)).unwrap(),
+            mode: MappingMode::Copy,
+            platforms: Vec::new(),
+        })
+        .collect();
+    let plan = acr_mirror::plan::plan(&registries, &wanted, &PlanOptions { skip_bytes: true, ..Default::default() })
+        .await
+        .unwrap();
+    let ctx = acr_mirror::transfer::Context::new(4, CHUNK as u64, 3);
+    let opts = RunOptions {
+        index_policy: Default::default(),
+        referrers: false,
+        images_in_flight: 4,
+        fail_fast: false,
+        stop: tokio_util::sync::CancellationToken::new(),
+        grace: Duration::from_millis(300),
+    };
+    let stop = opts.stop.clone();
+    let dst = &s.dst;
+    let signal = async {
+        // The large layer's first chunk is on its way: stop now.
+        while dst.count("PATCH", "/mirror/oss/large/blobs/uploads/") == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+    };
+    let run = acr_mirror::transfer::pipeline::run(&registries, &ctx, &plan, &opts, &NoProgress);
+    let (results, ()) = tokio::time::timeout(HANG, async { tokio::join!(run, signal) }).await.expect("the run hung");
+    let large = results.iter().find(|r| r.target.contains("oss/large")).unwrap();
+    assert_eq!(large.outcome, Outcome::Interrupted, "{large:?}");
+    assert_eq!(images::manifest_digest(&s.acr.url(), "mirror/oss/large", "1", None).await, None);
+    assert!(s.dst.count("DELETE", "/mirror/oss/large/blobs/uploads/") >= 1, "the abandoned session was cancelled");
+    s.assert_consistent().await;
+    let moved = s.clean_rerun().await;
+    assert!(moved >= LARGE as u64, "the rerun moved the abandoned layer: {moved}");
+}
