@@ -91,8 +91,9 @@ pub struct ImagePlan {
     pub bytes_to_move: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The target repository has no tags at all: nothing of this image can be there yet, so the
-    /// copy need not ask for each blob and child first.
+    /// The target repository has no tags at all: no child manifest of this image can be there
+    /// yet, so the copy need not ask for each one first (blobs it asks for anyway: a killed run
+    /// leaves blobs that no tag shows).
     #[serde(skip)]
     pub target_repo_empty: bool,
     #[serde(skip)]

@@ -1,6 +1,7 @@
 //! One blob from a source repository into a target repository, every byte hashed on the way.
 //!
-//! 1. `HEAD` in the target: already there, nothing to do.
+//! 1. `HEAD` in the target, always (and again after waiting for a transfer slot): whatever the
+//!    plan saw, a killed run or a run beside this one may have put the blob there.
 //! 2. Mount from a repository of the same registry that holds it (the source itself when source
 //!    and target share a registry, or one this run already filled); a refused mount's 202 gives
 //!    an upload session that is used as it is.
@@ -9,9 +10,13 @@
 //!    chunk's body is read straight from the source stream, and the hasher state is kept at each
 //!    chunk boundary. After a failed chunk the session's `Range` says what the target holds; the
 //!    hasher goes back to the boundary, the source is re-read from there with a ranged `GET`,
-//!    and the upload continues from what the target holds.
+//!    and the upload continues from what the target holds. The final bodiless `PUT` is retried
+//!    in place.
 //!
-//! Memory per transfer is the HTTP buffers only, whatever the blob's size.
+//! An upload that fails or is abandoned (a stop, after the grace period) has its session
+//! cancelled with a `DELETE`. A source body that breaks off or ends early is reported as the
+//! source's fault ([`TransferError::ShortBody`]), whatever the target then said about the broken
+//! upload. Memory per transfer is the HTTP buffers only, whatever the blob's size.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -6,8 +6,11 @@
 //! last. A failure at any point leaves no tag pointing at content that is not all there.
 //!
 //! A [`Context`] is shared by every image of a run: one bound on blob transfers, one table of
-//! blobs in flight (a layer shared by ten images moves once per target repository), and one
-//! record of where each blob already is in the target (so later repositories mount it).
+//! blobs in flight (a layer shared by ten images moves once per target repository; each transfer
+//! runs as a task of its own, so it ends and wakes everyone waiting on it even when the image
+//! that started it has failed), one record of where each blob already is in the target (so
+//! later repositories mount it), and the run's stop: after [`Context::stop`] no blob transfer
+//! starts, after [`Context::abort`] the running ones are abandoned and their sessions cancelled.
 
 pub mod blob;
 pub mod copy;
