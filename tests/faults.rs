@@ -307,6 +307,26 @@ async fn a_lying_docker_content_digest_fails_the_image() {
     assert_eq!(s.clean_rerun().await, 0, "the blobs went in before the manifest");
 }
 
+/// The target goes down in the middle of a sync (its connections dropped, new ones too, for a
+/// few requests) and comes back: the requests are retried, the uploads resumed or restarted, and
+/// the run succeeds; a rerun moves nothing.
+#[tokio::test]
+async fn a_target_that_goes_down_and_comes_back_mid_sync() {
+    let s = Setup::with_retries(118, 5).await;
+    s.src.change_answers("GET", "/blobs/", 1000, Change::Slow(Duration::from_millis(5)));
+    let dst = &s.dst;
+    let outage = async {
+        while dst.count("PATCH", "/blobs/uploads/") == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        dst.go_down(4);
+    };
+    let (out, ()) = tokio::join!(s.sync("run.json"), outage);
+    assert_eq!(out.status.code(), Some(0));
+    s.assert_consistent().await;
+    assert_eq!(s.clean_rerun().await, 0);
+}
+
 /// `kill -9` in the middle of a sync loses nothing committed: the rerun moves exactly the blob
 /// bytes the target lacks (asked of the target itself), not the whole set again.
 #[tokio::test]

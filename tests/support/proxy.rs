@@ -52,6 +52,9 @@ enum Fault {
     /// Cut the `nth` (1-based, counted from when the fault was set) PATCH to `/blobs/uploads/`
     /// after forwarding `after` bytes of its body.
     CutPatch { nth: usize, seen: usize, after: usize },
+    /// Drop the connection of the next `remaining` requests, whatever they are, without
+    /// forwarding them: a registry that went down (and comes back once they are spent).
+    Down { remaining: usize },
     /// Forward the next `remaining` matching requests, then change the upstream's answer.
     Answer { method: Method, path: String, remaining: usize, change: Change },
 }
@@ -165,6 +168,12 @@ impl FaultProxy {
         let method = Method::from_bytes(method.as_bytes()).expect("HTTP method");
         let path = path.into();
         self.state.faults.lock().unwrap().push(Fault::Every { method, path, every, seen: 0, status, retry_after });
+    }
+
+    /// Drops the connection of the next `n` requests without forwarding them: the upstream
+    /// looks killed until they are spent, then restarted.
+    pub fn go_down(&self, n: usize) {
+        self.state.faults.lock().unwrap().push(Fault::Down { remaining: n });
     }
 
     /// Forwards the next `n` requests whose method is `method` and whose path contains `path`,
@@ -316,6 +325,7 @@ enum Action {
     Answer(u16, Option<u64>),
     Cut(usize),
     Change(Change),
+    Drop,
 }
 
 fn decide(state: &ProxyState, method: &Method, path: &str) -> Action {
@@ -345,6 +355,11 @@ fn decide(state: &ProxyState, method: &Method, path: &str) -> Action {
             {
                 *remaining -= 1;
                 action = Action::Change(change.clone());
+                break;
+            }
+            Fault::Down { remaining } if *remaining > 0 => {
+                *remaining -= 1;
+                action = Action::Drop;
                 break;
             }
             Fault::CutPatch { nth, seen, after } if is_upload_patch && *seen < *nth => {
@@ -390,6 +405,10 @@ async fn forward(State(state): State<Arc<ProxyState>>, ConnectInfo(conn): Connec
             return resp;
         }
         Action::Cut(after) => Some(after),
+        Action::Drop => {
+            conn.abort.store(true, Ordering::SeqCst);
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
         Action::Change(c) => {
             change = Some(c);
             None
