@@ -117,6 +117,68 @@ impl std::fmt::Display for PlatformFilter {
     }
 }
 
+/// Referrers are followed this deep (a signature of an SBOM of an image is depth 2), by the copy
+/// and by the deep check that they arrived.
+pub const REFERRER_DEPTH: u32 = 3;
+
+/// What to do with a multi-arch index when only some of its platforms are wanted.
+///
+/// The default is `preserve`: the copy is byte-identical, so `image@sha256:…` pins in workload
+/// manifests keep working, and every registry accepts it. It costs the bytes of the platforms
+/// nobody runs; `sparse` avoids that where the target accepts an index whose children are not
+/// all present, and `rewrite` everywhere at the price of a new digest.
+///
+/// Plain data: the config reads it (`indexPolicy`), the CLI maps its own `--index-policy` flag
+/// to it, and the plan and the copy act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexPolicy {
+    /// Copy every child; the index digest is unchanged. Accepted by every registry.
+    #[default]
+    Preserve,
+    /// Copy only the chosen platforms and push the original index unchanged (some registries refuse).
+    Sparse,
+    /// Push a new index of the chosen platforms: a new digest, reported as such.
+    Rewrite,
+}
+
+impl std::fmt::Display for IndexPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IndexPolicy::Preserve => "preserve",
+            IndexPolicy::Sparse => "sparse",
+            IndexPolicy::Rewrite => "rewrite",
+        })
+    }
+}
+
+/// The children of an index that `platforms` selects (all when it is empty), each distinct digest
+/// once and in index order: an index may list one child many times, and it is fetched, pushed
+/// and counted once.
+pub fn select_platforms<'a>(index: &'a Manifest, platforms: &[PlatformFilter]) -> Vec<&'a Descriptor> {
+    let mut seen = std::collections::HashSet::new();
+    index
+        .parsed
+        .manifests
+        .iter()
+        .filter(|c| platforms.is_empty() || c.platform.as_ref().is_some_and(|p| platforms.iter().any(|f| f.matches(p))))
+        .filter(|c| seen.insert(&c.digest))
+        .collect()
+}
+
+/// A new index holding only the `chosen` children, for the `rewrite` policy. Built from the
+/// original JSON so that every field we do not model (annotations, unknown keys) is kept; the
+/// plan's expected digest and the copy's pushed index both come from here, so they cannot differ.
+pub fn rewrite_index(index: &Manifest, chosen: &[&Descriptor]) -> Result<Manifest, ManifestError> {
+    let keep: std::collections::HashSet<&str> = chosen.iter().map(|c| c.digest.as_str()).collect();
+    let mut value: serde_json::Value = serde_json::from_slice(&index.bytes)?;
+    if let Some(list) = value.get_mut("manifests").and_then(|m| m.as_array_mut()) {
+        list.retain(|entry| entry.get("digest").and_then(|d| d.as_str()).is_some_and(|d| keep.contains(d)));
+    }
+    let bytes = serde_json::to_vec(&value)?;
+    Manifest::from_bytes(bytes::Bytes::from(bytes), Some(&index.media_type))
+}
+
 /// A content descriptor. Unknown fields are ignored on read; descriptors are re-serialised only
 /// when the `rewrite` policy builds a new index, and then every known field is carried.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,6 +328,52 @@ mod tests {
         assert!(!PlatformFilter::parse("windows/arm64").unwrap().matches(&p));
         assert!(PlatformFilter::parse("linux").is_err());
         assert!(PlatformFilter::parse("linux/amd64/v3/x").is_err());
+    }
+
+    const CHILD_A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const CHILD_B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn index(children: &[(&str, &str)]) -> Manifest {
+        let entries: Vec<serde_json::Value> = children
+            .iter()
+            .map(|(digest, arch)| {
+                serde_json::json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": 10,
+                    "platform": {"os": "linux", "architecture": arch}, "annotations": {"x": "y"}})
+            })
+            .collect();
+        let v = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries,
+            "annotations": {"org.opencontainers.image.created": "2024"}, "unknownKey": [1, 2]});
+        Manifest::from_bytes(bytes::Bytes::from(serde_json::to_vec_pretty(&v).unwrap()), None).unwrap()
+    }
+
+    #[test]
+    fn select_platforms_takes_each_child_once() {
+        // Checks the one platform filter: an index listing a child many times yields it once
+        // (it was fetched and pushed once per listing), and an empty filter takes every child.
+        let idx = index(&[(CHILD_A, "amd64"), (CHILD_A, "amd64"), (CHILD_B, "arm64"), (CHILD_A, "amd64")]);
+        let all: Vec<&str> = select_platforms(&idx, &[]).iter().map(|c| c.digest.as_str()).collect();
+        assert_eq!(all, [CHILD_A, CHILD_B]);
+        let arm = select_platforms(&idx, &[PlatformFilter::parse("linux/arm64").unwrap()]);
+        assert_eq!(arm.len(), 1);
+        assert_eq!(arm[0].digest.as_str(), CHILD_B);
+    }
+
+    #[test]
+    fn rewrite_index_keeps_what_it_does_not_model() {
+        // Checks the rewritten index: only the chosen children, with the index's and the entries'
+        // annotations and unknown keys kept, and the same digest however often it is built (the
+        // plan's expected digest and the copy's pushed index come from this one function).
+        let idx = index(&[(CHILD_A, "amd64"), (CHILD_B, "arm64")]);
+        let chosen = select_platforms(&idx, &[PlatformFilter::parse("linux/amd64").unwrap()]);
+        let r = rewrite_index(&idx, &chosen).unwrap();
+        assert_eq!(r.parsed.manifests.len(), 1);
+        assert_eq!(r.parsed.manifests[0].digest.as_str(), CHILD_A);
+        assert_eq!(r.media_type, OCI_INDEX);
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes).unwrap();
+        assert_eq!(v["unknownKey"], serde_json::json!([1, 2]));
+        assert_eq!(v["manifests"][0]["annotations"]["x"], "y");
+        assert_eq!(rewrite_index(&idx, &chosen).unwrap().digest, r.digest);
+        assert_ne!(r.digest, idx.digest);
     }
 
     #[test]

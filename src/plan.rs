@@ -18,11 +18,12 @@ use serde::Serialize;
 
 use crate::config::MappingMode;
 use crate::digest::Digest;
-use crate::manifest::{Descriptor, Manifest, PlatformFilter};
+use crate::manifest::{
+    Descriptor, IndexPolicy, Manifest, PlatformFilter, REFERRER_DEPTH, rewrite_index, select_platforms,
+};
 use crate::reference::Reference;
 use crate::registry::tags::TagListing;
 use crate::registry::{Registries, Registry, RegistryError};
-use crate::transfer::{IndexPolicy, REFERRER_DEPTH};
 
 /// Requests in flight while planning (HEADs and listings are small).
 const PLAN_CONCURRENCY: usize = 32;
@@ -90,8 +91,9 @@ pub struct ImagePlan {
     pub bytes_to_move: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The target repository has no tags at all: nothing of this image can be there yet, so the
-    /// copy need not ask for each blob and child first.
+    /// The target repository has no tags at all: no child manifest of this image can be there
+    /// yet, so the copy need not ask for each one first (blobs it asks for anyway: a killed run
+    /// leaves blobs that no tag shows).
     #[serde(skip)]
     pub target_repo_empty: bool,
     #[serde(skip)]
@@ -258,7 +260,10 @@ async fn examine_inner(
         (Some(d), false) => d.clone(),
         _ if rewrite => {
             let m = src.get_manifest(&w.source.repository, &w.source.selector()).await?;
-            p.expected_digest = Some(expected_rewrite(&m, &w.platforms));
+            p.expected_digest = Some(expected_rewrite(&m, &w.platforms).map_err(|e| RegistryError::Protocol {
+                registry: src.host.clone(),
+                message: format!("{}: {e}", w.source),
+            })?);
             m.digest
         }
         _ => match src.head_manifest(&w.source.repository, &w.source.selector()).await? {
@@ -319,22 +324,12 @@ async fn examine_inner(
     }
 }
 
-fn expected_rewrite(index: &Manifest, platforms: &[PlatformFilter]) -> Digest {
+/// The digest of the index the copy pushes under `rewrite`: the same function builds both.
+fn expected_rewrite(index: &Manifest, platforms: &[PlatformFilter]) -> Result<Digest, crate::manifest::ManifestError> {
     if !index.is_index() {
-        return index.digest.clone();
+        return Ok(index.digest.clone());
     }
-    let keep: HashSet<&str> = index
-        .parsed
-        .manifests
-        .iter()
-        .filter(|c| c.platform.as_ref().is_some_and(|p| platforms.iter().any(|f| f.matches(p))))
-        .map(|c| c.digest.as_str())
-        .collect();
-    let mut value: serde_json::Value = serde_json::from_slice(&index.bytes).unwrap_or_default();
-    if let Some(list) = value.get_mut("manifests").and_then(|m| m.as_array_mut()) {
-        list.retain(|e| e.get("digest").and_then(|d| d.as_str()).is_some_and(|d| keep.contains(d)));
-    }
-    Digest::of(&serde_json::to_vec(&value).unwrap_or_default())
+    Ok(rewrite_index(index, &select_platforms(index, platforms))?.digest)
 }
 
 /// What a deep check of one target tag found.
@@ -359,7 +354,7 @@ pub async fn deep_missing(
     let mut images: Vec<Manifest> = Vec::new();
     let mut children = Vec::new();
     if top.is_index() {
-        for c in selected(&top, platforms) {
+        for c in select_platforms(&top, platforms) {
             children.push(c.digest.clone());
             if listing.has_manifest(&c.digest) == Some(false) {
                 missing.push(format!(
@@ -444,16 +439,6 @@ async fn missing_referrers(
     Ok(missing)
 }
 
-/// Children of an index that the platform filter selects (all when the filter is empty).
-pub fn selected<'a>(index: &'a Manifest, platforms: &[PlatformFilter]) -> Vec<&'a Descriptor> {
-    index
-        .parsed
-        .manifests
-        .iter()
-        .filter(|c| platforms.is_empty() || c.platform.as_ref().is_some_and(|p| platforms.iter().any(|f| f.matches(p))))
-        .collect()
-}
-
 /// The source manifests whose blobs an image would move: the selected children of an index
 /// (every child under `preserve`), or the image manifest itself.
 async fn source_manifests(
@@ -470,7 +455,7 @@ async fn source_manifests(
     let all_platforms = w.mode == MappingMode::Copy && opts.index_policy == IndexPolicy::Preserve;
     let pick = if all_platforms { Vec::new() } else { w.platforms.clone() };
     futures::future::try_join_all(
-        selected(&top, &pick).into_iter().map(|c| src.get_manifest(&w.source.repository, c.digest.as_str())),
+        select_platforms(&top, &pick).into_iter().map(|c| src.get_manifest(&w.source.repository, c.digest.as_str())),
     )
     .await
 }

@@ -143,7 +143,7 @@ async fn index_policies_are_applied_and_reported() {
         .await;
     assert_eq!(out.status.code(), Some(1));
     let t = text(&out);
-    assert!(t.contains("refused") && t.contains("--index-policy rewrite"), "{t}");
+    assert!(t.contains("refused") && t.contains("set --index-policy to rewrite"), "{t}");
     assert_eq!(images::manifest_digest(&acr.url(), "sparse/app", "1.0", None).await, None, "no tag after a refusal");
 
     let out = run
@@ -672,4 +672,37 @@ async fn a_401_mid_run_renews_the_token_once() {
     assert_eq!(push_tokens, 2, "one token, then one renewal after the 401");
     let pull = tokens.mint(&[("oss/renew", "pull")]);
     images::assert_image_present(&acr.url(), "oss/renew", &image, Some(&pull)).await;
+}
+
+/// An index listing one child many times: the child manifest is fetched from the source and
+/// pushed to the target once, its blobs moved once, and the index itself copied byte for byte.
+/// (An index listing one child 10,000 times used to make 10,000 GETs and 10,001 PUTs.)
+#[tokio::test]
+async fn duplicate_index_children_are_carried_once() {
+    let mcr = TestRegistry::anonymous().await;
+    let acr = TestRegistry::anonymous().await;
+    let mut seeder = Seeder::new(&mcr.url(), 31);
+    let child = seeder.push_random_image("oss/dup", "child", Format::Oci, &[4000]).await;
+    let mut entry = child.descriptor();
+    entry["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": images::OCI_INDEX,
+        "manifests": vec![entry; 200],
+    });
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let digest = seeder.push_manifest("oss/dup", "1", images::OCI_INDEX, &bytes).await;
+    let src = FaultProxy::start(&mcr.url()).await;
+    let dst = FaultProxy::start(&acr.url()).await;
+    let run = Run::new().registry(MCR, &src.url(), None).registry(ACR, &dst.url(), None);
+
+    let out = run.mirror(&["copy", &format!("{MCR}/oss/dup:1"), &format!("{ACR}/mirror/dup:1")]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let child_path = format!("/manifests/{}", child.digest);
+    assert_eq!(src.count("GET", &child_path), 1, "child fetched once");
+    assert_eq!(dst.count("PUT", &child_path), 1, "child pushed once");
+    assert_eq!(dst.count("PUT", "/manifests/"), 2, "the child and the index");
+    assert_eq!(images::manifest_digest(&acr.url(), "mirror/dup", "1", None).await, Some(digest));
+    let (layer, size) = &child.blobs[1];
+    assert_eq!(images::blob_digest(&acr.url(), "mirror/dup", layer, None).await, (layer.clone(), *size));
 }

@@ -322,3 +322,65 @@ async fn warm_mappings_sync_through_the_cache() {
     let out = run(&["verify"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// `sync --deep` repairs an image missing a layer under a present child manifest: the plan finds
+/// it `partial`, `verify` exits 2, the deep sync uploads exactly that blob (the copy walks past
+/// the present child), and `verify` exits 0 after. (It used to report "copied 0 B" and leave the
+/// image broken.)
+#[tokio::test]
+async fn sync_deep_puts_back_a_missing_layer() {
+    let mcr = TestRegistry::anonymous().await;
+    let acr = TestRegistry::anonymous().await;
+    let idx = Seeder::new(&mcr.url(), 24).push_multiarch("oss/multi", "1", Format::Oci).await;
+    let env = Env::new(&mcr.url(), &acr.url(), &[idx.reference(MCR)], "");
+    assert_eq!(env.mirror(&["sync"]).await.status.code(), Some(0));
+
+    let (layer, size) = idx.children[0].blobs[1].clone();
+    let url = format!("{}/v2/mirror/oss/multi/blobs/{layer}", acr.url());
+    assert_eq!(support::http_client().delete(url).send().await.unwrap().status().as_u16(), 202);
+    assert!(!images::blob_exists(&acr.url(), "mirror/oss/multi", &layer, None).await);
+    assert_eq!(env.mirror(&["verify"]).await.status.code(), Some(2));
+
+    let out = env.mirror(&["sync", "--deep", "--report-json", &env.p("repair.json")]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(env.json("repair.json")["summary"]["bytes"].as_u64(), Some(size), "exactly the missing layer");
+    assert_eq!(env.mirror(&["verify"]).await.status.code(), Some(0));
+    images::assert_image_present(&acr.url(), "mirror/oss/multi", &idx, None).await;
+}
+
+/// Under `indexPolicy: rewrite` the plan's expected digest is the digest of the index the copy
+/// pushes (one function builds both): after a sync the plan finds the image present, not
+/// outdated, and the report's target digest equals the plan's expectation.
+#[tokio::test]
+async fn rewrite_plan_expects_what_sync_pushes() {
+    let mcr = TestRegistry::anonymous().await;
+    let acr = TestRegistry::anonymous().await;
+    let idx = Seeder::new(&mcr.url(), 25).push_multiarch("oss/multi", "1", Format::Oci).await;
+    let extra = "platforms: [linux/amd64]\nindexPolicy: rewrite\n";
+    let env = Env::new(&mcr.url(), &acr.url(), &[idx.reference(MCR)], extra);
+    let planned = plan_json(&env.mirror(&["plan", "-o", "json"]).await);
+    let expected = planned["images"][0]["expected_digest"].as_str().unwrap().to_string();
+    assert_ne!(expected, idx.digest.as_str(), "a rewritten index has a digest of its own");
+
+    assert_eq!(env.mirror(&["sync", "--report-json", &env.p("sync.json")]).await.status.code(), Some(0));
+    assert_eq!(env.json("sync.json")["images"][0]["target_digest"].as_str(), Some(expected.as_str()));
+    let tagged = images::manifest_digest(&acr.url(), "mirror/oss/multi", "1", None).await.unwrap();
+    assert_eq!(tagged.as_str(), expected);
+    let out = env.mirror(&["plan", "-o", "json"]).await;
+    assert_eq!(statuses(&plan_json(&out))[0].1, "present");
+}
+
+/// A target refusing a sparse index fails the image with a fix `sync` users can apply: the
+/// config key `indexPolicy`, not a flag `sync` does not have.
+#[tokio::test]
+async fn a_refused_sparse_index_names_the_config_key() {
+    let mcr = TestRegistry::anonymous().await;
+    let acr = TestRegistry::anonymous().await;
+    let idx = Seeder::new(&mcr.url(), 26).push_multiarch("oss/multi", "1", Format::Oci).await;
+    let extra = "platforms: [linux/amd64]\nindexPolicy: sparse\n";
+    let env = Env::new(&mcr.url(), &acr.url(), &[idx.reference(MCR)], extra);
+    let out = env.mirror(&["sync", "--report-json", &env.p("sync.json")]).await;
+    assert_eq!(out.status.code(), Some(3));
+    let error = env.json("sync.json")["images"][0]["error"].as_str().unwrap().to_string();
+    assert!(error.contains("the config key `indexPolicy` to rewrite") && !error.contains("--index-policy"), "{error}");
+}

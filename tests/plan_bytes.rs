@@ -7,11 +7,11 @@ mod support;
 use std::path::Path;
 
 use acr_mirror::config::{Config, MappingMode};
+use acr_mirror::manifest::IndexPolicy;
 use acr_mirror::manifest::PlatformFilter;
 use acr_mirror::plan::{self, PlanOptions, Status, Wanted};
 use acr_mirror::reference::Reference;
 use acr_mirror::registry::Registries;
-use acr_mirror::transfer::IndexPolicy;
 use support::{Format, Seeder, TestRegistry};
 
 fn config(src: &TestRegistry, dst: &TestRegistry) -> Config {

@@ -5,9 +5,9 @@ use std::io::Write;
 use anyhow::Context as _;
 
 use crate::exit;
-use crate::manifest::PlatformFilter;
+use crate::manifest::{IndexPolicy, PlatformFilter};
 use crate::reference::Reference;
-use crate::transfer::{self, IndexPolicy, Options};
+use crate::transfer::{self, Options};
 
 #[derive(Debug, clap::Args)]
 pub struct CopyArgs {
@@ -67,8 +67,7 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
         platforms,
         index_policy: args.index_policy.map(IndexPolicy::from).or(cfg.index_policy).unwrap_or_default(),
         referrers: !args.no_referrers,
-        assume_stale: false,
-        fresh_target: false,
+        target_state: Default::default(),
         bytes: Default::default(),
     };
     let registries = crate::app::registries(&cfg)?;
@@ -98,7 +97,12 @@ pub async fn run(cli: &super::Cli, args: &CopyArgs) -> anyhow::Result<u8> {
     }
     let src = registries.get(&source.registry)?;
     let dst = registries.get(&target.registry)?;
-    let c = transfer::copy::copy_image(&ctx, src, &source, dst, &target, &opts).await?;
+    let c = transfer::copy::copy_image(&ctx, src, &source, dst, &target, &opts).await.map_err(|e| {
+        match e.remedy("--index-policy") {
+            Some(fix) => anyhow::anyhow!("{e}; {fix}"),
+            None => e.into(),
+        }
+    })?;
     let s = ctx.stats.snapshot();
     if c.unchanged {
         writeln!(out, "{} already at {} ({}): nothing to do", c.target, c.target_digest, c.source)?;

@@ -97,11 +97,7 @@ impl Registry {
         let resp = self.send(Request::new(Method::GET, url.clone(), vec![Scope::push(&session.repo)])).await?;
         let resp = self.expect(&Method::GET, &url, resp, &[204, 200]).await?;
         let range = resp.headers().get(RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        // "0-N" means N+1 bytes; an empty session answers "0-0" on some registries and no Range on others.
-        let held = match range.trim_start_matches("bytes=").split_once('-') {
-            Some((_, end)) => end.parse::<u64>().map(|e| e + 1).unwrap_or(0),
-            None => 0,
-        };
+        let held = held_bytes(range);
         let next = match resp.headers().get(LOCATION) {
             Some(_) => Session { repo: session.repo.clone(), location: self.location(&resp)? },
             None => session.clone(),
@@ -132,5 +128,33 @@ impl Registry {
             }
             Err(e) => tracing::debug!(registry = %self.host, "upload cancel failed: {e}"),
         }
+    }
+}
+
+/// How many bytes an upload session's `Range` header says it holds. "0-N" is the inclusive range
+/// of N+1 bytes, but distribution writes `0-(size-1)` clamped at zero, so an empty session also
+/// answers "0-0" (others send no `Range`): "0-0" is read as nothing held. Resuming from 0 is
+/// always safe — a session that did hold one byte refuses the chunk, and the upload starts over
+/// in a new session — whereas resuming from 1 corrupts an empty one (`DIGEST_INVALID` at the end).
+fn held_bytes(range: &str) -> u64 {
+    match range.trim().trim_start_matches("bytes=").split_once('-') {
+        Some((_, end)) => end.trim().parse::<u64>().map(|e| if e == 0 { 0 } else { e + 1 }).unwrap_or(0),
+        None => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_bytes;
+
+    #[test]
+    fn an_empty_session_holds_nothing() {
+        // Checks the reading of `Range`: "0-0" (distribution's answer for an empty session) and
+        // no header are 0 bytes, "0-N" is N+1; reading "0-0" as one byte made resumed uploads
+        // skip the blob's first byte.
+        assert_eq!(held_bytes("0-0"), 0);
+        assert_eq!(held_bytes(""), 0);
+        assert_eq!(held_bytes("0-1048575"), 1 << 20);
+        assert_eq!(held_bytes("bytes=0-9"), 10);
     }
 }

@@ -1,6 +1,6 @@
 //! Copying one image graph into a target repository.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -9,9 +9,9 @@ use futures::future::try_join_all;
 use serde::Serialize;
 
 use super::blob::{self, BlobMove};
-use super::{Context, IndexPolicy, Options, REFERRER_DEPTH, TransferError};
+use super::{Context, Options, TargetState, TransferError};
 use crate::digest::Digest;
-use crate::manifest::{Descriptor, Manifest, OCI_INDEX};
+use crate::manifest::{Descriptor, IndexPolicy, Manifest, OCI_INDEX, REFERRER_DEPTH, rewrite_index, select_platforms};
 use crate::reference::Reference;
 use crate::registry::Registry;
 
@@ -85,8 +85,10 @@ async fn copy_graph(
     let to_push = if top.is_index() {
         let policy = if opts.platforms.is_empty() { IndexPolicy::Preserve } else { opts.index_policy };
         copied.index_policy = Some(policy);
-        let (chosen, skipped): (Vec<&Descriptor>, Vec<&Descriptor>) =
-            top.parsed.manifests.iter().partition(|c| policy == IndexPolicy::Preserve || wanted(&opts.platforms, c));
+        let chosen = select_platforms(&top, if policy == IndexPolicy::Preserve { &[] } else { &opts.platforms });
+        let kept: HashSet<&Digest> = chosen.iter().map(|c| &c.digest).collect();
+        let skipped: Vec<&Descriptor> =
+            select_platforms(&top, &[]).into_iter().filter(|c| !kept.contains(&c.digest)).collect();
         if chosen.is_empty() {
             return Err(TransferError::Refused {
                 target: dst_ref.to_string(),
@@ -100,11 +102,12 @@ async fn copy_graph(
         copied.platforms = chosen.iter().map(|c| platform_name(c)).collect();
         copied.skipped_platforms = skipped.iter().map(|c| platform_name(c)).collect();
         let index = match policy {
-            IndexPolicy::Rewrite => rewrite_index(&top, &chosen)?,
+            IndexPolicy::Rewrite => rewrite_index(&top, &chosen)
+                .map_err(|e| TransferError::Refused { target: top.digest.to_string(), message: e.to_string() })?,
             _ => top.clone(),
         };
         copied.target_digest = index.digest.clone();
-        if !opts.assume_stale && already_there(&d, target_tag.as_deref(), &index).await? {
+        if opts.target_state == TargetState::Unknown && already_there(&d, target_tag.as_deref(), &index).await? {
             copied.unchanged = true;
             return Ok(copied);
         }
@@ -118,7 +121,7 @@ async fn copy_graph(
         }
         index
     } else {
-        if !opts.assume_stale && already_there(&d, target_tag.as_deref(), &top).await? {
+        if opts.target_state == TargetState::Unknown && already_there(&d, target_tag.as_deref(), &top).await? {
             copied.unchanged = true;
             return Ok(copied);
         }
@@ -146,15 +149,12 @@ async fn already_there(d: &Endpoint, tag: Option<&str>, m: &Manifest) -> Result<
     Ok(d.registry.head_manifest(&d.repo, &reference).await?.is_some_and(|h| h.digest == m.digest))
 }
 
-fn wanted(platforms: &[crate::manifest::PlatformFilter], c: &Descriptor) -> bool {
-    platforms.is_empty() || c.platform.as_ref().is_some_and(|p| platforms.iter().any(|f| f.matches(p)))
-}
-
 fn platform_name(c: &Descriptor) -> String {
     c.platform.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "unknown".into())
 }
 
-/// Copies one child manifest of an index (by digest), unless the target has it already.
+/// Copies one child manifest of an index (by digest), unless the target has it already (asked
+/// only where the [`TargetState`] says it may, and is not known to lack something under it).
 async fn copy_child(
     ctx: &Arc<Context>,
     s: &Endpoint,
@@ -163,14 +163,14 @@ async fn copy_child(
     opts: &Options,
 ) -> Result<(), TransferError> {
     let digest = child.digest.to_string();
-    if !opts.fresh_target && d.registry.head_manifest(&d.repo, &digest).await?.is_some_and(|h| h.digest == child.digest)
-    {
+    let ask = matches!(opts.target_state, TargetState::Unknown | TargetState::Stale);
+    if ask && d.registry.head_manifest(&d.repo, &digest).await?.is_some_and(|h| h.digest == child.digest) {
         return Ok(());
     }
     let m = s.registry.get_manifest(&s.repo, &digest).await?;
     if m.is_index() {
         // Nested indexes are rare but legal: copy them whole.
-        try_join_all(m.parsed.manifests.iter().map(|c| Box::pin(copy_child(ctx, s, d, c, opts)))).await?;
+        try_join_all(select_platforms(&m, &[]).into_iter().map(|c| Box::pin(copy_child(ctx, s, d, c, opts)))).await?;
     } else {
         copy_blobs(ctx, s, d, &m, opts).await?;
     }
@@ -197,28 +197,11 @@ pub async fn copy_blobs(
                 dst_repo: d.repo.clone(),
                 desc: desc.clone(),
                 counter: opts.bytes.clone(),
-                fresh_target: opts.fresh_target,
             },
         )
     }))
     .await?;
     Ok(())
-}
-
-/// A new index holding only the chosen children. Built from the original JSON so that every
-/// field we do not model (annotations, unknown keys) is kept.
-fn rewrite_index(top: &Manifest, chosen: &[&Descriptor]) -> Result<Manifest, TransferError> {
-    let keep: BTreeSet<&str> = chosen.iter().map(|c| c.digest.as_str()).collect();
-    let mut value: serde_json::Value = serde_json::from_slice(&top.bytes).map_err(|e| TransferError::Refused {
-        target: top.digest.to_string(),
-        message: format!("index is not JSON: {e}"),
-    })?;
-    if let Some(list) = value.get_mut("manifests").and_then(|m| m.as_array_mut()) {
-        list.retain(|entry| entry.get("digest").and_then(|d| d.as_str()).is_some_and(|d| keep.contains(d)));
-    }
-    let bytes = serde_json::to_vec(&value).expect("a JSON value serialises");
-    Manifest::from_bytes(Bytes::from(bytes), Some(&top.media_type))
-        .map_err(|e| TransferError::Refused { target: top.digest.to_string(), message: e.to_string() })
 }
 
 /// Copies the referrers of `subject` (signatures, SBOMs) and, where the target has no referrers
@@ -244,7 +227,7 @@ async fn copy_referrers(
     for r in &found.descriptors {
         let m = s.registry.get_manifest(&s.repo, r.digest.as_str()).await?;
         if m.is_index() {
-            try_join_all(m.parsed.manifests.iter().map(|c| copy_child(ctx, s, d, c, opts))).await?;
+            try_join_all(select_platforms(&m, &[]).into_iter().map(|c| copy_child(ctx, s, d, c, opts))).await?;
         } else {
             copy_blobs(ctx, s, d, &m, opts).await?;
         }
@@ -275,11 +258,11 @@ async fn copy_cosign_tags(
     let mut n = 0;
     for tag in s.registry.cosign_tags(&s.repo, subject).await? {
         let m = s.registry.get_manifest(&s.repo, &tag).await?;
-        if !opts.fresh_target && already_there(d, Some(&tag), &m).await? {
+        if opts.target_state != TargetState::Empty && already_there(d, Some(&tag), &m).await? {
             continue;
         }
         if m.is_index() {
-            try_join_all(m.parsed.manifests.iter().map(|c| copy_child(ctx, s, d, c, opts))).await?;
+            try_join_all(select_platforms(&m, &[]).into_iter().map(|c| copy_child(ctx, s, d, c, opts))).await?;
         } else {
             copy_blobs(ctx, s, d, &m, opts).await?;
         }

@@ -6,8 +6,11 @@
 //! last. A failure at any point leaves no tag pointing at content that is not all there.
 //!
 //! A [`Context`] is shared by every image of a run: one bound on blob transfers, one table of
-//! blobs in flight (a layer shared by ten images moves once per target repository), and one
-//! record of where each blob already is in the target (so later repositories mount it).
+//! blobs in flight (a layer shared by ten images moves once per target repository; each transfer
+//! runs as a task of its own, so it ends and wakes everyone waiting on it even when the image
+//! that started it has failed), one record of where each blob already is in the target (so
+//! later repositories mount it), and the run's stop: after [`Context::stop`] no blob transfer
+//! starts, after [`Context::abort`] the running ones are abandoned and their sessions cancelled.
 
 pub mod blob;
 pub mod copy;
@@ -19,44 +22,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::future::{BoxFuture, Shared};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::digest::{Digest, Mismatch};
-use crate::manifest::PlatformFilter;
+use crate::manifest::{IndexPolicy, PlatformFilter};
 use crate::registry::RegistryError;
-
-/// Referrers are followed this deep (a signature of an SBOM of an image is depth 2), by the copy
-/// and by the deep check that they arrived.
-pub const REFERRER_DEPTH: u32 = 3;
-
-/// What to do with a multi-arch index when only some of its platforms are wanted.
-///
-/// The default is `preserve`: the copy is byte-identical, so `image@sha256:…` pins in workload
-/// manifests keep working, and every registry accepts it. It costs the bytes of the platforms
-/// nobody runs; `sparse` avoids that where the target accepts an index whose children are not
-/// all present, and `rewrite` everywhere at the price of a new digest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum IndexPolicy {
-    /// Copy every child; the index digest is unchanged. Accepted by every registry.
-    #[default]
-    Preserve,
-    /// Copy only the chosen platforms and push the original index unchanged (some registries refuse).
-    Sparse,
-    /// Push a new index of the chosen platforms: a new digest, reported as such.
-    Rewrite,
-}
-
-impl std::fmt::Display for IndexPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            IndexPolicy::Preserve => "preserve",
-            IndexPolicy::Sparse => "sparse",
-            IndexPolicy::Rewrite => "rewrite",
-        })
-    }
-}
 
 /// Options for one image.
 #[derive(Debug, Clone, Default)]
@@ -66,18 +38,33 @@ pub struct Options {
     pub index_policy: IndexPolicy,
     /// Copy OCI referrers (signatures, SBOMs) of every copied manifest.
     pub referrers: bool,
-    /// The caller has just seen that the target tag is missing, outdated or partial (the plan
-    /// looked): do not ask the target again whether it has the image, walk the graph.
-    pub assume_stale: bool,
-    /// The plan saw the target repository without any tag: none of the image's children or blobs
-    /// can be there (but for what this run put there), so they are not asked for one by one.
-    pub fresh_target: bool,
+    /// What the caller already knows of the target (see [`TargetState`]).
+    pub target_state: TargetState,
     /// Bytes of this image's blobs that this run put into the target: a blob copied by this run
     /// counts its size for every image that needs it, whichever image's move copied it, so the
     /// count of an image does not depend on the order images ran in; a blob that was there
     /// before, or mounted from a repository the run did not fill, counts nothing. When warming,
     /// the bytes read through the cache.
     pub bytes: Arc<AtomicU64>,
+}
+
+/// What the caller knows of the image in the target before the copy, which decides what the
+/// copy must ask the target first. Blobs are asked for in every state (see [`blob::ensure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetState {
+    /// Nothing: the copy asks whether the tag already points at the image, and stops if so.
+    #[default]
+    Unknown,
+    /// The plan saw the tag missing or outdated: the copy walks the graph, skipping child
+    /// manifests the target has.
+    Stale,
+    /// The plan saw the repository without any tag: no child manifest can be there (but for what
+    /// this or a killed run put there, which is pushed again at no cost in blob bytes), so none
+    /// is asked for.
+    Empty,
+    /// A deep check found content missing behind the tag: the copy walks every child and blob,
+    /// present or not, so what is missing under a present child manifest is found and put back.
+    Partial,
 }
 
 /// Why moving an image failed. Each variant names the image or blob concerned.
@@ -87,11 +74,15 @@ pub enum TransferError {
     Registry(Arc<RegistryError>),
     #[error("blob {digest}: {mismatch} — the source served bytes that do not match the digest; nothing was committed")]
     BlobMismatch { digest: Digest, mismatch: Mismatch },
-    #[error(
-        "target {target} refused the original index with only the chosen platforms present ({detail}). \
-         Use --index-policy rewrite (a new index of the chosen platforms, new digest) or preserve (copy every platform)"
-    )]
+    /// The fix depends on where the user set the policy: see [`TransferError::remedy`].
+    #[error("target {target} refused the original index with only the chosen platforms present ({detail})")]
     SparseRefused { target: String, detail: String },
+    /// The source's body ended, or broke off, before the descriptor's size: the source's fault,
+    /// whatever the target then said about the broken upload.
+    #[error("short body: got {got} of {expected} bytes from {registry}{cause}")]
+    ShortBody { registry: String, got: u64, expected: u64, cause: String },
+    #[error("not completed: the run was stopped before this transfer was done")]
+    Interrupted,
     #[error("{target}: {message}")]
     Refused { target: String, message: String },
     #[error("warming {target}: {message}")]
@@ -136,10 +127,24 @@ impl From<RegistryError> for TransferError {
 }
 
 impl TransferError {
+    /// Worth another attempt: a transient registry answer, or a source body that broke off.
     pub fn is_retryable(&self) -> bool {
         match self {
             TransferError::Registry(e) => e.is_retryable(),
+            TransferError::ShortBody { .. } => true,
             _ => false,
+        }
+    }
+
+    /// What the user can change to get past this error, worded for where they choose the index
+    /// policy: `setting` is e.g. ``--index-policy`` for `copy`, or ``the config key `indexPolicy` ``
+    /// for `sync`. `None` for errors whose fix is not a setting of ours.
+    pub fn remedy(&self, setting: &str) -> Option<String> {
+        match self {
+            TransferError::SparseRefused { .. } => Some(format!(
+                "set {setting} to rewrite (a new index of the chosen platforms, new digest) or preserve (copy every platform)"
+            )),
+            _ => None,
         }
     }
 }
@@ -176,19 +181,6 @@ pub struct StatsSnapshot {
     pub manifests_pushed: u64,
 }
 
-impl std::ops::Sub for StatsSnapshot {
-    type Output = StatsSnapshot;
-    fn sub(self, o: StatsSnapshot) -> StatsSnapshot {
-        StatsSnapshot {
-            bytes: self.bytes - o.bytes,
-            blobs_copied: self.blobs_copied - o.blobs_copied,
-            blobs_mounted: self.blobs_mounted - o.blobs_mounted,
-            blobs_present: self.blobs_present - o.blobs_present,
-            manifests_pushed: self.manifests_pushed - o.manifests_pushed,
-        }
-    }
-}
-
 /// How a blob got into the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobOutcome {
@@ -221,6 +213,13 @@ pub struct Context {
     copied: std::sync::Mutex<std::collections::HashSet<(String, Digest)>>,
     /// Serialises uploads of one digest into one registry (see [`blob::ensure`]).
     digest_locks: std::sync::Mutex<DigestLocks>,
+    /// Cancelled when the run is asked to stop: no blob transfer starts after it.
+    stopping: CancellationToken,
+    /// Cancelled when the grace period after a stop is over: transfers still running are
+    /// abandoned and their upload sessions cancelled.
+    aborting: CancellationToken,
+    /// How long cancelling an abandoned upload session may take.
+    cancel_within: std::time::Duration,
 }
 
 impl std::fmt::Debug for Context {
@@ -242,6 +241,9 @@ impl Context {
             placed: Default::default(),
             copied: Default::default(),
             digest_locks: Default::default(),
+            stopping: CancellationToken::new(),
+            aborting: CancellationToken::new(),
+            cancel_within: std::time::Duration::from_secs(2),
         })
     }
 
@@ -266,6 +268,18 @@ impl Context {
             c.warm_recheck = warm_recheck;
         }
         ctx
+    }
+
+    /// From now on no blob transfer starts; those running go on (see [`Context::abort`]).
+    pub fn stop(&self) {
+        self.stopping.cancel();
+    }
+
+    /// Abandons the blob transfers still running: each cancels its upload session and fails with
+    /// [`TransferError::Interrupted`]. Implies [`Context::stop`].
+    pub fn abort(&self) {
+        self.stopping.cancel();
+        self.aborting.cancel();
     }
 
     /// Records that `repo` in `registry` holds `digest`, so other repositories can mount it.

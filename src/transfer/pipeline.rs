@@ -8,9 +8,10 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, IndexPolicy, Options, TransferError, copy, warm};
+use super::{Context, Options, TargetState, TransferError, copy, warm};
 use crate::config::MappingMode;
 use crate::digest::Digest;
+use crate::manifest::IndexPolicy;
 use crate::plan::{ImagePlan, Plan, Status};
 use crate::registry::Registries;
 
@@ -60,9 +61,10 @@ pub struct RunOptions {
     /// Images in flight at once (their blobs share the context's bound).
     pub images_in_flight: usize,
     pub fail_fast: bool,
-    /// Cancelled when the run must stop (a signal): no image is started after it, and images in
-    /// flight get `grace` to finish before they are abandoned (their tags are never written
-    /// half-way: the tag is the last thing an image writes).
+    /// Cancelled when the run must stop (a signal): no image and no blob transfer is started
+    /// after it, and transfers in flight get `grace` to finish before they are abandoned and
+    /// their upload sessions cancelled. A tag is never written half-way: it is the last thing an
+    /// image writes, after everything under it is in.
     pub stop: CancellationToken,
     /// How long in-flight images may go on after `stop` before they are abandoned.
     pub grace: Duration,
@@ -74,10 +76,6 @@ pub trait Observer: Send + Sync {
     fn finished(&self, _result: &ImageResult) {}
 }
 
-/// No progress display.
-pub struct Quiet;
-impl Observer for Quiet {}
-
 /// Executes `plan`: images needing work are copied or warmed; the others are reported as they are.
 pub async fn run(
     registries: &Registries,
@@ -86,7 +84,30 @@ pub async fn run(
     opts: &RunOptions,
     observer: &dyn Observer,
 ) -> Vec<ImageResult> {
+    let stop = async {
+        opts.stop.cancelled().await;
+        ctx.stop();
+        tokio::time::sleep(opts.grace).await;
+        ctx.abort();
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        results = run_images(registries, ctx, plan, opts, observer) => results,
+        _ = stop => unreachable!("the stop watch never ends"),
+    }
+}
+
+async fn run_images(
+    registries: &Registries,
+    ctx: &Arc<Context>,
+    plan: &Plan,
+    opts: &RunOptions,
+    observer: &dyn Observer,
+) -> Vec<ImageResult> {
     let cancel = CancellationToken::new();
+    // How long an image may go on after a stop: the grace period, then the time its abandoned
+    // transfers take to cancel their upload sessions.
+    let wind_down = opts.grace + ctx.cancel_within * 2;
     futures::stream::iter(plan.images.iter())
         .map(|img| {
             let cancel = cancel.clone();
@@ -116,7 +137,7 @@ pub async fn run(
                     _ = cancel.cancelled() => return skipped(img),
                     _ = opts.stop.cancelled() => {
                         // A stop: let the image finish within the grace period, else abandon it.
-                        match tokio::time::timeout(opts.grace, &mut work).await {
+                        match tokio::time::timeout(wind_down, &mut work).await {
                             Ok(r) => r,
                             Err(_) => return interrupted(img),
                         }
@@ -128,11 +149,12 @@ pub async fn run(
                         r.target_digest = Some(target_digest);
                         r
                     }
+                    Err(TransferError::Interrupted) => return interrupted(img),
                     Err(e) => {
                         if opts.fail_fast {
                             cancel.cancel();
                         }
-                        ImageResult::from_plan(img, Outcome::Failed, Some(e.to_string()))
+                        ImageResult::from_plan(img, Outcome::Failed, Some(describe(&e)))
                     }
                 };
                 r.bytes = counter.load(std::sync::atomic::Ordering::Relaxed);
@@ -180,6 +202,15 @@ fn interrupted(img: &ImagePlan) -> ImageResult {
     )
 }
 
+/// An image's error as `sync` reports it: a remedy names the config key, which is where `sync`
+/// takes its index policy from.
+fn describe(e: &TransferError) -> String {
+    match e.remedy("the config key `indexPolicy`") {
+        Some(fix) => format!("{e}; {fix}"),
+        None => e.to_string(),
+    }
+}
+
 fn duration_ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
@@ -203,8 +234,11 @@ async fn one(
         platforms: w.platforms.clone(),
         index_policy: opts.index_policy,
         referrers: opts.referrers,
-        assume_stale: true,
-        fresh_target: img.target_repo_empty,
+        target_state: match img.status {
+            Status::Partial => TargetState::Partial,
+            _ if img.target_repo_empty => TargetState::Empty,
+            _ => TargetState::Stale,
+        },
         bytes,
     };
     match w.mode {

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::{Context, Options, TransferError, blob};
 use crate::digest::Digest;
-use crate::manifest::{Descriptor, Manifest};
+use crate::manifest::{Descriptor, Manifest, select_platforms};
 use crate::reference::Reference;
 use crate::registry::Registry;
 
@@ -73,15 +73,7 @@ pub async fn warm_image(
         bytes: 0,
     };
     let images: Vec<Manifest> = if top.is_index() {
-        let chosen: Vec<&Descriptor> = top
-            .parsed
-            .manifests
-            .iter()
-            .filter(|c| {
-                opts.platforms.is_empty()
-                    || c.platform.as_ref().is_some_and(|p| opts.platforms.iter().any(|f| f.matches(p)))
-            })
-            .collect();
+        let chosen = select_platforms(&top, &opts.platforms);
         if chosen.is_empty() {
             return Err(TransferError::Warm {
                 target: target_ref.to_string(),

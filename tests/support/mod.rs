@@ -24,7 +24,8 @@
 //! - [`images`]: `Seeder` (images, indexes, artifacts, signatures, streamed blobs) and the
 //!   independent checks (`get_manifest`, `manifest_digest`, `blob_exists`, `blob_digest`,
 //!   `assert_image_present`, `skopeo_*`, `oci_pull_manifest`).
-//! - [`proxy`]: `FaultProxy` (429/503, cut PATCH, counts), `DelayProxy`, `ReferrersProxy`, `BadBlobServer`.
+//! - [`proxy`]: `FaultProxy` (429/503/500 once or every n-th, cut PATCH, changed answers: reset,
+//!   truncated, corrupt, altered, wrong digest, stalled or slow bodies; counts), `DelayProxy`, `ReferrersProxy`, `BadBlobServer`.
 #![allow(dead_code, unused_imports)]
 
 pub mod hostile;

@@ -46,9 +46,39 @@ type ReferrerMap = HashMap<(String, String), Vec<Value>>;
 enum Fault {
     /// Answer the next `remaining` requests matching method and path substring with `status`.
     Status { method: Method, path: String, remaining: usize, status: u16, retry_after: Option<u64> },
+    /// Answer every `every`-th request matching method and path substring with `status`
+    /// (the others are forwarded): a fixed share of failures, deterministic.
+    Every { method: Method, path: String, every: usize, seen: usize, status: u16, retry_after: Option<u64> },
     /// Cut the `nth` (1-based, counted from when the fault was set) PATCH to `/blobs/uploads/`
     /// after forwarding `after` bytes of its body.
     CutPatch { nth: usize, seen: usize, after: usize },
+    /// Drop the connection of the next `remaining` requests, whatever they are, without
+    /// forwarding them: a registry that went down (and comes back once they are spent).
+    Down { remaining: usize },
+    /// Forward the next `remaining` matching requests, then change the upstream's answer.
+    Answer { method: Method, path: String, remaining: usize, change: Change },
+}
+
+/// How a forwarded answer is changed on its way back to the client.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// The body breaks off after this many bytes (the connection is dropped; `Content-Length`
+    /// still announces the whole body).
+    Reset(usize),
+    /// The body ends cleanly after this many bytes, with a `Content-Length` that says so: a
+    /// source whose blob is shorter than its descriptor.
+    Truncate(usize),
+    /// The byte at this offset is flipped.
+    Corrupt(usize),
+    /// A space is appended to the body (a manifest whose bytes no longer match its digest);
+    /// `Docker-Content-Digest` is left as the upstream sent it.
+    AppendSpace,
+    /// `Docker-Content-Digest` is replaced by the digest of other content.
+    WrongDigest,
+    /// Headers, then a body that never comes.
+    Stall,
+    /// Each body chunk is held back this long.
+    Slow(Duration),
 }
 
 struct ProxyState {
@@ -130,6 +160,27 @@ impl FaultProxy {
             status,
             retry_after,
         });
+    }
+
+    /// Answers every `every`-th request whose method is `method` and whose path contains `path`
+    /// with `status` (and `Retry-After` when given), forwarding the others.
+    pub fn fail_every(&self, method: &str, path: &str, every: usize, status: u16, retry_after: Option<u64>) {
+        let method = Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        let path = path.into();
+        self.state.faults.lock().unwrap().push(Fault::Every { method, path, every, seen: 0, status, retry_after });
+    }
+
+    /// Drops the connection of the next `n` requests without forwarding them: the upstream
+    /// looks killed until they are spent, then restarted.
+    pub fn go_down(&self, n: usize) {
+        self.state.faults.lock().unwrap().push(Fault::Down { remaining: n });
+    }
+
+    /// Forwards the next `n` requests whose method is `method` and whose path contains `path`,
+    /// changing each answer as `change` says.
+    pub fn change_answers(&self, method: &str, path: &str, n: usize, change: Change) {
+        let method = Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        self.state.faults.lock().unwrap().push(Fault::Answer { method, path: path.into(), remaining: n, change });
     }
 
     /// Cuts the `nth` PATCH to `/blobs/uploads/` from now on (1 = the next one): its first
@@ -273,6 +324,8 @@ enum Action {
     Forward,
     Answer(u16, Option<u64>),
     Cut(usize),
+    Change(Change),
+    Drop,
 }
 
 fn decide(state: &ProxyState, method: &Method, path: &str) -> Action {
@@ -286,6 +339,27 @@ fn decide(state: &ProxyState, method: &Method, path: &str) -> Action {
             {
                 *remaining -= 1;
                 action = Action::Answer(*status, *retry_after);
+                break;
+            }
+            Fault::Every { method: m, path: p, every, seen, status, retry_after }
+                if m == method && path.contains(p.as_str()) =>
+            {
+                *seen += 1;
+                if *seen % *every == 0 {
+                    action = Action::Answer(*status, *retry_after);
+                    break;
+                }
+            }
+            Fault::Answer { method: m, path: p, remaining, change }
+                if *remaining > 0 && m == method && path.contains(p.as_str()) =>
+            {
+                *remaining -= 1;
+                action = Action::Change(change.clone());
+                break;
+            }
+            Fault::Down { remaining } if *remaining > 0 => {
+                *remaining -= 1;
+                action = Action::Drop;
                 break;
             }
             Fault::CutPatch { nth, seen, after } if is_upload_patch && *seen < *nth => {
@@ -316,6 +390,7 @@ async fn forward(State(state): State<Arc<ProxyState>>, ConnectInfo(conn): Connec
         return referrers_index(&state, &repo, &subject, req.uri().query());
     }
 
+    let mut change = None;
     let cut_after = match decide(&state, &method, &path) {
         Action::Answer(status, retry_after) => {
             let code = if status == 429 { "TOOMANYREQUESTS" } else { "UNAVAILABLE" };
@@ -330,6 +405,14 @@ async fn forward(State(state): State<Arc<ProxyState>>, ConnectInfo(conn): Connec
             return resp;
         }
         Action::Cut(after) => Some(after),
+        Action::Drop => {
+            conn.abort.store(true, Ordering::SeqCst);
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        Action::Change(c) => {
+            change = Some(c);
+            None
+        }
         Action::Forward => None,
     };
 
@@ -392,10 +475,79 @@ async fn forward(State(state): State<Arc<ProxyState>>, ConnectInfo(conn): Connec
     {
         headers.insert("oci-subject", HeaderValue::from_str(&subject).unwrap());
     }
-    let mut resp = Response::new(Body::from_stream(upstream.bytes_stream()));
+    let body = upstream.bytes_stream().map_err(io::Error::other).boxed();
+    let body = match change {
+        Some(c) => changed(c, &mut headers, body),
+        None => body,
+    };
+    let mut resp = Response::new(Body::from_stream(body));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     resp
+}
+
+type BodyStream = futures::stream::BoxStream<'static, Result<Bytes, io::Error>>;
+
+/// Applies `change` to an answer's headers and body.
+fn changed(change: Change, headers: &mut HeaderMap, body: BodyStream) -> BodyStream {
+    match change {
+        Change::Reset(after) => {
+            let mut sent = 0usize;
+            body.map(move |chunk| {
+                let b = chunk?;
+                if sent >= after {
+                    return Err(io::Error::new(io::ErrorKind::ConnectionReset, "body cut by FaultProxy"));
+                }
+                let b = b.slice(..b.len().min(after - sent));
+                sent += b.len();
+                Ok(b)
+            })
+            .boxed()
+        }
+        Change::Truncate(after) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(after));
+            let mut sent = 0usize;
+            body.map_ok(move |b| {
+                let b = b.slice(..b.len().min(after - sent));
+                sent += b.len();
+                b
+            })
+            .try_filter(|b| futures::future::ready(!b.is_empty()))
+            .boxed()
+        }
+        Change::Corrupt(at) => {
+            let mut offset = 0usize;
+            body.map_ok(move |b| {
+                let start = offset;
+                offset += b.len();
+                if (start..offset).contains(&at) {
+                    let mut v = b.to_vec();
+                    v[at - start] ^= 0xff;
+                    return Bytes::from(v);
+                }
+                b
+            })
+            .boxed()
+        }
+        Change::AppendSpace => {
+            if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len + 1));
+            }
+            body.chain(futures::stream::once(async { Ok(Bytes::from_static(b" ")) })).boxed()
+        }
+        Change::WrongDigest => {
+            let other = sha256(b"not what was pushed");
+            headers.insert("docker-content-digest", HeaderValue::from_str(other.as_str()).unwrap());
+            body
+        }
+        Change::Stall => futures::stream::pending().boxed(),
+        Change::Slow(pause) => body
+            .then(move |chunk| async move {
+                tokio::time::sleep(pause).await;
+                chunk
+            })
+            .boxed(),
+    }
 }
 
 /// Sends the request to the upstream over a raw connection with only the first `limit` bytes
