@@ -255,10 +255,14 @@ fn aks_workloads_and_images_together() {
     );
     let nginx = by["docker.io/library/nginx:latest"];
     assert_eq!(nginx.target.to_string(), "myacr.azurecr.io/mirror/docker.io/library/nginx:latest");
-    assert!(matches!(nginx.provenance[..], [Provenance::Config { index: 0, line: 5 }]), "{:?}", nginx.provenance);
+    assert!(
+        matches!(nginx.provenance[..], [Provenance::Config { index: 0, line: 5, tag_rule: None }]),
+        "{:?}",
+        nginx.provenance
+    );
     // pause:3.6 is asked for twice: once by the AKS list, once by the config.
     assert_eq!(by["mcr.microsoft.com/oss/v2/kubernetes/pause:3.6"].provenance.len(), 2);
-    assert!(r.images.iter().all(|e| e.platforms.iter().all(|p| p.to_string() == "linux/amd64")));
+    assert!(r.images.iter().all(|e| e.platforms.to_string() == "linux/amd64"));
     let w = r.warnings.join("\n");
     assert!(w.contains("Windows node pools are not supported") && w.contains("30 Windows-only"), "{w}");
     assert!(w.contains("\"dapr\" (Dapr) is not supported in network isolated mode"), "{w}");

@@ -143,7 +143,12 @@ pub(crate) fn image_set(cli: &Cli) -> anyhow::Result<(crate::config::Config, Vec
     let wanted = resolved
         .images
         .into_iter()
-        .map(|e| crate::plan::Wanted { source: e.source, target: e.target, mode: e.mode, platforms: e.platforms })
+        .map(|e| crate::plan::Wanted {
+            source: e.source,
+            target: e.target,
+            mode: e.mode,
+            platforms: e.platforms.filters(),
+        })
         .collect();
     Ok((cfg, wanted))
 }
