@@ -13,7 +13,7 @@ mod docs;
 mod lists;
 mod ops;
 mod progress;
-mod resolve;
+pub(crate) mod resolve;
 mod rewrite;
 mod run;
 
@@ -99,7 +99,7 @@ pub fn main() -> ExitCode {
             Command::Plan(args) => run::plan(&cli, args).await,
             Command::Sync(args) => run::sync(&cli, args).await,
             Command::Verify(args) => run::verify(&cli, args).await,
-            Command::Resolve(args) => resolve::run(&cli, args),
+            Command::Resolve(args) => resolve::run(&cli, args).await,
             Command::Rewrite(args) => rewrite::run(&cli, args),
             Command::Lists(args) => lists::run(args),
             Command::Completions(args) => docs::completions(args),
@@ -133,10 +133,13 @@ pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<crate::config::Config> {
     }
 }
 
-/// The config and the images it asks for, warnings printed.
-pub(crate) fn image_set(cli: &Cli) -> anyhow::Result<(crate::config::Config, Vec<crate::plan::Wanted>)> {
-    let cfg = load_config(cli)?;
-    let resolved = resolve::resolve_config(cli)?;
+/// The config and the images it asks for (tag rules resolved against their sources), warnings
+/// logged.
+pub(crate) async fn image_set(
+    cli: &Cli,
+    strict: bool,
+) -> anyhow::Result<(crate::config::Config, Vec<crate::plan::Wanted>)> {
+    let (cfg, resolved) = resolve::resolve_with_tags(cli, strict).await?;
     for w in &resolved.warnings {
         tracing::warn!("{w}");
     }

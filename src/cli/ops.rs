@@ -9,12 +9,14 @@ use crate::plan;
 use crate::report::{Report, metrics};
 use crate::shard::Shard;
 
-/// The image set, narrowed to one shard when `--shard` is given.
-pub(crate) fn image_set(
+/// The image set, narrowed to one shard when `--shard` is given; `strict` makes a tag rule
+/// that chooses nothing an error.
+pub(crate) async fn image_set(
     cli: &super::Cli,
     shard: Option<Shard>,
+    strict: bool,
 ) -> anyhow::Result<(crate::config::Config, Vec<plan::Wanted>)> {
-    let (cfg, wanted) = super::image_set(cli)?;
+    let (cfg, wanted) = super::image_set(cli, strict).await?;
     let Some(shard) = shard else { return Ok((cfg, wanted)) };
     let total = wanted.len();
     let wanted = shard.select(wanted, |w| &w.target);

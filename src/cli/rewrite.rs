@@ -23,7 +23,7 @@ pub struct RewriteArgs {
 }
 
 pub fn run(cli: &super::Cli, args: &RewriteArgs) -> anyhow::Result<u8> {
-    let resolved = super::resolve::resolve_config(cli)?;
+    let (_, resolved) = super::resolve::resolve_config(cli)?;
     let mapper = resolved.mapper.as_ref().context("no mapping rules")?;
     let digests = match &args.digests {
         Some(p) => {

@@ -48,6 +48,8 @@ pub struct PlanArgs {
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
     #[command(flatten)]
+    pub strict: super::resolve::StrictArg,
+    #[command(flatten)]
     pub reports: ReportArgs,
 }
 
@@ -69,6 +71,8 @@ pub struct SyncArgs {
     /// Write Prometheus text-format metrics of the run (images by status, bytes, times) to FILE.
     #[arg(long, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub strict: super::resolve::StrictArg,
     #[command(flatten)]
     pub reports: ReportArgs,
 }
@@ -97,7 +101,7 @@ fn index_policy(cfg: &crate::config::Config) -> IndexPolicy {
 }
 
 pub async fn plan(cli: &super::Cli, args: &PlanArgs) -> anyhow::Result<u8> {
-    let (cfg, wanted) = image_set(cli, args.shard)?;
+    let (cfg, wanted) = image_set(cli, args.shard, args.strict.strict).await?;
     let started = (SystemTime::now(), Instant::now());
     let registries = Registries::from_config(&cfg)?;
     let p = plan::plan(
@@ -123,7 +127,7 @@ pub async fn verify(cli: &super::Cli, args: &VerifyArgs) -> anyhow::Result<u8> {
 }
 
 async fn verify_run(cli: &super::Cli, args: &VerifyArgs, out: &mut Option<Report>) -> anyhow::Result<u8> {
-    let (cfg, wanted) = image_set(cli, args.shard)?;
+    let (cfg, wanted) = image_set(cli, args.shard, false).await?;
     let started = (SystemTime::now(), Instant::now());
     let registries = Registries::from_config(&cfg)?;
     let p = plan::plan(
@@ -321,7 +325,7 @@ pub async fn sync(cli: &super::Cli, args: &SyncArgs) -> anyhow::Result<u8> {
 }
 
 async fn sync_run(cli: &super::Cli, args: &SyncArgs, out: &mut Option<Report>) -> anyhow::Result<u8> {
-    let (cfg, wanted) = image_set(cli, args.shard)?;
+    let (cfg, wanted) = image_set(cli, args.shard, args.strict.strict).await?;
     let started = (SystemTime::now(), Instant::now());
     let lock = match take_lock(&cfg, args.shard, "sync").await? {
         Ok(lock) => lock,

@@ -319,7 +319,7 @@ pub fn extract(text: &str, file: &str, injected: &Injected) -> Result<Extracted,
         let mut hits: Vec<Hit> = Vec::new();
         let mut walk = Walk { injected, hits: &mut hits, warnings: &mut out.warnings, file, start };
         walk.node(&value, "", &Owner::default(), Context::Free);
-        let lines = LineIndex::new(&doc);
+        let lines = LineIndex::new(&doc, &hits);
         let mut totals: HashMap<&str, usize> = HashMap::new();
         for h in &hits {
             *totals.entry(h.image.as_str()).or_insert(0) += 1;
@@ -381,15 +381,16 @@ fn looks_templated(s: &str) -> bool {
     s.contains("{{") || s.contains("}}") || s.contains("${") || s.contains("$(") || s.contains("<%")
 }
 
-/// Where each string stands in one document, built in one pass: for every token (a run of the
-/// characters references are made of), the lines it is on and how strongly each line says it is
+/// Where each image string stands in one document, built in one pass: for every token (a run of
+/// the characters references are made of) that is one of the images found, the lines it is on and how strongly each line says it is
 /// an image (1: `image:` written one field a line; 2: the value of an `image` key; 3: anywhere).
 struct LineIndex {
     at: HashMap<String, Vec<(usize, u8)>>,
 }
 
 impl LineIndex {
-    fn new(doc: &str) -> LineIndex {
+    fn new(doc: &str, hits: &[Hit]) -> LineIndex {
+        let wanted: std::collections::HashSet<&str> = hits.iter().map(|h| h.image.as_str()).collect();
         let mut at: HashMap<String, Vec<(usize, u8)>> = HashMap::new();
         for (n, l) in doc.lines().enumerate() {
             let mut i = 0;
@@ -402,6 +403,9 @@ impl LineIndex {
                 let s = i;
                 while i < b.len() && is_ref_char(b[i] as char) {
                     i += 1;
+                }
+                if !wanted.contains(&l[s..i]) {
+                    continue;
                 }
                 let tier = if !is_image_key_prefix(&l[..s]) {
                     3
@@ -424,6 +428,10 @@ impl LineIndex {
     /// written as an `image:` value (so a `last-applied-configuration` annotation repeating the
     /// image is skipped). Images with characters outside references fall back to a scan.
     fn nth_line(&self, doc: &str, image: &str, n: usize, total: usize) -> Option<usize> {
+        if image.is_empty() {
+            let empty = |l: &&str| l.contains("image: \"\"") || l.contains("image: ''");
+            return doc.lines().enumerate().filter(|(_, l)| empty(l)).nth(n).map(|(i, _)| i);
+        }
         if !image.chars().all(is_ref_char) {
             return doc.lines().position(|l| l.contains(image));
         }
@@ -549,7 +557,7 @@ impl Walk<'_> {
         match v {
             Value::Object(m) => self.object(m, path, owner, ctx),
             Value::Array(a) => {
-                for (i, x) in a.iter().enumerate() {
+                for (i, x) in a.iter().enumerate().filter(|(_, x)| x.is_object() || x.is_array()) {
                     self.node(x, &format!("{path}[{i}]"), owner, ctx);
                 }
             }
@@ -582,7 +590,8 @@ impl Walk<'_> {
             self.custom_image(s, m, path, owner, ctx);
         }
         for (k, x) in m {
-            let skip = (k == "metadata" || k == "status") && m.contains_key("kind")
+            let skip = !(x.is_object() || x.is_array())
+                || (k == "metadata" || k == "status") && m.contains_key("kind")
                 || (container && matches!(k.as_str(), "image" | "args" | "command" | "env"))
                 || (k == "image" && x.is_string());
             if skip {
