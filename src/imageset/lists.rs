@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::PlatformFilter;
 
-/// The oldest Kubernetes minor network isolated mode supports (aks-acr-facts §1, Limitations).
+/// The oldest Kubernetes minor network isolated mode supports
+/// (<https://learn.microsoft.com/azure/aks/concepts-network-isolated>, Limitations).
 pub const MIN_MINOR: u32 = 30;
 
 /// The lists committed in this repository, compiled in as the last fallback.
@@ -320,11 +321,13 @@ pub struct Selection {
 ///
 /// The rule: version-independent entries (`kubernetesMinors: ["*"]`) are all taken; entries
 /// whose tag follows Kubernetes are taken for the chosen minor only, and when the config names a
-/// patch version, only the tags built for that patch if the list has any (else every tag of the
-/// minor, with a warning). GPU images only with `gpu: true`; Flatcar artifacts only when
+/// patch version, a repository whose tags are Kubernetes releases themselves
+/// ([`KUBERNETES_RELEASES`]) keeps only the tags of that patch if the list has any (else every
+/// tag of the minor, with a warning); other repositories keep every tag of the minor. GPU images only with `gpu: true`; Flatcar artifacts only when
 /// `flatcar` is among the OS families; nothing for Windows, which network isolated mode does
 /// not support. Platforms are narrowed to `linux/<arch>` for the chosen architectures, and an
-/// entry that exists for none of them is left out.
+/// entry that exists for none of them is left out. Gaps of an OS not chosen, or of a repository
+/// whose twin under MCR's other path layout is taken, are not warned about.
 pub fn select(set: &ListSet, choice: &ClusterChoice) -> Result<Selection, ListError> {
     let v = choice.version;
     let given = v.to_string();

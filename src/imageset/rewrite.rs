@@ -1,7 +1,7 @@
 //! Pointing workload manifests at the private registry.
 //!
-//! Only `mcr.microsoft.com` is redirected on network isolated nodes (containerd's hosts.toml,
-//! aks-acr-facts §1), so every other image must be referenced at the ACR itself, and pinned by
+//! Only `mcr.microsoft.com` is redirected on network isolated nodes (the containerd `hosts.toml`
+//! AgentBaker writes), so every other image must be referenced at the ACR itself, and pinned by
 //! digest so that what runs is what was copied. Two outputs:
 //! - the manifests written back with each image string replaced on the line it stood, so
 //!   comments and formatting survive; every replacement is checked by extracting the images

@@ -1,18 +1,30 @@
 //! Images named in Kubernetes YAML: files, folders, globs, or stdin (`helm template … |`,
 //! `kustomize build … |`).
 //!
-//! Each document is parsed on its own with serde-saphyr into a `serde_json::Value`, after
-//! padding it with as many blank lines as precede it in the file, so that parse errors carry the
-//! file's own line and column. The line an image stands on is then found by scanning the
-//! document's text for the image string (the n-th time the walk meets a string is matched to
-//! its n-th occurrence in the document), which is exact for every manifest written one field a
-//! line and falls back to the document's first line otherwise.
+//! Each document is parsed on its own with serde-saphyr into a `serde_json::Value` (parse errors
+//! are rendered with the document's offset, so they carry the file's own line), which keeps the
+//! cost linear in the size of the file. Parser limits grow with the input; alias expansion is
+//! bounded by a ratio to the input's size, so YAML bombs are still refused. The line an image
+//! stands on is then found from a one-pass index of the document's text (the n-th time the walk
+//! meets a string is matched to its n-th occurrence, preferring `image:` lines).
 //!
-//! Pod-bearing kinds are walked through their pod spec (containers, initContainers,
-//! ephemeralContainers); `List` kinds through `items`; custom resources (an API group with a
-//! dot that is not a `*.k8s.io` group) through every string field called `image` under
-//! `spec`, which covers the Prometheus operator's `Prometheus`/`Alertmanager` `spec.image` and
-//! the `containers` lists such resources embed. Other built-in kinds name no image.
+//! What is an image is decided by evidence, not by the name `image` alone:
+//! - a **container**: an element of a `containers`, `initContainers` or `ephemeralContainers`
+//!   list, anywhere (pods, workload templates, JobSet, Knative, operator CRs), or any object with
+//!   an `image` string and a field of a Kubernetes container (`command`, `args`, `env`, …: Argo
+//!   `container`/`script` templates, Tekton steps);
+//! - an **image volume**: a pod volume's `image.reference` (Kubernetes 1.31+ `ImageVolume`);
+//! - an **injected image**: the value of a known operator flag or environment variable in a
+//!   container (built-in table below, extended by `workloads.injectedImages`), never any other
+//!   argument;
+//! - in **custom resources**: every `image` string of a kind known to run it (Prometheus,
+//!   Alertmanager, ThanosRuler, KubeVirt VMs, Argo workflows, Tekton), a KubeVirt
+//!   `containerDisk`, or an `image` that is a fully qualified reference (registry host and tag
+//!   or digest). Other `image` values of custom resources, and empty ones (an operator's
+//!   default), are warnings, not images. CRDs, `metadata` and `status` are skipped.
+//!
+//! An empty image in a core kind is an error; so is a templated one (`{{ … }}`, `${…}`), said to
+//! be an unrendered template.
 
 use std::collections::HashMap;
 use std::io::Read as _;
