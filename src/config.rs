@@ -240,13 +240,33 @@ pub struct InjectedImages {
 }
 
 /// One entry of `images:`: a reference, or a repository and a rule choosing its tags.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum ImageItem {
     /// `registry/repository:tag`, `…@sha256:…`, or `oci://…` for a Helm chart.
     Reference(String),
     /// A repository whose tags are chosen from the source's tag list when the plan is made.
     Tags(TagsItem),
+}
+
+/// A string is a reference and a mapping a tag rule, read directly (not as an untagged enum) so
+/// that a misspelt key in a rule is reported by name, at its line.
+impl<'de> Deserialize<'de> for ImageItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ImageItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an image reference, or {repository: …, tags: {…}}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ImageItem, E> {
+                Ok(ImageItem::Reference(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ImageItem, A::Error> {
+                TagsItem::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ImageItem::Tags)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `{repository: registry.k8s.io/ingress-nginx/controller, tags: {semver: ">=1.11", latest: 3}}`.
@@ -483,5 +503,21 @@ mod tests {
         assert!(e.to_string().contains("clientSecretEnv"), "{e}");
         let e = Config::parse("report: {azureBlob: \"https://a/c?sig=x\"}\n", Path::new("m.yaml")).unwrap_err();
         assert!(e.to_string().contains("sasTokenEnv"), "{e}");
+    }
+
+    // Checks the two shapes of an `images:` entry and that a misspelt rule key is named at its line.
+    #[test]
+    fn image_items_are_references_or_tag_rules() {
+        let cfg = Config::parse(
+            "images:\n  - nginx:1\n  - repository: quay.io/a/b\n    tags: {semver: '~1.2', latest: 2}\n",
+            Path::new("m.yaml"),
+        )
+        .unwrap();
+        assert!(matches!(&cfg.images[0].value, ImageItem::Reference(r) if r == "nginx:1"));
+        assert!(matches!(&cfg.images[1].value, ImageItem::Tags(t) if t.tags.latest == Some(2)));
+        let e = Config::parse("images:\n  - repository: quay.io/a/b\n    tag: {all: true}\n", Path::new("m.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("unknown field `tag`"), "{e}");
     }
 }
