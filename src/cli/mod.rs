@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::exit;
+use crate::imageset;
 
 mod copy;
 mod docs;
@@ -142,6 +143,12 @@ pub(crate) async fn image_set(
     let (cfg, resolved) = resolve::resolve_with_tags(cli, strict).await?;
     for w in &resolved.warnings {
         tracing::warn!("{w}");
+    }
+    // What each tag rule chose, and why, so a plan shows it as resolve does.
+    for e in &resolved.images {
+        for p in e.provenance.iter().filter(|p| matches!(p, imageset::Provenance::Config { tag_rule: Some(_), .. })) {
+            tracing::info!("{}: {p}", e.source);
+        }
     }
     let wanted = resolved
         .images
