@@ -36,10 +36,11 @@ pub struct Config {
     /// Kubernetes manifests whose images are needed.
     #[serde(default)]
     pub workloads: Option<WorkloadsConfig>,
-    /// Explicit image references. Kept with their place in the file so that a reference that
-    /// does not parse is reported at its line.
+    /// Explicit images: references (`oci://` for Helm charts), or a repository with a tag rule.
+    /// Kept with their place in the file so that an entry that does not parse is reported at
+    /// its line.
     #[serde(default)]
-    pub images: Vec<serde_saphyr::Spanned<String>>,
+    pub images: Vec<serde_saphyr::Spanned<ImageItem>>,
     /// Limits for the transfer engine.
     #[serde(default)]
     pub transfer: TransferConfig,
@@ -284,11 +285,34 @@ pub struct AksConfig {
     /// Node OS families: `linux` (Ubuntu, Azure Linux; the default), `flatcar` (adds the Flatcar
     /// system extensions), `windows` (not supported in network isolated mode: warned about).
     #[serde(default)]
-    pub os: Vec<crate::imageset::NodeOs>,
+    pub os: Vec<NodeOs>,
     /// Folder of the component lists, relative to the config file. Default: `manifests-lists/aks`
     /// in the current directory when it exists, else the lists built into the binary.
     #[serde(default)]
     pub lists: Option<PathBuf>,
+}
+
+/// The node operating system family of an AKS node pool (and of a component list entry).
+/// Plain data here so that the image set imports the config, never the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeOs {
+    /// Ubuntu and Azure Linux nodes (and any Linux node: the common images).
+    Linux,
+    /// Flatcar Container Linux nodes, which take system extensions (`*-sysext`) as OCI artifacts.
+    Flatcar,
+    /// Windows nodes: accepted in the config only to be refused with a warning.
+    Windows,
+}
+
+impl std::fmt::Display for NodeOs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeOs::Linux => "linux",
+            NodeOs::Flatcar => "flatcar",
+            NodeOs::Windows => "windows",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -297,6 +321,85 @@ pub struct WorkloadsConfig {
     /// Files, folders or globs of Kubernetes YAML, relative to the config file; `-` is stdin.
     #[serde(default)]
     pub manifests: Vec<String>,
+    /// Container arguments and environment variables, beyond the built-in ones, whose value is
+    /// an image an operator starts pods with.
+    #[serde(default)]
+    pub injected_images: InjectedImages,
+}
+
+/// Where operators are told, in their own container, which images they will start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InjectedImages {
+    /// Command-line flags whose value is an image: `--my-sidecar-image` matches
+    /// `--my-sidecar-image=IMAGE` and `--my-sidecar-image IMAGE`.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// Environment variable names whose value is an image; a trailing `*` makes a prefix
+    /// (`RELATED_IMAGE_*`).
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+/// One entry of `images:`: a reference, or a repository and a rule choosing its tags.
+#[derive(Debug, Clone)]
+pub enum ImageItem {
+    /// `registry/repository:tag`, `…@sha256:…`, or `oci://…` for a Helm chart.
+    Reference(String),
+    /// A repository whose tags are chosen from the source's tag list when the plan is made.
+    Tags(TagsItem),
+}
+
+/// A string is a reference and a mapping a tag rule, read directly (not as an untagged enum) so
+/// that a misspelt key in a rule is reported by name, at its line.
+impl<'de> Deserialize<'de> for ImageItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ImageItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an image reference, or {repository: …, tags: {…}}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ImageItem, E> {
+                Ok(ImageItem::Reference(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ImageItem, A::Error> {
+                TagsItem::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ImageItem::Tags)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `{repository: registry.k8s.io/ingress-nginx/controller, tags: {semver: ">=1.11", latest: 3}}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TagsItem {
+    /// `registry/repository` without a tag (`oci://` for Helm charts).
+    pub repository: String,
+    pub tags: TagRule,
+}
+
+/// Which tags of a repository to take. Every condition given must hold; `latest` is applied
+/// last, to what the others let through.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TagRule {
+    /// Every tag (minus `deny`).
+    #[serde(default)]
+    pub all: bool,
+    /// Regular expressions; a tag must match at least one.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Regular expressions; a tag matching any is left out.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// A semver range (`>=1.11.0, <1.13`); tags that are not versions never match it.
+    #[serde(default)]
+    pub semver: Option<String>,
+    /// Only the N highest versions (by semver) of what is left.
+    #[serde(default)]
+    pub latest: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -529,5 +632,21 @@ mod tests {
         assert!(e.to_string().contains("clientSecretEnv"), "{e}");
         let e = Config::parse("report: {azureBlob: \"https://a/c?sig=x\"}\n", Path::new("m.yaml")).unwrap_err();
         assert!(e.to_string().contains("sasTokenEnv"), "{e}");
+    }
+
+    // Checks the two shapes of an `images:` entry and that a misspelt rule key is named at its line.
+    #[test]
+    fn image_items_are_references_or_tag_rules() {
+        let cfg = Config::parse(
+            "images:\n  - nginx:1\n  - repository: quay.io/a/b\n    tags: {semver: '~1.2', latest: 2}\n",
+            Path::new("m.yaml"),
+        )
+        .unwrap();
+        assert!(matches!(&cfg.images[0].value, ImageItem::Reference(r) if r == "nginx:1"));
+        assert!(matches!(&cfg.images[1].value, ImageItem::Tags(t) if t.tags.latest == Some(2)));
+        let e = Config::parse("images:\n  - repository: quay.io/a/b\n    tag: {all: true}\n", Path::new("m.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("unknown field `tag`"), "{e}");
     }
 }

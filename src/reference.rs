@@ -138,14 +138,29 @@ fn first_has_uppercase_host(host: &str) -> bool {
 }
 
 fn validate_host(host: &str) -> Result<(), String> {
-    let (name, port) = match host.rsplit_once(':') {
-        Some((n, p)) => (n, Some(p)),
-        None => (host, None),
+    // An IPv6 literal in brackets, with or without a port: `[::1]`, `[fd00::1]:5000`.
+    let (name, port) = match host.strip_prefix('[').and_then(|h| h.split_once(']')) {
+        Some((addr, rest)) => {
+            if addr.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("bad IPv6 address {addr:?} in registry host"));
+            }
+            match rest {
+                "" => (host, None),
+                _ => (host, Some(rest.strip_prefix(':').ok_or_else(|| format!("bad registry host {host:?}"))?)),
+            }
+        }
+        None => match host.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        },
     };
     if let Some(p) = port
         && (p.is_empty() || p.parse::<u16>().is_err())
     {
         return Err(format!("bad port {p:?} in registry host"));
+    }
+    if name.starts_with('[') {
+        return Ok(());
     }
     let ok_label = |l: &str| {
         !l.is_empty()
@@ -153,10 +168,6 @@ fn validate_host(host: &str) -> Result<(), String> {
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
-    // IPv6 literals in brackets are allowed as they are.
-    if name.starts_with('[') && name.ends_with(']') {
-        return Ok(());
-    }
     if !name.split('.').all(ok_label) {
         return Err(format!("bad registry host {host:?}"));
     }
@@ -266,6 +277,8 @@ mod tests {
         assert_eq!(p("localhost/foo"), "localhost/foo:latest");
         assert_eq!(p("localhost:5000/a/b:c"), "localhost:5000/a/b:c");
         assert_eq!(p("127.0.0.1:5101/oss/pause:3.9"), "127.0.0.1:5101/oss/pause:3.9");
+        assert_eq!(p("[::1]:5000/tools/x:3"), "[::1]:5000/tools/x:3");
+        assert_eq!(p("[fd00::a:1]/x"), "[fd00::a:1]/x:latest");
         assert_eq!(p("mcr.microsoft.com/oss/kubernetes/pause:3.6"), "mcr.microsoft.com/oss/kubernetes/pause:3.6");
     }
 
@@ -295,6 +308,8 @@ mod tests {
             "nginx:tag with space",
             "-a/b",
             "a..b/c",
+            "[zz::1]:5000/x",
+            "[::1]x/y",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be refused");
         }

@@ -12,7 +12,7 @@ use support::{Format, Seeder, TestRegistry};
 use tokio_util::sync::CancellationToken;
 
 fn request(stop: CancellationToken) -> RunRequest {
-    RunRequest { shard: None, referrers: true, stop, grace: Duration::from_secs(5) }
+    RunRequest { shard: None, referrers: true, stop, grace: Duration::from_secs(5), strict: false }
 }
 
 /// Checks the API's whole cycle on one image: `plan` finds drift (and says so in its ending,

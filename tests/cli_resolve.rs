@@ -8,9 +8,16 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs the binary with an empty `DOCKER_CONFIG`, so a developer's own credentials are never read.
 fn mirror(args: &[&str], cwd: &Path, stdin: Option<&str>) -> Output {
+    let docker_config = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mirror"));
-    cmd.args(args).current_dir(cwd).env_remove("MIRROR_CONFIG").stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("MIRROR_CONFIG")
+        .env("DOCKER_CONFIG", docker_config.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = cmd.spawn().expect("run mirror");
     if let Some(s) = stdin {
@@ -178,4 +185,35 @@ fn rewrite_writes_pinned_manifests() {
         )),
         "{k}"
     );
+}
+
+// Checks that `aks.lists` is read relative to the config file's folder, not the working
+// directory: the config sits in one temporary folder with its lists, and `mirror` runs from
+// another, where a relative `lists` path would not exist.
+#[test]
+fn aks_lists_are_relative_to_the_config_file() {
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let lists = cfg_dir.path().join("my-lists");
+    std::fs::create_dir(&lists).unwrap();
+    std::fs::copy(root().join("manifests-lists/aks/1.34.yaml"), lists.join("1.34.yaml")).unwrap();
+    let cfg = cfg_dir.path().join("mirror.yaml");
+    std::fs::write(&cfg, "target: a.io\naks: {kubernetesVersion: '1.34', lists: my-lists}\n").unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = mirror(&["resolve", "-c", cfg.to_str().unwrap(), "-o", "json"], elsewhere.path(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = v["images"][0]["provenance"][0]["list"].as_str().unwrap();
+    assert!(list.starts_with(&lists.display().to_string()), "{list}");
+}
+
+// Checks `--strict` is accepted by resolve, plan and sync (a config without tag rules behaves as
+// without it).
+#[test]
+fn strict_is_accepted() {
+    let out = mirror(&["resolve", "--strict", "-c", "mirror.example.yaml"], &root(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for cmd in ["plan", "sync"] {
+        let out = mirror(&[cmd, "--help"], &root(), None);
+        assert!(text(&out.stdout).contains("--strict"), "{cmd}");
+    }
 }

@@ -1,6 +1,10 @@
 //! The image set on real inputs (AgentBaker components.json at two commits, the ingress-nginx
 //! and argo-cd install manifests), compared with sets written by hand from reading those files,
-//! and every bad-input case of the issue with its message checked.
+//! and every bad-input case of the issue with its message checked; more real manifests
+//! (kube-prometheus, KubeVirt, JobSet, the Kubernetes image-volume example) and written ones for
+//! operator conventions; tag rules against a real `docker-registry`.
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -255,10 +259,14 @@ fn aks_workloads_and_images_together() {
     );
     let nginx = by["docker.io/library/nginx:latest"];
     assert_eq!(nginx.target.to_string(), "myacr.azurecr.io/mirror/docker.io/library/nginx:latest");
-    assert!(matches!(nginx.provenance[..], [Provenance::Config { index: 0, line: 5 }]), "{:?}", nginx.provenance);
+    assert!(
+        matches!(nginx.provenance[..], [Provenance::Config { index: 0, line: 5, tag_rule: None }]),
+        "{:?}",
+        nginx.provenance
+    );
     // pause:3.6 is asked for twice: once by the AKS list, once by the config.
     assert_eq!(by["mcr.microsoft.com/oss/v2/kubernetes/pause:3.6"].provenance.len(), 2);
-    assert!(r.images.iter().all(|e| e.platforms.iter().all(|p| p.to_string() == "linux/amd64")));
+    assert!(r.images.iter().all(|e| e.platforms.to_string() == "linux/amd64"));
     let w = r.warnings.join("\n");
     assert!(w.contains("Windows node pools are not supported") && w.contains("30 Windows-only"), "{w}");
     assert!(w.contains("\"dapr\" (Dapr) is not supported in network isolated mode"), "{w}");
@@ -416,4 +424,318 @@ fn rewrite_real_manifests() {
     digests.clear();
     let e = rewrite::rewrite_files(&r.workloads, mapper, &digests).unwrap_err().to_string();
     assert!(e.contains("quay.io/argoproj/argocd:latest") && !e.contains("ingress-nginx"), "{e}");
+}
+
+/// Every image with its provenance lines, from a resolve of `tests/data/workloads/more`.
+fn more_manifests() -> imageset::Resolved {
+    resolve(
+        "target: acr.example.io\nworkloads:\n  manifests: [more-workloads]\n  injectedImages: {env: [MY_SIDECAR_IMAGE]}\n",
+    )
+}
+
+// Checks the general rule on real manifests and written operator conventions: containers
+// anywhere (pod specs, JobSet's nested templates, Argo container/script templates), image
+// volumes, KubeVirt container disks, known custom resource kinds, fully qualified references in
+// other custom resources, and images handed to operators by flag (both `--f=x` and `--f x`) or
+// environment variable (built in and from the config). A regression that misses a place, or
+// takes the Crossplane GCE image, changes this exact set.
+#[test]
+fn images_found_by_evidence() {
+    let r = more_manifests();
+    let got: Vec<String> = r.images.iter().map(|e| e.source.to_string()).collect();
+    let want = [
+        "docker.io/kubevirt/cirros-container-disk-demo:mybuild",
+        "docker.io/library/busybox:latest",
+        "docker.io/library/debian:latest",
+        "docker.io/library/golang:1.23",
+        "docker.io/library/python:3.12-alpine",
+        "ghcr.io/example/cache:7.2.4",
+        "ghcr.io/example/sidecar:2.0",
+        "quay.io/argoproj/argoexec:v3.6.7",
+        "quay.io/argoproj/workflow-controller:v3.6.7",
+        "quay.io/brancz/kube-rbac-proxy:v0.13.1",
+        "quay.io/crio/artifact:v2",
+        "quay.io/example/agent:v1.2.0",
+        "quay.io/example/operator:v1.2.0",
+        "quay.io/jetstack/cert-manager-acmesolver:v1.16.2",
+        "quay.io/jetstack/cert-manager-controller:v1.16.2",
+        "quay.io/prometheus-operator/prometheus-config-reloader:v0.60.1",
+        "quay.io/prometheus-operator/prometheus-operator:v0.60.1",
+        "quay.io/prometheus/prometheus:v2.40.1",
+    ];
+    assert_eq!(got, want);
+    let prov = |img: &str| -> String {
+        let e = r.images.iter().find(|e| e.source.to_string() == img).unwrap();
+        e.provenance.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" | ")
+    };
+    let reloader = prov("quay.io/prometheus-operator/prometheus-config-reloader:v0.60.1");
+    assert!(
+        reloader.contains("kube-prometheus-operator-deployment.yaml:32")
+            && reloader.contains("container prometheus-operator flag --prometheus-config-reloader"),
+        "{reloader}"
+    );
+    assert!(prov("quay.io/argoproj/argoexec:v3.6.7").contains("operators-injected.yaml:36"), "the `--f x` form");
+    assert!(prov("quay.io/example/agent:v1.2.0").contains("container manager variable RELATED_IMAGE_AGENT"));
+    assert!(prov("ghcr.io/example/sidecar:2.0").contains("variable MY_SIDECAR_IMAGE"));
+    assert!(
+        prov("quay.io/crio/artifact:v2").contains("k8s-image-volumes.yaml:24")
+            && prov("quay.io/crio/artifact:v2").contains("image volume")
+    );
+    assert_eq!(
+        r.images.iter().find(|e| e.source.to_string() == "docker.io/library/busybox:latest").unwrap().provenance.len(),
+        2
+    );
+    let warnings = r.warnings.join("\n");
+    assert!(warnings.contains("Instance wg-vm") && warnings.contains("debian-cloud/debian-12"), "{warnings}");
+    assert!(warnings.contains("Cache default spec.image is empty"), "{warnings}");
+    assert_eq!(r.warnings.len(), 2, "{warnings}");
+}
+
+// Checks that rewrite points operator flags and variables at the target too (so the operator
+// starts its pods from the private registry), and that the re-extraction check accepts it.
+#[test]
+fn rewrite_reaches_injected_images() {
+    let r = more_manifests();
+    let mapper = r.mapper.as_ref().unwrap();
+    let digest = Digest::parse(&format!("sha256:{}", "c".repeat(64))).unwrap();
+    let digests: BTreeMap<String, Digest> = r.images.iter().map(|e| (e.source.to_string(), digest.clone())).collect();
+    let files = rewrite::rewrite_files(&r.workloads, mapper, &digests).unwrap();
+    let ops = files.iter().find(|f| f.contains("cert-manager-acmesolver")).unwrap();
+    assert!(ops.contains(&format!(
+        "--acme-http01-solver-image=acr.example.io/mirror/quay.io/jetstack/cert-manager-acmesolver:v1.16.2@{digest}"
+    )));
+    assert!(ops.contains(&format!("- acr.example.io/mirror/quay.io/argoproj/argoexec:v3.6.7@{digest}")));
+}
+
+// Checks that templated images are refused as unrendered templates (not "must be lowercase"),
+// with file and line, in image fields and operator flags alike; and that an empty image in a
+// core kind stays an error while a custom resource's is a warning (above).
+#[test]
+fn templates_and_empty_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("image: ${REGISTRY}/team/app:1.0", 8),
+        ("image: \"{{ .Values.image }}\"", 8),
+        ("image: x:1\n    args: [\"--executor-image=$(EXEC_IMAGE)\"]", 9),
+    ];
+    for (i, (container, line)) in cases.iter().enumerate() {
+        let f = dir.path().join(format!("t{i}.yaml"));
+        std::fs::write(
+            &f,
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    {container}\n"
+            ),
+        )
+        .unwrap();
+        let cfg = config(&format!("target: a.io\nworkloads: {{manifests: [{}]}}\n", f.display()));
+        let e = imageset::resolve(&cfg, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("unrendered template") && e.contains(&format!("t{i}.yaml:{line}")), "{e}");
+    }
+    let f = dir.path().join("empty.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: \"\"}]\n",
+    )
+    .unwrap();
+    let cfg = config(&format!("target: a.io\nworkloads: {{manifests: [{}]}}\n", f.display()));
+    let e = imageset::resolve(&cfg, dir.path()).unwrap_err().to_string();
+    assert!(e.contains("empty.yaml:5") && e.contains("empty reference"), "{e}");
+}
+
+// Checks that an IPv6 registry host maps under `{registry}` to a valid, unambiguous path.
+#[test]
+fn ipv6_registry_hosts_map() {
+    let r = resolve("target: acr.example.io\nimages: ['[::1]:5000/tools/x:3', '[fd00::1]/tools/x:3']\n");
+    let targets: Vec<String> = r.images.iter().map(|e| e.target.to_string()).collect();
+    assert_eq!(
+        targets,
+        [
+            "acr.example.io/mirror/ipv6-0-0-0-0-0-0-0-1_5000/tools/x:3",
+            "acr.example.io/mirror/ipv6-fd00-0-0-0-0-0-0-1/tools/x:3"
+        ]
+    );
+}
+
+// Checks that `platforms` leaving out an architecture the cluster's nodes run is an error naming
+// both settings, never entries that widen to every platform.
+#[test]
+fn platforms_must_cover_the_cluster() {
+    for archs in ["[arm64]", "[amd64, arm64]"] {
+        let e = resolve_err(&format!(
+            "target: a.io\nplatforms: [linux/amd64]\naks: {{kubernetesVersion: '1.34', architectures: {archs}}}\n"
+        ));
+        assert!(e.contains("aks.architectures names arm64") && e.contains("`platforms` (linux/amd64)"), "{e}");
+    }
+    let r = resolve(
+        "target: a.io\nplatforms: [linux/amd64, linux/arm64]\naks: {kubernetesVersion: '1.34', architectures: [amd64, arm64]}\n",
+    );
+    assert!(r.images.iter().all(|e| e.platforms.list().is_some()), "no AKS entry carries every platform");
+}
+
+// Checks patch narrowing: with 1.34.3 the CSI drivers keep every 1.34 tag the list has (their
+// patch numbers are their own releases), the kubernetes-node binaries (Kubernetes itself) are
+// narrowed when the patch exists, and there are no warnings about Flatcar sysexts when Flatcar
+// is not chosen, nor about legacy `oss/kubernetes` paths whose `oss/v2` twin is taken.
+#[test]
+fn patch_narrowing_follows_kubernetes_releases_only() {
+    let r = resolve("target: a.io\naks: {kubernetesVersion: '1.34.3'}\n");
+    let all = resolve("target: a.io\naks: {kubernetesVersion: '1.34'}\n");
+    let csi = |r: &imageset::Resolved| -> Vec<String> {
+        r.images
+            .iter()
+            .map(|e| e.source.to_string())
+            .filter(|s| s.contains("azuredisk-csi:") || s.contains("azurefile-csi:"))
+            .collect()
+    };
+    assert!(!csi(&r).is_empty());
+    assert_eq!(csi(&r), csi(&all));
+    let w = r.warnings.join("\n");
+    assert!(!w.contains("sysext") && !w.contains("Flatcar") && !w.contains("azuredisk"), "{w}");
+    // The older components.json has legacy `oss/kubernetes/…` repositories beside `oss/v2/…`:
+    // a gap in one of a pair whose twin is taken is not reported.
+    let (_dir, set) = lists_from("components-2026-06-16.json", "42fa7ea890be");
+    let choice = ClusterChoice {
+        version: KubeVersion::parse("1.34").unwrap(),
+        architectures: vec!["amd64".into()],
+        gpu: false,
+        os: vec![NodeOs::Linux],
+    };
+    let sel = select(&set, &choice).unwrap();
+    let chosen: Vec<String> =
+        sel.chosen.iter().map(|c| acr_mirror::reference::without_tag_or_digest(&c.entry.image).to_string()).collect();
+    for w in &sel.warnings {
+        for (old, new) in [("/oss/kubernetes", "/oss/v2/kubernetes"), ("/oss/v2/kubernetes", "/oss/kubernetes")] {
+            assert!(!chosen.iter().any(|c| w.contains(&format!("no {} image", c.replacen(new, old, 1)))), "{w}");
+        }
+    }
+}
+
+// Checks `oci://` Helm charts in `images:`: an artifact of kind helm-chart, mapped like any
+// image, carrying every platform (a chart has none).
+#[test]
+fn helm_charts_as_artifacts() {
+    let r = resolve(
+        "target: acr.example.io\nplatforms: [linux/amd64]\nimages: ['oci://ghcr.io/argoproj/argo-helm/argo-cd:7.7.0']\n",
+    );
+    let e = &r.images[0];
+    assert_eq!(e.source.to_string(), "ghcr.io/argoproj/argo-helm/argo-cd:7.7.0");
+    assert_eq!(e.target.to_string(), "acr.example.io/mirror/ghcr.io/argoproj/argo-helm/argo-cd:7.7.0");
+    assert_eq!((e.kind, e.platforms.list()), (ImageKind::HelmChart, None));
+}
+
+/// A multi-document manifest of `n` Deployments, each with a distinct image.
+fn deployments(n: usize, list: bool) -> String {
+    let mut s = String::new();
+    if list {
+        s.push_str("apiVersion: v1\nkind: List\nitems:\n");
+    }
+    for i in 0..n {
+        let doc = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app-{i}\n  labels: {{app: app-{i}, team: platform}}\nspec:\n  replicas: 2\n  template:\n    metadata:\n      labels: {{app: app-{i}}}\n    spec:\n      containers:\n      - name: app\n        image: registry.example.com/team/app-{i}:1.{i}\n        ports: [{{containerPort: 8080}}]\n        resources: {{requests: {{cpu: 10m, memory: 32Mi}}}}\n"
+        );
+        if list {
+            s.push_str("- ");
+            s.push_str(&doc.replace('\n', "\n  ").trim_end());
+            s.push('\n');
+        } else {
+            s.push_str("---\n");
+            s.push_str(&doc);
+        }
+    }
+    s
+}
+
+// Checks large inputs: a multi-document file of 10k Deployments (4 MB: 54 s before parsing was
+// made linear) and a 3 MB `kind: List` of 7.5k Deployments (refused before by a fixed node
+// budget) resolve, with every image at its own line. No timing assertion: a regression back to
+// quadratic parsing shows as a test that takes minutes.
+#[test]
+fn large_inputs_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = deployments(10_000, false);
+    assert!(big.len() > 3_800_000, "{}", big.len());
+    std::fs::write(dir.path().join("big.yaml"), &big).unwrap();
+    let list = deployments(7_500, true);
+    assert!(list.len() > 3_000_000, "{}", list.len());
+    std::fs::write(dir.path().join("list.yaml"), &list).unwrap();
+    let cfg = config("target: a.io\nworkloads: {manifests: [big.yaml, list.yaml]}\n");
+    let r = imageset::resolve(&cfg, dir.path()).unwrap();
+    assert_eq!(r.workloads[0].images.len(), 10_000);
+    assert_eq!(r.workloads[1].images.len(), 7_500);
+    let last = &r.workloads[0].images[9_999];
+    assert_eq!(
+        (last.reference.to_string().as_str(), last.line),
+        ("registry.example.com/team/app-9999:1.9999", 10_000 * 17 - 2)
+    );
+}
+
+// Checks that a YAML bomb (nested aliases expanding a few hundred bytes to billions of nodes)
+// is still refused, with the file named, while ordinary anchors and aliases are fine.
+#[test]
+fn yaml_bombs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bomb = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lol}\ndata:\n  a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for i in 1..10 {
+        let p = i - 1;
+        bomb.push_str(&format!("  a{i}: &a{i} [*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p}]\n"));
+    }
+    std::fs::write(dir.path().join("bomb.yaml"), &bomb).unwrap();
+    let cfg = config("target: a.io\nworkloads: {manifests: [bomb.yaml]}\n");
+    let e = imageset::resolve(&cfg, dir.path()).unwrap_err().to_string();
+    assert!(e.contains("bomb.yaml"), "{e}");
+    let anchors = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - &c {name: a, image: 'nginx:1', resources: {limits: {cpu: 1}}}\n  - *c\n";
+    std::fs::write(dir.path().join("anchors.yaml"), anchors).unwrap();
+    let cfg = config("target: a.io\nworkloads: {manifests: [anchors.yaml]}\n");
+    assert_eq!(imageset::resolve(&cfg, dir.path()).unwrap().workloads[0].images.len(), 2);
+}
+
+// Checks tag rules against a real registry with seeded tags: latest N by semver within a range
+// (the last three patch releases of the ingress-nginx controller), allow/deny regexes, the
+// reason shown for each tag, a rule that chooses nothing (warning; error with strict), and a
+// rule that does not compile (error at its line).
+#[tokio::test]
+async fn tag_rules_against_a_real_registry() {
+    use support::{Format, Seeder, TestRegistry};
+    let src = TestRegistry::anonymous().await;
+    let mut seeder = Seeder::new(&src.url(), 7);
+    for tag in ["v1.10.6", "v1.11.1", "v1.11.2", "v1.11.3", "v1.11.4", "v1.12.0-beta.0", "v1.12.0", "latest"] {
+        seeder.push_random_image("ingress-nginx/controller", tag, Format::Oci, &[64]).await;
+    }
+    let yaml = format!(
+        "target: acr.example.io\nregistries:\n  - host: registry.k8s.io\n    endpoint: {}\n    auth: {{type: anonymous}}\n\
+         images:\n  - repository: registry.k8s.io/ingress-nginx/controller\n    tags: {{semver: '~1.11', latest: 3}}\n\
+         \x20 - repository: registry.k8s.io/ingress-nginx/controller\n    tags: {{allow: ['v1\\.1[02]\\..*'], deny: ['.*-beta.*']}}\n\
+         \x20 - repository: registry.k8s.io/ingress-nginx/controller\n    tags: {{semver: '>=2'}}\n",
+        src.url()
+    );
+    let cfg = config(&yaml);
+    let registries = acr_mirror::registry::Registries::from_config(&cfg).unwrap();
+    let mut r = imageset::resolve(&cfg, &data("")).unwrap();
+    assert_eq!(r.pending.len(), 3);
+    imageset::select_tags(&mut r, &registries, false).await.unwrap();
+    let got: Vec<(String, Vec<String>)> = r
+        .images
+        .iter()
+        .map(|e| (e.source.tag.clone().unwrap(), e.provenance.iter().map(|p| p.to_string()).collect()))
+        .collect();
+    let tags: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(tags, ["v1.10.6", "v1.11.2", "v1.11.3", "v1.11.4", "v1.12.0"]);
+    assert_eq!(got[3].1, ["config images[0] (line 7) tags semver ~1.11, latest 3: version 1 of the 3 newest"]);
+    assert!(got[4].1[0].contains("images[1]") && got[4].1[0].contains("allow"), "{:?}", got[4]);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("images[2]") && w.contains("chose none of the 8 tags")),
+        "{:?}",
+        r.warnings
+    );
+
+    let mut r = imageset::resolve(&cfg, &data("")).unwrap();
+    let e = imageset::select_tags(&mut r, &registries, true).await.unwrap_err().to_string();
+    assert!(e.contains("--strict") && e.contains("images[2]"), "{e}");
+
+    let e = resolve_err("target: a.io\nimages:\n  - repository: quay.io/a/b\n    tags: {allow: ['(']}\n");
+    assert!(e.contains("images[0] (line 3)") && e.contains("regular expression"), "{e}");
+    let e = resolve_err("target: a.io\nimages:\n  - repository: quay.io/a/b:1\n    tags: {all: true}\n");
+    assert!(e.contains("has a tag"), "{e}");
 }

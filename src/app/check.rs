@@ -31,7 +31,7 @@ async fn examine(
     req: &RunRequest,
     started: Started,
 ) -> Result<RunOutcome, AppError> {
-    let wanted = wanted(file, req.shard)?;
+    let wanted = wanted(file, req).await?;
     let registries = super::registries(&file.config)?;
     let opts = PlanOptions {
         index_policy: file.config.index_policy.unwrap_or_default(),

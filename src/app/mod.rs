@@ -67,6 +67,8 @@ pub struct RunRequest {
     /// How long images in flight may go on after `stop` (sync only; plan and verify write
     /// nothing, so they stop at once).
     pub grace: Duration,
+    /// A tag rule in `images:` that chooses no tag is an error rather than a warning.
+    pub strict: bool,
 }
 
 /// `plan`: what `sync` would do. `deep` also checks every child manifest and blob behind tags
@@ -138,20 +140,39 @@ pub fn resolve(file: &ConfigFile) -> Result<Resolved, AppError> {
     Ok(resolved)
 }
 
-/// The images a run works on: the image set, narrowed to `shard`.
+/// The image set of `file` with the tags of every tag rule chosen from its source's tag list
+/// (`strict`: a rule choosing nothing is an error). What each rule chose, and why, is logged,
+/// so that a plan shows it as `resolve` does.
+pub async fn resolve_tagged(file: &ConfigFile, strict: bool) -> Result<Resolved, AppError> {
+    let mut resolved = resolve(file)?;
+    if !resolved.pending.is_empty() {
+        imageset::select_tags(&mut resolved, &registries(&file.config)?, strict)
+            .await
+            .map_err(|error| AppError::ImageSet { file: file.path.clone(), error })?;
+    }
+    for e in &resolved.images {
+        for p in e.provenance.iter().filter(|p| matches!(p, imageset::Provenance::Config { tag_rule: Some(_), .. })) {
+            tracing::info!("{}: {p}", e.source);
+        }
+    }
+    Ok(resolved)
+}
+
 /// The registries of a config, with Entra ID sign-in plugged in for `auth: {type: azure}`
 /// (the registry layer defines the sign-in trait; azure implements it).
 pub fn registries(cfg: &Config) -> Result<crate::registry::Registries, RegistryError> {
     Ok(crate::registry::Registries::from_config(cfg)?.with_entra(std::sync::Arc::new(crate::azure::EntraSignIn)))
 }
 
-fn wanted(file: &ConfigFile, shard: Option<Shard>) -> Result<Vec<Wanted>, AppError> {
-    let wanted: Vec<Wanted> = resolve(file)?
+/// The images a run works on: the image set, narrowed to `shard`.
+async fn wanted(file: &ConfigFile, req: &RunRequest) -> Result<Vec<Wanted>, AppError> {
+    let wanted: Vec<Wanted> = resolve_tagged(file, req.strict)
+        .await?
         .images
         .into_iter()
-        .map(|e| Wanted { source: e.source, target: e.target, mode: e.mode, platforms: e.platforms })
+        .map(|e| Wanted { source: e.source, target: e.target, mode: e.mode, platforms: e.platforms.filters() })
         .collect();
-    let Some(shard) = shard else { return Ok(wanted) };
+    let Some(shard) = req.shard else { return Ok(wanted) };
     let total = wanted.len();
     let wanted = shard.select(wanted, |w| &w.target);
     tracing::info!("shard {shard}: {} of {total} images", wanted.len());

@@ -28,7 +28,7 @@ impl SyncObserver for () {}
 pub async fn sync(file: &ConfigFile, req: &SyncRequest, observer: &dyn SyncObserver) -> Result<RunOutcome, AppError> {
     let started = Started::now();
     let shard = req.run.shard;
-    let wanted = match wanted(file, shard) {
+    let wanted = match wanted(file, &req.run).await {
         Ok(w) => w,
         Err(e) => return records::upload(&file.config, shard, "sync", started, Err(e)).await,
     };

@@ -14,7 +14,7 @@ mod docs;
 mod lists;
 mod output;
 mod progress;
-mod resolve;
+pub(crate) mod resolve;
 mod rewrite;
 mod run;
 mod signals;
@@ -104,7 +104,7 @@ pub fn main() -> ExitCode {
             Command::Plan(args) => run::plan(&cli, args).await,
             Command::Sync(args) => run::sync(&cli, args).await,
             Command::Verify(args) => run::verify(&cli, args).await,
-            Command::Resolve(args) => resolve::run(&cli, args),
+            Command::Resolve(args) => resolve::run(&cli, args).await,
             Command::Rewrite(args) => rewrite::run(&cli, args),
             Command::Lists(args) => lists::run(args),
             Command::Completions(args) => docs::completions(args),

@@ -18,10 +18,20 @@ pub struct ResolveArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    #[command(flatten)]
+    pub strict: StrictArg,
 }
 
-pub fn run(cli: &super::Cli, args: &ResolveArgs) -> anyhow::Result<u8> {
-    let resolved = crate::app::resolve(&super::config_file(cli)?)?;
+/// `--strict`, shared by `resolve`, `plan` and `sync`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct StrictArg {
+    /// Fail (exit 1) when a tag rule in `images:` chooses no tag, instead of warning.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+pub async fn run(cli: &super::Cli, args: &ResolveArgs) -> anyhow::Result<u8> {
+    let resolved = crate::app::resolve_tagged(&super::config_file(cli)?, args.strict.strict).await?;
     match args.output {
         Output::Table => write!(Stdout, "{}", imageset::render_table(&resolved))?,
         Output::Json => {

@@ -48,6 +48,8 @@ pub struct PlanArgs {
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
     #[command(flatten)]
+    pub strict: super::resolve::StrictArg,
+    #[command(flatten)]
     pub reports: ReportArgs,
 }
 
@@ -74,6 +76,8 @@ pub struct SyncArgs {
     /// Write Prometheus text-format metrics of the run (images by status, bytes, times) to FILE.
     #[arg(long, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub strict: super::resolve::StrictArg,
     #[command(flatten)]
     pub reports: ReportArgs,
 }
@@ -117,8 +121,8 @@ impl Ends<'_> {
     }
 }
 
-fn request(shard: Option<Shard>, no_referrers: bool, stop: &Stop, grace: Duration) -> RunRequest {
-    RunRequest { shard, referrers: !no_referrers, stop: stop.token.clone(), grace }
+fn request(shard: Option<Shard>, no_referrers: bool, stop: &Stop, grace: Duration, strict: bool) -> RunRequest {
+    RunRequest { shard, referrers: !no_referrers, stop: stop.token.clone(), grace, strict }
 }
 
 pub async fn plan(cli: &Cli, args: &PlanArgs) -> anyhow::Result<u8> {
@@ -126,7 +130,7 @@ pub async fn plan(cli: &Cli, args: &PlanArgs) -> anyhow::Result<u8> {
     let stop = Stop::install()?;
     let result = async {
         let file = super::config_file(cli)?;
-        let run = request(args.shard, args.no_referrers, &stop, Duration::ZERO);
+        let run = request(args.shard, args.no_referrers, &stop, Duration::ZERO, args.strict.strict);
         Ok(app::plan(&file, &PlanRequest { run, deep: args.deep }).await?)
     }
     .await;
@@ -138,7 +142,7 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<u8> {
     let stop = Stop::install()?;
     let result = async {
         let file = super::config_file(cli)?;
-        Ok(app::verify(&file, &request(args.shard, args.no_referrers, &stop, Duration::ZERO)).await?)
+        Ok(app::verify(&file, &request(args.shard, args.no_referrers, &stop, Duration::ZERO, false)).await?)
     }
     .await;
     finish(cli, &ends, &stop, result, |o| show_plan(o, args.output))
@@ -149,7 +153,7 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> anyhow::Result<u8> {
     let stop = Stop::install()?;
     let result = async {
         let file = super::config_file(cli)?;
-        let run = request(args.shard, args.no_referrers, &stop, Duration::from_secs(args.grace));
+        let run = request(args.shard, args.no_referrers, &stop, Duration::from_secs(args.grace), args.strict.strict);
         let req = SyncRequest { run, deep: args.deep, fail_fast: args.fail_fast };
         let progress = super::progress::Progress::new(std::io::stderr().is_terminal());
         Ok(app::sync(&file, &req, &progress).await?)

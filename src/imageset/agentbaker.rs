@@ -1,7 +1,7 @@
 //! AgentBaker's `components.json` → one component list per Kubernetes minor.
 //!
 //! `components.json` (Azure/AgentBaker `parts/common/components.json`) is the file AKS node
-//! images are built from; its schema is summarised in aks-acr-facts §2. What is taken:
+//! images are built from. What is taken:
 //! - `ContainerImages[]`: `downloadURL` with `*` replaced by every `latestVersion` and
 //!   `previousLatestVersion` of `multiArchVersionsV2` (platforms linux/amd64 and linux/arm64)
 //!   and every `amd64OnlyVersions` tag (linux/amd64). `windowsVersions` are left out (counted
@@ -71,268 +71,298 @@ fn linux(arch: &str) -> PlatformFilter {
     PlatformFilter { os: "linux".into(), architecture: arch.into(), variant: None }
 }
 
-/// Turns `components.json` text into one list per minor covered.
+/// Turns `components.json` text into one list per minor covered: every section read into
+/// version-tagged entries, then the entries sorted into minors.
 pub fn import(text: &str, source: &ListSource) -> Result<BTreeMap<(u32, u32), ComponentList>, ImportError> {
-    let file = source.file.clone();
-    let root: Value = serde_json::from_str(text).map_err(|e| ImportError::Json { file: file.clone(), source: e })?;
-    let shape = |place: &str, message: &str| ImportError::Shape {
-        file: file.clone(),
-        place: place.to_string(),
-        message: message.to_string(),
-    };
-    let mut raws: Vec<Raw> = Vec::new();
-    let mut windows: BTreeSet<String> = BTreeSet::new();
-    let mut linux_refs: BTreeSet<String> = BTreeSet::new();
+    let root: Value =
+        serde_json::from_str(text).map_err(|e| ImportError::Json { file: source.file.clone(), source: e })?;
+    let mut r = Reader { file: source.file.clone(), raws: Vec::new(), windows: BTreeSet::new() };
+    r.container_images(&root)?;
+    r.gpu_images(&root)?;
+    r.packages(&root)?;
+    r.oci_artifacts(&root)?;
+    let linux_refs: BTreeSet<&String> = r.raws.iter().map(|x| &x.image).collect();
+    let windows_only = r.windows.iter().filter(|w| !linux_refs.contains(w)).count();
+    let minors: BTreeSet<(u32, u32)> = r.raws.iter().filter_map(|x| x.minor).collect();
+    if minors.is_empty() {
+        return Err(ImportError::NoMinors { file: r.file });
+    }
+    Ok(minors.iter().map(|m| (*m, list_for_minor(&r.raws, *m, source, windows_only))).collect())
+}
 
-    // ContainerImages
-    let images = root.get("ContainerImages").and_then(Value::as_array).cloned().unwrap_or_default();
-    for (i, ci) in images.iter().enumerate() {
-        let place = format!("ContainerImages[{i}]");
-        let url =
-            ci.get("downloadURL").and_then(Value::as_str).ok_or_else(|| shape(&place, "has no downloadURL string"))?;
-        let Some(repo) = url.strip_suffix(":*") else {
-            return Err(shape(&place, &format!("downloadURL {url:?} does not end in :*")));
-        };
-        let follows = FOLLOWS_KUBERNETES.contains(&repo);
-        for (j, v) in arr(ci, "multiArchVersionsV2").iter().enumerate() {
-            for field in ["latestVersion", "previousLatestVersion"] {
-                if let Some(tag) = v.get(field).and_then(Value::as_str) {
-                    let from = format!("{place} ({repo}) multiArchVersionsV2[{j}].{field}");
-                    let k8s = v.get("k8sVersion").and_then(Value::as_str);
-                    raws.push(container(repo, tag, &["amd64", "arm64"], follows, k8s, from, &place, &shape)?);
-                }
-            }
-        }
-        for (j, v) in arr(ci, "amd64OnlyVersions").iter().enumerate() {
-            // The schema says strings; accept VersionV2 objects too.
-            let tags: Vec<(&str, String)> = match v {
-                Value::String(s) => vec![(s.as_str(), format!("{place} ({repo}) amd64OnlyVersions[{j}]"))],
-                Value::Object(_) => ["latestVersion", "previousLatestVersion"]
-                    .iter()
-                    .filter_map(|f| {
-                        v.get(*f)
-                            .and_then(Value::as_str)
-                            .map(|t| (t, format!("{place} ({repo}) amd64OnlyVersions[{j}].{f}")))
-                    })
-                    .collect(),
-                _ => return Err(shape(&place, &format!("amd64OnlyVersions[{j}] is neither a string nor an object"))),
+/// What has been read so far: the Linux entries, and the Windows-only references (counted only).
+struct Reader {
+    file: String,
+    raws: Vec<Raw>,
+    windows: BTreeSet<String>,
+}
+
+impl Reader {
+    fn shape(&self, place: &str, message: &str) -> ImportError {
+        ImportError::Shape { file: self.file.clone(), place: place.to_string(), message: message.to_string() }
+    }
+
+    /// Refuses an entry that does not make a valid reference, rather than writing it into a list.
+    fn checked(&self, r: &str, place: &str) -> Result<String, ImportError> {
+        Reference::parse(r).map(|x| x.to_string()).map_err(|e| self.shape(place, &e.to_string()))
+    }
+
+    /// `ContainerImages[]`: multi-arch and amd64-only tags; Windows tags counted.
+    fn container_images(&mut self, root: &Value) -> Result<(), ImportError> {
+        for (i, ci) in arr(root, "ContainerImages").iter().enumerate() {
+            let place = format!("ContainerImages[{i}]");
+            let url = ci
+                .get("downloadURL")
+                .and_then(Value::as_str)
+                .ok_or_else(|| self.shape(&place, "has no downloadURL string"))?;
+            let Some(repo) = url.strip_suffix(":*") else {
+                return Err(self.shape(&place, &format!("downloadURL {url:?} does not end in :*")));
             };
-            for (tag, from) in tags {
-                raws.push(container(repo, tag, &["amd64"], follows, None, from, &place, &shape)?);
-            }
-        }
-        for v in arr(ci, "windowsVersions") {
-            for field in ["latestVersion", "previousLatestVersion"] {
-                if let Some(tag) = v.get(field).and_then(Value::as_str) {
-                    windows.insert(format!("{repo}:{tag}"));
-                }
-            }
-        }
-        // An entry with no versions at all (aks-app-routing-operator, …) gives no image.
-    }
-
-    // GPUContainerImages
-    for (i, g) in arr(&root, "GPUContainerImages").iter().enumerate() {
-        let place = format!("GPUContainerImages[{i}]");
-        let url = g.get("downloadURL").and_then(Value::as_str).ok_or_else(|| shape(&place, "has no downloadURL"))?;
-        let repo = url.strip_suffix(":*").ok_or_else(|| shape(&place, "downloadURL does not end in :*"))?;
-        let Some(v) = g.get("gpuVersion") else { continue };
-        for field in ["latestVersion", "previousLatestVersion"] {
-            if let Some(tag) = v.get(field).and_then(Value::as_str) {
-                let image = checked(&format!("{repo}:{tag}"), &place, &shape)?;
-                raws.push(Raw {
-                    image,
-                    kind: ImageKind::GpuImage,
-                    platforms: [linux("amd64")].into(),
-                    minor: None,
-                    version: None,
-                    os: NodeOs::Linux,
-                    from: vec![format!("{place} ({repo}) gpuVersion.{field}")],
-                });
-            }
-        }
-    }
-
-    // Packages published as OCI artifacts on MCR.
-    for (i, p) in arr(&root, "Packages").iter().enumerate() {
-        let name = p.get("name").and_then(Value::as_str).unwrap_or("?");
-        let Some(uris) = p.get("downloadURIs").and_then(Value::as_object) else { continue };
-        for (os_key, releases) in uris {
-            let Some(releases) = releases.as_object() else { continue };
-            for (rel, spec) in releases {
-                let place = format!("Packages[{i}] ({name}) downloadURIs.{os_key}.{rel}");
-                let Some(url) = spec.get("downloadURL").and_then(Value::as_str) else { continue };
-                if !url.starts_with("mcr.microsoft.com/") {
-                    continue;
-                }
-                for (j, v) in arr(spec, "versionsV2").iter().enumerate() {
-                    for field in ["latestVersion", "previousLatestVersion"] {
-                        let Some(ver) = v.get(field).and_then(Value::as_str) else { continue };
-                        let from = format!("{place}.versionsV2[{j}].{field}");
+            let follows = FOLLOWS_KUBERNETES.contains(&repo);
+            for (j, v) in arr(ci, "multiArchVersionsV2").iter().enumerate() {
+                for field in ["latestVersion", "previousLatestVersion"] {
+                    if let Some(tag) = v.get(field).and_then(Value::as_str) {
+                        let from = format!("{place} ({repo}) multiArchVersionsV2[{j}].{field}");
                         let k8s = v.get("k8sVersion").and_then(Value::as_str);
-                        let minor = match k8s {
-                            Some(m) => Some(parse_minor(m).ok_or_else(|| {
-                                shape(&format!("{place}.versionsV2[{j}]"), &format!("k8sVersion {m:?} is not a minor"))
-                            })?),
-                            None => None,
-                        };
-                        for (arch, cpu, systemd) in [("amd64", "amd64", "x86-64"), ("arm64", "arm64", "arm64")] {
-                            let r = url
-                                .replace("${version}", ver)
-                                .replace("${CPU_ARCH}", cpu)
-                                .replace("${SYSTEMD_ARCH}", systemd);
-                            if os_key == "windows" {
-                                windows.insert(r);
-                                continue;
-                            }
-                            let image = checked(&r, &place, &shape)?;
-                            raws.push(Raw {
-                                image,
-                                kind: ImageKind::OciArtifact,
-                                platforms: [linux(arch)].into(),
-                                minor,
-                                version: minor.and_then(|_| version_in_tag(ver)).map(|v| v.to_string()),
-                                os: if os_key == "flatcar" { NodeOs::Flatcar } else { NodeOs::Linux },
-                                from: vec![from.clone()],
-                            });
-                        }
+                        let raw = self.container(repo, tag, &["amd64", "arm64"], follows, k8s, from, &place)?;
+                        self.raws.push(raw);
                     }
                 }
             }
+            for (j, v) in arr(ci, "amd64OnlyVersions").iter().enumerate() {
+                for (tag, from) in self.amd64_only_tags(v, &place, repo, j)? {
+                    let raw = self.container(repo, tag, &["amd64"], follows, None, from, &place)?;
+                    self.raws.push(raw);
+                }
+            }
+            for v in arr(ci, "windowsVersions") {
+                for field in ["latestVersion", "previousLatestVersion"] {
+                    if let Some(tag) = v.get(field).and_then(Value::as_str) {
+                        self.windows.insert(format!("{repo}:{tag}"));
+                    }
+                }
+            }
+            // An entry with no versions at all (aks-app-routing-operator, …) gives no image.
+        }
+        Ok(())
+    }
+
+    /// The tags of one `amd64OnlyVersions` item: the schema says strings; VersionV2 objects are
+    /// accepted too.
+    fn amd64_only_tags<'a>(
+        &self,
+        v: &'a Value,
+        place: &str,
+        repo: &str,
+        j: usize,
+    ) -> Result<Vec<(&'a str, String)>, ImportError> {
+        match v {
+            Value::String(s) => Ok(vec![(s.as_str(), format!("{place} ({repo}) amd64OnlyVersions[{j}]"))]),
+            Value::Object(_) => Ok(["latestVersion", "previousLatestVersion"]
+                .iter()
+                .filter_map(|f| {
+                    v.get(*f)
+                        .and_then(Value::as_str)
+                        .map(|t| (t, format!("{place} ({repo}) amd64OnlyVersions[{j}].{f}")))
+                })
+                .collect()),
+            _ => Err(self.shape(place, &format!("amd64OnlyVersions[{j}] is neither a string nor an object"))),
         }
     }
 
-    // OCIArtifacts: Windows-only at every commit seen; take any Linux versions the same way.
-    for (i, a) in arr(&root, "OCIArtifacts").iter().enumerate() {
-        let place = format!("OCIArtifacts[{i}]");
-        let Some(url) = a.get("registry").and_then(Value::as_str) else { continue };
-        for v in arr(a, "windowsVersions") {
-            if let Some(ver) = v.get("latestVersion").and_then(Value::as_str) {
-                windows.insert(url.replace("${version}", ver).replace("${CPU_ARCH}", "amd64"));
-            }
-        }
-        for (j, v) in arr(a, "multiArchVersionsV2").iter().enumerate() {
+    /// `GPUContainerImages[]`: the `gpuVersion` tags, for linux/amd64 only.
+    fn gpu_images(&mut self, root: &Value) -> Result<(), ImportError> {
+        for (i, g) in arr(root, "GPUContainerImages").iter().enumerate() {
+            let place = format!("GPUContainerImages[{i}]");
+            let url =
+                g.get("downloadURL").and_then(Value::as_str).ok_or_else(|| self.shape(&place, "has no downloadURL"))?;
+            let repo = url.strip_suffix(":*").ok_or_else(|| self.shape(&place, "downloadURL does not end in :*"))?;
+            let Some(v) = g.get("gpuVersion") else { continue };
             for field in ["latestVersion", "previousLatestVersion"] {
-                let Some(ver) = v.get(field).and_then(Value::as_str) else { continue };
-                for arch in ["amd64", "arm64"] {
-                    let r = url.replace("${version}", ver).replace("${CPU_ARCH}", arch);
-                    let image = checked(&r, &place, &shape)?;
-                    raws.push(Raw {
+                if let Some(tag) = v.get(field).and_then(Value::as_str) {
+                    let image = self.checked(&format!("{repo}:{tag}"), &place)?;
+                    self.raws.push(Raw {
                         image,
-                        kind: ImageKind::OciArtifact,
-                        platforms: [linux(arch)].into(),
+                        kind: ImageKind::GpuImage,
+                        platforms: [linux("amd64")].into(),
                         minor: None,
                         version: None,
                         os: NodeOs::Linux,
-                        from: vec![format!("{place}.multiArchVersionsV2[{j}].{field}")],
+                        from: vec![format!("{place} ({repo}) gpuVersion.{field}")],
                     });
                 }
             }
         }
+        Ok(())
     }
 
-    for r in &raws {
-        linux_refs.insert(r.image.clone());
-    }
-    let windows_only = windows.iter().filter(|w| !linux_refs.contains(*w)).count();
-
-    let minors: BTreeSet<(u32, u32)> = raws.iter().filter_map(|r| r.minor).collect();
-    if minors.is_empty() {
-        return Err(ImportError::NoMinors { file });
-    }
-    // Version-following repositories, to find minors that lack them.
-    let following: BTreeSet<(String, ImageKind, NodeOs)> =
-        raws.iter().filter(|r| r.minor.is_some()).map(|r| (repo_only(&r.image), r.kind, r.os)).collect();
-
-    let mut out = BTreeMap::new();
-    for m in &minors {
-        let minor_s = format!("{}.{}", m.0, m.1);
-        let mut by_ref: BTreeMap<String, Raw> = BTreeMap::new();
-        for r in raws.iter().filter(|r| r.minor.is_none() || r.minor == Some(*m)) {
-            match by_ref.get_mut(&r.image) {
-                Some(e) => {
-                    e.platforms.extend(r.platforms.iter().cloned());
-                    for f in &r.from {
-                        if !e.from.contains(f) {
-                            e.from.push(f.clone());
-                        }
+    /// `Packages[]` published as OCI artifacts on MCR: one entry per version and architecture.
+    fn packages(&mut self, root: &Value) -> Result<(), ImportError> {
+        for (i, p) in arr(root, "Packages").iter().enumerate() {
+            let name = p.get("name").and_then(Value::as_str).unwrap_or("?");
+            let Some(uris) = p.get("downloadURIs").and_then(Value::as_object) else { continue };
+            for (os_key, releases) in uris {
+                let Some(releases) = releases.as_object() else { continue };
+                for (rel, spec) in releases {
+                    let place = format!("Packages[{i}] ({name}) downloadURIs.{os_key}.{rel}");
+                    let Some(url) = spec.get("downloadURL").and_then(Value::as_str) else { continue };
+                    if url.starts_with("mcr.microsoft.com/") {
+                        self.package_versions(spec, url, os_key, &place)?;
                     }
                 }
-                None => {
-                    by_ref.insert(r.image.clone(), r.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn package_versions(&mut self, spec: &Value, url: &str, os_key: &str, place: &str) -> Result<(), ImportError> {
+        for (j, v) in arr(spec, "versionsV2").iter().enumerate() {
+            let minor = match v.get("k8sVersion").and_then(Value::as_str) {
+                Some(m) => Some(parse_minor(m).ok_or_else(|| {
+                    self.shape(&format!("{place}.versionsV2[{j}]"), &format!("k8sVersion {m:?} is not a minor"))
+                })?),
+                None => None,
+            };
+            for field in ["latestVersion", "previousLatestVersion"] {
+                let Some(ver) = v.get(field).and_then(Value::as_str) else { continue };
+                let from = format!("{place}.versionsV2[{j}].{field}");
+                for (arch, cpu, systemd) in [("amd64", "amd64", "x86-64"), ("arm64", "arm64", "arm64")] {
+                    let r =
+                        url.replace("${version}", ver).replace("${CPU_ARCH}", cpu).replace("${SYSTEMD_ARCH}", systemd);
+                    if os_key == "windows" {
+                        self.windows.insert(r);
+                        continue;
+                    }
+                    let image = self.checked(&r, place)?;
+                    self.raws.push(Raw {
+                        image,
+                        kind: ImageKind::OciArtifact,
+                        platforms: [linux(arch)].into(),
+                        minor,
+                        version: minor.and_then(|_| version_in_tag(ver)).map(|v| v.to_string()),
+                        os: if os_key == "flatcar" { NodeOs::Flatcar } else { NodeOs::Linux },
+                        from: vec![from.clone()],
+                    });
                 }
             }
         }
-        let mut gaps: Vec<String> = Vec::new();
-        for (repo, kind, os) in &following {
-            let present = by_ref.values().any(|r| r.minor.is_some() && repo_only(&r.image) == *repo && r.kind == *kind);
-            let name = if *os == NodeOs::Flatcar { format!("{repo} (Flatcar)") } else { repo.clone() };
-            if !present && !gaps.contains(&name) {
-                gaps.push(name);
+        Ok(())
+    }
+
+    /// `OCIArtifacts[]`: Windows-only at every commit seen; any Linux versions taken the same way.
+    fn oci_artifacts(&mut self, root: &Value) -> Result<(), ImportError> {
+        for (i, a) in arr(root, "OCIArtifacts").iter().enumerate() {
+            let place = format!("OCIArtifacts[{i}]");
+            let Some(url) = a.get("registry").and_then(Value::as_str) else { continue };
+            for v in arr(a, "windowsVersions") {
+                if let Some(ver) = v.get("latestVersion").and_then(Value::as_str) {
+                    self.windows.insert(url.replace("${version}", ver).replace("${CPU_ARCH}", "amd64"));
+                }
+            }
+            for (j, v) in arr(a, "multiArchVersionsV2").iter().enumerate() {
+                for field in ["latestVersion", "previousLatestVersion"] {
+                    let Some(ver) = v.get(field).and_then(Value::as_str) else { continue };
+                    for arch in ["amd64", "arm64"] {
+                        let image =
+                            self.checked(&url.replace("${version}", ver).replace("${CPU_ARCH}", arch), &place)?;
+                        self.raws.push(Raw {
+                            image,
+                            kind: ImageKind::OciArtifact,
+                            platforms: [linux(arch)].into(),
+                            minor: None,
+                            version: None,
+                            os: NodeOs::Linux,
+                            from: vec![format!("{place}.multiArchVersionsV2[{j}].{field}")],
+                        });
+                    }
+                }
             }
         }
-        let images = by_ref
-            .into_values()
-            .map(|r| ListEntry {
-                image: r.image,
-                kind: r.kind,
-                platforms: r.platforms.into_iter().collect(),
-                kubernetes_minors: vec![if r.minor.is_some() { minor_s.clone() } else { "*".into() }],
-                kubernetes_version: r.version,
-                os: r.os,
-                from: r.from,
-            })
-            .collect();
-        out.insert(
-            *m,
-            ComponentList {
-                kubernetes_minor: minor_s,
-                source: source.clone(),
-                gaps,
-                windows_omitted: windows_only,
-                images,
-            },
-        );
+        Ok(())
     }
-    Ok(out)
+
+    /// One container image tag; its minor comes from `k8sVersion`, else (for an image whose tags
+    /// follow Kubernetes) from the tag itself.
+    #[allow(clippy::too_many_arguments)]
+    fn container(
+        &self,
+        repo: &str,
+        tag: &str,
+        archs: &[&str],
+        follows: bool,
+        k8s: Option<&str>,
+        from: String,
+        place: &str,
+    ) -> Result<Raw, ImportError> {
+        let image = self.checked(&format!("{repo}:{tag}"), place)?;
+        let tag_version = version_in_tag(tag);
+        let minor = match (k8s, follows) {
+            (Some(m), _) => {
+                Some(parse_minor(m).ok_or_else(|| self.shape(place, &format!("k8sVersion {m:?} is not a minor")))?)
+            }
+            (None, true) => {
+                let v = tag_version.ok_or_else(|| {
+                    self.shape(place, &format!("tag {tag:?} of a Kubernetes-versioned image has no version"))
+                })?;
+                Some((v.major, v.minor))
+            }
+            (None, false) => None,
+        };
+        Ok(Raw {
+            image,
+            kind: ImageKind::ContainerImage,
+            platforms: archs.iter().map(|a| linux(a)).collect(),
+            minor,
+            version: minor.and(tag_version).map(|v| v.to_string()),
+            os: NodeOs::Linux,
+            from: vec![from],
+        })
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn container(
-    repo: &str,
-    tag: &str,
-    archs: &[&str],
-    follows: bool,
-    k8s: Option<&str>,
-    from: String,
-    place: &str,
-    shape: &dyn Fn(&str, &str) -> ImportError,
-) -> Result<Raw, ImportError> {
-    let image = checked(&format!("{repo}:{tag}"), place, shape)?;
-    let tag_version = version_in_tag(tag);
-    let minor = match (k8s, follows) {
-        (Some(m), _) => Some(parse_minor(m).ok_or_else(|| shape(place, &format!("k8sVersion {m:?} is not a minor")))?),
-        (None, true) => {
-            let v = tag_version
-                .ok_or_else(|| shape(place, &format!("tag {tag:?} of a Kubernetes-versioned image has no version")))?;
-            Some((v.major, v.minor))
+/// The list for one minor: its version-following entries and every version-independent one,
+/// merged by reference, with the version-following repositories that have no tag for it.
+fn list_for_minor(raws: &[Raw], m: (u32, u32), source: &ListSource, windows_omitted: usize) -> ComponentList {
+    let minor_s = format!("{}.{}", m.0, m.1);
+    let mut by_ref: BTreeMap<String, Raw> = BTreeMap::new();
+    for r in raws.iter().filter(|r| r.minor.is_none() || r.minor == Some(m)) {
+        match by_ref.get_mut(&r.image) {
+            Some(e) => {
+                e.platforms.extend(r.platforms.iter().cloned());
+                for f in &r.from {
+                    if !e.from.contains(f) {
+                        e.from.push(f.clone());
+                    }
+                }
+            }
+            None => {
+                by_ref.insert(r.image.clone(), r.clone());
+            }
         }
-        (None, false) => None,
-    };
-    Ok(Raw {
-        image,
-        kind: ImageKind::ContainerImage,
-        platforms: archs.iter().map(|a| linux(a)).collect(),
-        minor,
-        version: minor.and(tag_version).map(|v| v.to_string()),
-        os: NodeOs::Linux,
-        from: vec![from],
-    })
-}
-
-/// Refuses an entry that does not make a valid reference, rather than writing it into a list.
-fn checked(r: &str, place: &str, shape: &dyn Fn(&str, &str) -> ImportError) -> Result<String, ImportError> {
-    Reference::parse(r).map(|x| x.to_string()).map_err(|e| shape(place, &e.to_string()))
+    }
+    let following: BTreeSet<(String, ImageKind, NodeOs)> =
+        raws.iter().filter(|r| r.minor.is_some()).map(|r| (repo_only(&r.image), r.kind, r.os)).collect();
+    let mut gaps: Vec<String> = Vec::new();
+    for (repo, kind, os) in &following {
+        let present = by_ref.values().any(|r| r.minor.is_some() && repo_only(&r.image) == *repo && r.kind == *kind);
+        let name = if *os == NodeOs::Flatcar { format!("{repo} (Flatcar)") } else { repo.clone() };
+        if !present && !gaps.contains(&name) {
+            gaps.push(name);
+        }
+    }
+    let images = by_ref
+        .into_values()
+        .map(|r| ListEntry {
+            image: r.image,
+            kind: r.kind,
+            platforms: r.platforms.into_iter().collect(),
+            kubernetes_minors: vec![if r.minor.is_some() { minor_s.clone() } else { "*".into() }],
+            kubernetes_version: r.version,
+            os: r.os,
+            from: r.from,
+        })
+        .collect();
+    ComponentList { kubernetes_minor: minor_s, source: source.clone(), gaps, windows_omitted, images }
 }
 
 fn parse_minor(s: &str) -> Option<(u32, u32)> {

@@ -12,7 +12,7 @@
 //! copies compiled into the binary with `include_str!`, so that `cargo install` users and the
 //! container image work without any files beside them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::PlatformFilter;
 
-/// The oldest Kubernetes minor network isolated mode supports (aks-acr-facts §1, Limitations).
+/// The oldest Kubernetes minor network isolated mode supports
+/// (<https://learn.microsoft.com/azure/aks/concepts-network-isolated>, Limitations).
 pub const MIN_MINOR: u32 = 30;
 
 /// The lists committed in this repository, compiled in as the last fallback.
@@ -44,6 +45,9 @@ pub enum ImageKind {
     ContainerImage,
     GpuImage,
     OciArtifact,
+    /// A Helm chart in an OCI registry (`oci://…`), copied so that GitOps tools in the cluster
+    /// can pull it from the private registry.
+    HelmChart,
 }
 
 impl fmt::Display for ImageKind {
@@ -52,32 +56,13 @@ impl fmt::Display for ImageKind {
             ImageKind::ContainerImage => "container-image",
             ImageKind::GpuImage => "gpu-image",
             ImageKind::OciArtifact => "oci-artifact",
+            ImageKind::HelmChart => "helm-chart",
         })
     }
 }
 
-/// The node operating system family an entry is for. Windows entries never make it into a
-/// list: network isolated mode does not support Windows node pools.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeOs {
-    /// Ubuntu and Azure Linux nodes (and any Linux node: the common images).
-    Linux,
-    /// Flatcar Container Linux nodes, which take system extensions (`*-sysext`) as OCI artifacts.
-    Flatcar,
-    /// Windows nodes: accepted in the config only to be refused with a warning.
-    Windows,
-}
-
-impl fmt::Display for NodeOs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NodeOs::Linux => "linux",
-            NodeOs::Flatcar => "flatcar",
-            NodeOs::Windows => "windows",
-        })
-    }
-}
+/// The node OS family, plain data in the config; re-exported here where list entries use it.
+pub use crate::config::NodeOs;
 
 fn linux() -> NodeOs {
     NodeOs::Linux
@@ -336,11 +321,13 @@ pub struct Selection {
 ///
 /// The rule: version-independent entries (`kubernetesMinors: ["*"]`) are all taken; entries
 /// whose tag follows Kubernetes are taken for the chosen minor only, and when the config names a
-/// patch version, only the tags built for that patch if the list has any (else every tag of the
-/// minor, with a warning). GPU images only with `gpu: true`; Flatcar artifacts only when
+/// patch version, a repository whose tags are Kubernetes releases themselves
+/// ([`KUBERNETES_RELEASES`]) keeps only the tags of that patch if the list has any (else every
+/// tag of the minor, with a warning); other repositories keep every tag of the minor. GPU images only with `gpu: true`; Flatcar artifacts only when
 /// `flatcar` is among the OS families; nothing for Windows, which network isolated mode does
 /// not support. Platforms are narrowed to `linux/<arch>` for the chosen architectures, and an
-/// entry that exists for none of them is left out.
+/// entry that exists for none of them is left out. Gaps of an OS not chosen, or of a repository
+/// whose twin under MCR's other path layout is taken, are not warned about.
 pub fn select(set: &ListSet, choice: &ClusterChoice) -> Result<Selection, ListError> {
     let v = choice.version;
     let given = v.to_string();
@@ -365,42 +352,22 @@ pub fn select(set: &ListSet, choice: &ClusterChoice) -> Result<Selection, ListEr
         .map(|a| PlatformFilter { os: "linux".into(), architecture: a.clone(), variant: None })
         .collect();
 
-    // With a patch version, group version-following entries by repository and keep the patch's
-    // own tags where the group has them.
-    let mut patch_groups: BTreeMap<String, bool> = BTreeMap::new();
-    if let Some(p) = v.patch {
-        for e in list.images.iter().filter(|e| e.follows_kubernetes()) {
-            let want = format!("{}.{}.{p}", v.major, v.minor);
-            let has = e.kubernetes_version.as_deref() == Some(want.as_str());
-            *patch_groups.entry(repo_of(&e.image)).or_default() |= has;
-        }
-        for (repo, has) in &patch_groups {
-            if !has {
-                sel.warnings.push(format!(
-                    "{file}: no {repo} tag for Kubernetes {given}; taking every {}.{} tag the list has",
-                    v.major, v.minor
-                ));
-            }
-        }
-    }
-
-    for e in &list.images {
-        if e.kind == ImageKind::GpuImage && !choice.gpu {
+    let patch = v.patch.map(|p| format!("{}.{}.{p}", v.major, v.minor));
+    let for_cluster = |e: &&ListEntry| {
+        (e.kind != ImageKind::GpuImage || choice.gpu)
+            && choice.os.contains(&e.os)
+            && (!e.follows_kubernetes() || e.kubernetes_minors.iter().any(|m| *m == v.minor_string()))
+    };
+    let candidates: Vec<&ListEntry> = list.images.iter().filter(for_cluster).collect();
+    let narrowed = match &patch {
+        Some(want) => patch_repositories(&candidates, want, file, &given, &mut sel.warnings),
+        None => BTreeMap::new(),
+    };
+    for e in candidates {
+        if narrowed.get(&repo_of(&e.image)).copied().unwrap_or(false)
+            && e.kubernetes_version.as_deref() != patch.as_deref()
+        {
             continue;
-        }
-        if !choice.os.contains(&e.os) {
-            continue;
-        }
-        if e.follows_kubernetes() {
-            if !e.kubernetes_minors.iter().any(|m| *m == v.minor_string()) {
-                continue;
-            }
-            if let Some(p) = v.patch
-                && patch_groups.get(&repo_of(&e.image)).copied().unwrap_or(false)
-                && e.kubernetes_version.as_deref() != Some(format!("{}.{}.{p}", v.major, v.minor).as_str())
-            {
-                continue;
-            }
         }
         let platforms: Vec<PlatformFilter> = e.platforms.iter().filter(|p| wanted.contains(p)).cloned().collect();
         if platforms.is_empty() {
@@ -408,13 +375,69 @@ pub fn select(set: &ListSet, choice: &ClusterChoice) -> Result<Selection, ListEr
         }
         sel.chosen.push(Chosen { list_file: file.clone(), entry: e.clone(), platforms });
     }
+    let present: BTreeSet<String> = sel.chosen.iter().map(|c| repo_of(&c.entry.image)).collect();
     for g in &list.gaps {
+        // A gap of an OS not chosen, or of a repository whose twin under the other MCR layout
+        // (`oss/kubernetes/…` and `oss/v2/kubernetes/…`) is taken, tells the user nothing.
+        let flatcar_only = g.ends_with(" (Flatcar)");
+        let repo = g.trim_end_matches(" (Flatcar)");
+        if (flatcar_only && !choice.os.contains(&NodeOs::Flatcar)) || twin(repo).is_some_and(|t| present.contains(&t)) {
+            continue;
+        }
         sel.warnings.push(format!(
             "{file}: the component list has no {g} image for Kubernetes {}.{}; nodes will pull it through the cache rule on first use",
             v.major, v.minor
         ));
     }
     Ok(sel)
+}
+
+/// Repositories whose tags are Kubernetes releases themselves, built from the Kubernetes source
+/// at the same version: `kube-proxy:v1.34.10-1` is Kubernetes v1.34.10. Only these follow a
+/// patch version. The CSI drivers, the cloud node manager and the ACR credential provider have
+/// tags that start with the Kubernetes minor, but their patch numbers are their own releases
+/// (the credential provider is at v1.34.13 when Kubernetes is at v1.34.10), so a cluster keeps
+/// every tag the list has for the minor.
+const KUBERNETES_RELEASES: &[&str] = &["kube-proxy", "kubernetes-node", "kubelet-sysext", "kubectl-sysext"];
+
+fn is_kubernetes_release(image: &str) -> bool {
+    let repo = repo_of(image);
+    repo.rsplit('/').next().is_some_and(|name| KUBERNETES_RELEASES.contains(&name))
+}
+
+/// For a patch version: each Kubernetes-release repository among `entries`, and whether it has
+/// a tag for that patch (then only that tag is taken). A repository without one keeps every tag
+/// of the minor, and a warning says so: nodes of that patch may ask for a tag not mirrored.
+fn patch_repositories(
+    entries: &[&ListEntry],
+    want: &str,
+    file: &str,
+    given: &str,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<String, bool> {
+    let mut groups: BTreeMap<String, bool> = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.follows_kubernetes() && is_kubernetes_release(&e.image)) {
+        *groups.entry(repo_of(&e.image)).or_default() |= e.kubernetes_version.as_deref() == Some(want);
+    }
+    for (repo, has) in &groups {
+        if !has {
+            warnings.push(format!(
+                "{file}: no {repo} tag for Kubernetes {given}; taking every tag the list has for the minor"
+            ));
+        }
+    }
+    groups
+}
+
+/// The same repository under MCR's other path layout: `oss/kubernetes/x` ↔ `oss/v2/kubernetes/x`.
+fn twin(repo: &str) -> Option<String> {
+    const OLD: &str = "mcr.microsoft.com/oss/";
+    const NEW: &str = "mcr.microsoft.com/oss/v2/";
+    if let Some(rest) = repo.strip_prefix(NEW) {
+        Some(format!("{OLD}{rest}"))
+    } else {
+        repo.strip_prefix(OLD).map(|rest| format!("{NEW}{rest}"))
+    }
 }
 
 /// `registry/repository` of an image string, without tag or digest.

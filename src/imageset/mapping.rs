@@ -12,7 +12,8 @@
 //! path the rule did not name; tag and digest are kept. So with
 //! `{source: mcr.microsoft.com, target: aks-managed-repository}`, `mcr.microsoft.com/oss/x:tag`
 //! becomes `<target host>/aks-managed-repository/oss/x:tag`, exactly the path a network isolated
-//! node asks the registry for (aks-acr-facts §1, "Exact path a node pulls").
+//! node asks the registry for (the containerd `hosts.toml` AgentBaker writes for network isolated
+//! clusters).
 
 use crate::config::{Mapping, MappingMode};
 use crate::reference::Reference;
@@ -105,7 +106,7 @@ impl Mapper {
                 }
             };
             let Some(rest) = rest else { continue };
-            let prefix = r.target.replace("{registry}", &source.registry.replace(':', "_"));
+            let prefix = r.target.replace("{registry}", &host_path(&source.registry));
             let prefix = prefix.trim_matches('/');
             let repo = match (prefix.is_empty(), rest.is_empty()) {
                 (true, _) => rest,
@@ -130,6 +131,20 @@ impl Mapper {
         }
         Err(MappingError::NoMatch { image: source.to_string() })
     }
+}
+
+/// A registry host as a repository path component: a `:port` is written `_port`, and an IPv6
+/// literal, which has brackets and colons a repository cannot hold, is written out in full with
+/// dashes (`[::1]:5000` → `ipv6-0-0-0-0-0-0-0-1_5000`), so two hosts never share a path.
+fn host_path(host: &str) -> String {
+    if let Some((addr, rest)) = host.strip_prefix('[').and_then(|h| h.split_once(']'))
+        && let Ok(ip) = addr.parse::<std::net::Ipv6Addr>()
+    {
+        let segments: Vec<String> = ip.segments().iter().map(|s| format!("{s:x}")).collect();
+        let port = rest.strip_prefix(':').map(|p| format!("_{p}")).unwrap_or_default();
+        return format!("ipv6-{}{port}", segments.join("-"));
+    }
+    host.replace(':', "_")
 }
 
 #[cfg(test)]
@@ -179,6 +194,8 @@ mod tests {
             "acr.example.io/mirror/quay.io/argoproj/argocd-other:v3"
         );
         assert_eq!(map(&mapper, "localhost:5000/a/b:c").0, "acr.example.io/mirror/localhost_5000/a/b:c");
+        assert_eq!(map(&mapper, "[::1]:5000/tools/x:3").0, "acr.example.io/mirror/ipv6-0-0-0-0-0-0-0-1_5000/tools/x:3");
+        assert_eq!(map(&mapper, "[fd00::a:1]/x:3").0, "acr.example.io/mirror/ipv6-fd00-0-0-0-0-0-a-1/x:3");
         assert_eq!(map(&mapper, &format!("ghcr.io/x/y:1@{d}")).0, format!("acr.example.io/mirror/ghcr.io/x/y:1@{d}"));
     }
 

@@ -1,7 +1,7 @@
 //! Pointing workload manifests at the private registry.
 //!
-//! Only `mcr.microsoft.com` is redirected on network isolated nodes (containerd's hosts.toml,
-//! aks-acr-facts §1), so every other image must be referenced at the ACR itself, and pinned by
+//! Only `mcr.microsoft.com` is redirected on network isolated nodes (the containerd `hosts.toml`
+//! AgentBaker writes), so every other image must be referenced at the ACR itself, and pinned by
 //! digest so that what runs is what was copied. Two outputs:
 //! - the manifests written back with each image string replaced on the line it stood, so
 //!   comments and formatting survive; every replacement is checked by extracting the images
@@ -152,12 +152,13 @@ pub fn rewrite_file(file: &WorkloadFile, mapper: &Mapper, digests: &dyn DigestSo
     }
     let out: String = lines.concat();
     // Check: the rewritten text names exactly the expected images, in the same order.
-    let again = workloads::extract(&out, &file.name).map_err(|e| RewriteError::Check {
+    let again = workloads::extract(&out, &file.name, &file.injected).map_err(|e| RewriteError::Check {
         file: file.name.clone(),
         line: 0,
         image: String::new(),
         reason: e.to_string(),
     })?;
+    let again = again.images;
     for (got, (want, img)) in again.iter().zip(expected.iter().zip(&file.images)) {
         if got.reference.to_string() != *want {
             return Err(RewriteError::Check {
@@ -258,7 +259,8 @@ mod tests {
             name: "w.yaml".into(),
             path: None,
             text: text.into(),
-            images: workloads::extract(text, "w.yaml").unwrap(),
+            images: workloads::extract(text, "w.yaml", &workloads::Injected::default()).unwrap().images,
+            injected: workloads::Injected::default(),
         }
     }
 

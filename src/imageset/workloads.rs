@@ -1,19 +1,32 @@
 //! Images named in Kubernetes YAML: files, folders, globs, or stdin (`helm template … |`,
 //! `kustomize build … |`).
 //!
-//! Each document is parsed on its own with serde-saphyr into a `serde_json::Value`, after
-//! padding it with as many blank lines as precede it in the file, so that parse errors carry the
-//! file's own line and column. The line an image stands on is then found by scanning the
-//! document's text for the image string (the n-th time the walk meets a string is matched to
-//! its n-th occurrence in the document), which is exact for every manifest written one field a
-//! line and falls back to the document's first line otherwise.
+//! Each document is parsed on its own with serde-saphyr into a `serde_json::Value` (parse errors
+//! are rendered with the document's offset, so they carry the file's own line), which keeps the
+//! cost linear in the size of the file. Parser limits grow with the input; alias expansion is
+//! bounded by a ratio to the input's size, so YAML bombs are still refused. The line an image
+//! stands on is then found from a one-pass index of the document's text (the n-th time the walk
+//! meets a string is matched to its n-th occurrence, preferring `image:` lines).
 //!
-//! Pod-bearing kinds are walked through their pod spec (containers, initContainers,
-//! ephemeralContainers); `List` kinds through `items`; custom resources (an API group with a
-//! dot that is not a `*.k8s.io` group) through every string field called `image` under
-//! `spec`, which covers the Prometheus operator's `Prometheus`/`Alertmanager` `spec.image` and
-//! the `containers` lists such resources embed. Other built-in kinds name no image.
+//! What is an image is decided by evidence, not by the name `image` alone:
+//! - a **container**: an element of a `containers`, `initContainers` or `ephemeralContainers`
+//!   list, anywhere (pods, workload templates, JobSet, Knative, operator CRs), or any object with
+//!   an `image` string and a field of a Kubernetes container (`command`, `args`, `env`, …: Argo
+//!   `container`/`script` templates, Tekton steps);
+//! - an **image volume**: a pod volume's `image.reference` (Kubernetes 1.31+ `ImageVolume`);
+//! - an **injected image**: the value of a known operator flag or environment variable in a
+//!   container (built-in table below, extended by `workloads.injectedImages`), never any other
+//!   argument;
+//! - in **custom resources**: every `image` string of a kind known to run it (Prometheus,
+//!   Alertmanager, ThanosRuler, KubeVirt VMs, Argo workflows, Tekton), a KubeVirt
+//!   `containerDisk`, or an `image` that is a fully qualified reference (registry host and tag
+//!   or digest). Other `image` values of custom resources, and empty ones (an operator's
+//!   default), are warnings, not images. CRDs, `metadata` and `status` are skipped.
+//!
+//! An empty image in a core kind is an error; so is a templated one (`{{ … }}`, `${…}`), said to
+//! be an unrendered template.
 
+use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
@@ -162,6 +175,10 @@ pub struct FoundImage {
     pub container: Option<String>,
     /// Path of the field inside the document, e.g. `spec.template.spec.initContainers[0].image`.
     pub field: String,
+    /// For an image handed to an operator: the flag or variable that carried it; for an image
+    /// volume, `image volume`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// Splits a YAML stream into documents: (first line, 1-based; text of the document).
@@ -198,92 +215,257 @@ fn has_content(doc: &str) -> bool {
     })
 }
 
-/// Finds every image in one file's text.
-pub fn extract(text: &str, file: &str) -> Result<Vec<FoundImage>, WorkloadError> {
-    let mut out = Vec::new();
-    for (n, (start, doc)) in split_documents(text).into_iter().enumerate() {
-        let padded = format!("{}{}", "\n".repeat(start - 1), doc);
-        let value: Value = serde_saphyr::from_str(&padded)
-            .map_err(|e| WorkloadError::Yaml { file: file.to_string(), message: e.to_string() })?;
-        let mut found: Vec<Hit> = Vec::new();
-        walk_object(&value, "", &mut found);
-        let doc_lines: Vec<&str> = doc.lines().collect();
-        let mut used: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        let mut totals: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        for h in &found {
-            *totals.entry(h.image.clone()).or_insert(0) += 1;
+/// Flags and environment variables whose value is an image an operator starts pods with. Each
+/// is a documented option of the project named beside it; a value is taken only after one of
+/// these names, never guessed from other arguments.
+const BUILTIN_FLAGS: &[(&str, &str)] = &[
+    (
+        "--prometheus-config-reloader",
+        "prometheus-operator: config reloader sidecar of every Prometheus and Alertmanager",
+    ),
+    ("--acme-http01-solver-image", "cert-manager: ACME HTTP-01 solver pods"),
+    ("--executor-image", "Argo Workflows: the executor sidecar of every workflow pod"),
+    ("-entrypoint-image", "Tekton Pipelines: entrypoint init container of every step"),
+    ("-nop-image", "Tekton Pipelines"),
+    ("-sidecarlogresults-image", "Tekton Pipelines"),
+    ("-workingdirinit-image", "Tekton Pipelines"),
+    ("-shell-image", "Tekton Pipelines"),
+    ("--engine-image", "Longhorn"),
+    ("--instance-manager-image", "Longhorn"),
+    ("--share-manager-image", "Longhorn"),
+    ("--backing-image-manager-image", "Longhorn"),
+    ("--support-bundle-manager-image", "Longhorn"),
+];
+
+/// Environment variables (a `*` matches any run of characters) whose value is an image.
+const BUILTIN_ENV: &[(&str, &str)] = &[
+    ("RELATED_IMAGE_*", "Operator Lifecycle Manager convention for the images an operator deploys"),
+    ("STRIMZI_DEFAULT_*_IMAGE", "Strimzi cluster operator"),
+];
+
+/// The flags and variables that carry injected images: the built-in table plus the config's
+/// `workloads.injectedImages`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Injected {
+    flags: Vec<String>,
+    env: Vec<String>,
+}
+
+impl Injected {
+    /// The built-in table extended by the config's entries.
+    pub fn new(extra: &crate::config::InjectedImages) -> Injected {
+        let flags = BUILTIN_FLAGS.iter().map(|(f, _)| f.to_string()).chain(extra.flags.iter().cloned()).collect();
+        let env = BUILTIN_ENV.iter().map(|(e, _)| e.to_string()).chain(extra.env.iter().cloned()).collect();
+        Injected { flags, env }
+    }
+
+    /// The image a flag argument carries: `--flag=IMAGE`, or `IMAGE` when `prev` is `--flag`.
+    fn flag_value<'a>(&self, prev: Option<&str>, arg: &'a str) -> Option<(&'a str, String)> {
+        for f in &self.flags {
+            if let Some(v) = arg.strip_prefix(f.as_str()).and_then(|r| r.strip_prefix('=')) {
+                return Some((v, f.clone()));
+            }
+            if prev == Some(f.as_str()) && !arg.starts_with('-') {
+                return Some((arg, f.clone()));
+            }
         }
-        for h in found {
+        None
+    }
+
+    fn env_matches(&self, name: &str) -> bool {
+        self.env.iter().any(|p| glob_match(p, name))
+    }
+}
+
+/// `pattern` with at most one `*` (any run of characters) against `name`.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        Some((pre, post)) => name.len() >= pre.len() + post.len() && name.starts_with(pre) && name.ends_with(post),
+        None => pattern == name,
+    }
+}
+
+/// What one file holds: its images, and `image` values that are not taken (with the reason).
+#[derive(Debug, Clone, Default)]
+pub struct Extracted {
+    pub images: Vec<FoundImage>,
+    pub warnings: Vec<String>,
+}
+
+/// Parser limits for manifests. Node and event counts grow with the input, so they are bounded
+/// by the input's own size (a 3 MB `kind: List` of 15k Deployments is legitimate); what a small
+/// input must not do is expand: alias replay is bounded to [`ALIAS_EXPANSION_RATIO`] events per
+/// input byte, which a YAML bomb (a few hundred bytes expanding to billions of nodes) breaks at
+/// once.
+fn yaml_options(len: usize) -> serde_saphyr::Options {
+    let room = len.saturating_mul(2).saturating_add(10_000);
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_events: room,
+            max_nodes: room,
+            max_aliases: room,
+            max_anchors: room,
+            max_documents: 1,
+            max_total_scalar_bytes: len.saturating_add(1024).saturating_mul(ALIAS_EXPANSION_RATIO),
+            enforce_alias_anchor_ratio: false,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: len.saturating_mul(ALIAS_EXPANSION_RATIO).saturating_add(10_000),
+        },
+    }
+}
+
+/// Alias expansion allowed, in replayed events per input byte: anchors in real manifests
+/// (shared labels, resources, env lists) replay far less than their own size.
+const ALIAS_EXPANSION_RATIO: usize = 4;
+
+/// Finds every image in one file's text. Each document is parsed on its own and errors carry
+/// the file's own line numbers, so the cost is linear in the size of the file.
+pub fn extract(text: &str, file: &str, injected: &Injected) -> Result<Extracted, WorkloadError> {
+    let mut out = Extracted::default();
+    for (n, (start, doc)) in split_documents(text).into_iter().enumerate() {
+        let value: Value = serde_saphyr::from_str_with_options(&doc, yaml_options(doc.len())).map_err(|e| {
+            let options = serde_saphyr::render_options! { line_offset: (start - 1) as u64 };
+            WorkloadError::Yaml { file: file.to_string(), message: e.render_with_options(options) }
+        })?;
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut walk = Walk { injected, hits: &mut hits, warnings: &mut out.warnings, file, start };
+        walk.node(&value, "", &Owner::default(), Context::Free);
+        let lines = LineIndex::new(&doc, &hits);
+        let mut totals: HashMap<&str, usize> = HashMap::new();
+        for h in &hits {
+            *totals.entry(h.image.as_str()).or_insert(0) += 1;
+        }
+        let mut used: HashMap<String, usize> = HashMap::new();
+        for h in &hits {
             let k = used.entry(h.image.clone()).or_insert(0);
-            let line = nth_line(&doc_lines, &h.image, *k, totals[&h.image]).map(|l| start + l).unwrap_or(start);
+            let line = lines.nth_line(&doc, &h.image, *k, totals[h.image.as_str()]).map(|l| start + l).unwrap_or(start);
             *k += 1;
-            let reference = Reference::parse(&h.image).map_err(|error| {
-                WorkloadError::BadImage(Box::new(BadImage {
+            match parse_image(&h.image) {
+                Ok(reference) => out.images.push(FoundImage {
+                    written: h.image.clone(),
+                    reference,
                     file: file.to_string(),
+                    document: n + 1,
                     line,
-                    kind: h.kind.clone(),
-                    name: h.name.clone(),
+                    kind: h.owner.kind.clone(),
+                    name: h.owner.name.clone(),
+                    namespace: h.owner.namespace.clone(),
+                    container: h.container.clone(),
                     field: h.field.clone(),
-                    error,
-                }))
-            })?;
-            out.push(FoundImage {
-                written: h.image,
-                reference,
-                file: file.to_string(),
-                document: n + 1,
-                line,
-                kind: h.kind,
-                name: h.name,
-                namespace: h.namespace,
-                container: h.container,
-                field: h.field,
-            });
+                    via: h.via.clone(),
+                }),
+                Err(error) if h.soft && !looks_templated(&h.image) => out.warnings.push(format!(
+                    "{file}:{line}: {} {} {}: {error}; not taken{}",
+                    h.owner.kind,
+                    h.owner.name,
+                    h.field,
+                    h.via.as_deref().map(|v| format!(" ({v})")).unwrap_or_default()
+                )),
+                Err(error) => {
+                    return Err(WorkloadError::BadImage(Box::new(BadImage {
+                        file: file.to_string(),
+                        line,
+                        kind: h.owner.kind.clone(),
+                        name: h.owner.name.clone(),
+                        field: h.field.clone(),
+                        error,
+                    })));
+                }
+            }
         }
     }
     Ok(out)
 }
 
-/// A test on a line and the byte offset of an image in it.
-type LineTest<'a> = &'a dyn Fn(&str, usize) -> bool;
-
-/// The 0-based index (within `lines`) of the line holding the `n`-th of `total` uses of
-/// `image`. Lines where the image is the value of an `image` key written one field a line are
-/// preferred (so a `last-applied-configuration` annotation repeating the image is skipped),
-/// then any `image:` value, then any whole-word occurrence.
-fn nth_line(lines: &[&str], image: &str, n: usize, total: usize) -> Option<usize> {
-    let tiers: [LineTest; 3] = [
-        &|l: &str, i: usize| {
-            let t = l.trim_start();
-            let t = t.strip_prefix("- ").map(str::trim_start).unwrap_or(t);
-            let t = t.trim_start_matches(['"', '\'']);
-            t.starts_with("image") && is_image_key_prefix(&l[..i])
-        },
-        &|l: &str, i: usize| is_image_key_prefix(&l[..i]),
-        &|_: &str, _: usize| true,
-    ];
-    for tier in tiers {
-        let found: Vec<usize> = lines
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| word_matches(l, image).any(|i| tier(l, i)))
-            .map(|(i, _)| i)
-            .collect();
-        if found.len() >= total {
-            return found.get(n).copied();
-        }
+/// Parses an image string, saying so when it is a template nobody rendered.
+fn parse_image(image: &str) -> Result<Reference, ReferenceError> {
+    if looks_templated(image) {
+        return Err(ReferenceError {
+            input: image.to_string(),
+            reason: "looks like an unrendered template (`{{ … }}`, `${…}` or `$(…)`): render the manifest first (helm template, envsubst, kustomize build)".into(),
+        });
     }
-    None
+    Reference::parse(image)
+}
+
+fn looks_templated(s: &str) -> bool {
+    s.contains("{{") || s.contains("}}") || s.contains("${") || s.contains("$(") || s.contains("<%")
+}
+
+/// Where each image string stands in one document, built in one pass: for every token (a run of
+/// the characters references are made of) that is one of the images found, the lines it is on and how strongly each line says it is
+/// an image (1: `image:` written one field a line; 2: the value of an `image` key; 3: anywhere).
+struct LineIndex {
+    at: HashMap<String, Vec<(usize, u8)>>,
+}
+
+impl LineIndex {
+    fn new(doc: &str, hits: &[Hit]) -> LineIndex {
+        let wanted: std::collections::HashSet<&str> = hits.iter().map(|h| h.image.as_str()).collect();
+        let mut at: HashMap<String, Vec<(usize, u8)>> = HashMap::new();
+        for (n, l) in doc.lines().enumerate() {
+            let mut i = 0;
+            let b = l.as_bytes();
+            while i < b.len() {
+                if !is_ref_char(b[i] as char) {
+                    i += 1;
+                    continue;
+                }
+                let s = i;
+                while i < b.len() && is_ref_char(b[i] as char) {
+                    i += 1;
+                }
+                if !wanted.contains(&l[s..i]) {
+                    continue;
+                }
+                let tier = if !is_image_key_prefix(&l[..s]) {
+                    3
+                } else {
+                    let t = l.trim_start();
+                    let t = t.strip_prefix("- ").map(str::trim_start).unwrap_or(t);
+                    if t.trim_start_matches(['"', '\'']).starts_with("image") { 1 } else { 2 }
+                };
+                let v = at.entry(l[s..i].to_string()).or_default();
+                match v.last_mut() {
+                    Some((line, t)) if *line == n => *t = (*t).min(tier),
+                    _ => v.push((n, tier)),
+                }
+            }
+        }
+        LineIndex { at }
+    }
+
+    /// The 0-based line of the `n`-th of `total` uses of `image`, preferring lines where it is
+    /// written as an `image:` value (so a `last-applied-configuration` annotation repeating the
+    /// image is skipped). Images with characters outside references fall back to a scan.
+    fn nth_line(&self, doc: &str, image: &str, n: usize, total: usize) -> Option<usize> {
+        if image.is_empty() {
+            let empty = |l: &&str| l.contains("image: \"\"") || l.contains("image: ''");
+            return doc.lines().enumerate().filter(|(_, l)| empty(l)).nth(n).map(|(i, _)| i);
+        }
+        if !image.chars().all(is_ref_char) {
+            return doc.lines().position(|l| l.contains(image));
+        }
+        let lines = self.at.get(image)?;
+        (1..=3).find_map(|tier| {
+            let found: Vec<usize> = lines.iter().filter(|(_, t)| *t <= tier).map(|(l, _)| *l).collect();
+            (found.len() >= total).then(|| found.get(n).copied()).flatten()
+        })
+    }
+}
+
+fn is_ref_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "._/:@-".contains(c)
 }
 
 /// Byte offsets of `image` in `line` where it stands as a whole reference, not as part of a
 /// longer one (`nginx` in `nginx-ingress`).
 pub(crate) fn word_matches<'a>(line: &'a str, image: &'a str) -> impl Iterator<Item = usize> + 'a {
-    let word = |c: char| c.is_ascii_alphanumeric() || "._/:@-".contains(c);
     line.match_indices(image).map(|(i, _)| i).filter(move |&i| {
         let before = line[..i].chars().next_back();
         let after = line[i + image.len()..].chars().next();
-        before.is_none_or(|c| !word(c)) && after.is_none_or(|c| !word(c))
+        before.is_none_or(|c| !is_ref_char(c)) && after.is_none_or(|c| !is_ref_char(c))
     })
 }
 
@@ -298,107 +480,234 @@ pub(crate) fn is_image_key_prefix(prefix: &str) -> bool {
     before.chars().next_back().is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_' && c != '-' && c != '.')
 }
 
-struct Hit {
-    image: String,
+/// The Kubernetes object an image belongs to.
+#[derive(Debug, Clone, Default)]
+struct Owner {
     kind: String,
     name: String,
     namespace: Option<String>,
+    /// A custom resource: its `image` fields need evidence to be taken.
+    custom: bool,
+    /// A custom resource kind whose every `image` string is a container image.
+    known: bool,
+}
+
+/// What the walk knows about the place it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    Free,
+    /// An element of a `containers`, `initContainers` or `ephemeralContainers` list.
+    ContainerList,
+    /// An element of a pod's `volumes` list.
+    Volume,
+    /// A KubeVirt `containerDisk` (the VM disk is a container image).
+    ContainerDisk,
+}
+
+struct Hit {
+    image: String,
+    owner: Owner,
     container: Option<String>,
     field: String,
+    /// For images not in an `image` field: the flag or variable that carried it.
+    via: Option<String>,
+    /// A bad value becomes a warning rather than an error (operator args, custom resources).
+    soft: bool,
 }
 
-const POD_TEMPLATE_KINDS: &[&str] =
-    &["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "ReplicationController"];
+/// Custom resource kinds whose every `image` string is a container image, by API group.
+const KNOWN_KINDS: &[(&str, &[&str])] = &[
+    ("monitoring.coreos.com", &["Prometheus", "Alertmanager", "ThanosRuler", "PrometheusAgent"]),
+    (
+        "kubevirt.io",
+        &["VirtualMachine", "VirtualMachineInstance", "VirtualMachineInstanceReplicaSet", "VirtualMachinePool"],
+    ),
+    ("argoproj.io", &["Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate", "CronWorkflow"]),
+    ("tekton.dev", &["Task", "ClusterTask", "Pipeline", "TaskRun", "PipelineRun", "StepAction"]),
+];
 
-fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |v, k| v.get(*k))
+/// Fields of a Kubernetes `Container` besides `name` and `image`: an object with an `image`
+/// string and one of these is a container wherever it stands (Argo's `container` and `script`
+/// templates, Tekton steps, operator CRs that embed containers).
+const CONTAINER_FIELDS: &[&str] = &[
+    "command",
+    "args",
+    "env",
+    "envFrom",
+    "ports",
+    "volumeMounts",
+    "volumeDevices",
+    "resources",
+    "imagePullPolicy",
+    "securityContext",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "workingDir",
+    "lifecycle",
+    "script",
+    "source",
+    "stdin",
+    "tty",
+    "terminationMessagePath",
+];
+
+struct Walk<'a> {
+    injected: &'a Injected,
+    hits: &'a mut Vec<Hit>,
+    warnings: &'a mut Vec<String>,
+    file: &'a str,
+    start: usize,
 }
 
-fn walk_object(v: &Value, prefix: &str, out: &mut Vec<Hit>) {
-    let Some(obj) = v.as_object() else { return };
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
-    let api = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    let name = get(v, &["metadata", "name"]).and_then(Value::as_str).unwrap_or("").to_string();
-    let namespace = get(v, &["metadata", "namespace"]).and_then(Value::as_str).map(str::to_string);
-    let at = |p: &str| if prefix.is_empty() { p.to_string() } else { format!("{prefix}.{p}") };
+fn at(prefix: &str, p: &str) -> String {
+    if prefix.is_empty() { p.to_string() } else { format!("{prefix}.{p}") }
+}
 
-    if let Some(items) = obj.get("items").and_then(Value::as_array)
-        && (kind == "List" || kind.ends_with("List"))
-    {
-        for (i, it) in items.iter().enumerate() {
-            walk_object(it, &at(&format!("items[{i}]")), out);
+impl Walk<'_> {
+    fn node(&mut self, v: &Value, path: &str, owner: &Owner, ctx: Context) {
+        match v {
+            Value::Object(m) => self.object(m, path, owner, ctx),
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate().filter(|(_, x)| x.is_object() || x.is_array()) {
+                    self.node(x, &format!("{path}[{i}]"), owner, ctx);
+                }
+            }
+            _ => {}
         }
-        return;
     }
-    let pod_spec: Option<(&Value, String)> = match kind.as_str() {
-        "Pod" => obj.get("spec").map(|s| (s, at("spec"))),
-        k if POD_TEMPLATE_KINDS.contains(&k) => {
-            get(v, &["spec", "template", "spec"]).map(|s| (s, at("spec.template.spec")))
+
+    fn object(&mut self, m: &serde_json::Map<String, Value>, path: &str, owner: &Owner, ctx: Context) {
+        let owner = &match (m.get("apiVersion").and_then(Value::as_str), m.get("kind").and_then(Value::as_str)) {
+            (Some(api), Some(kind)) => {
+                if kind == "CustomResourceDefinition" {
+                    return;
+                }
+                object_owner(m, api, kind)
+            }
+            _ => owner.clone(),
+        };
+        let image = m.get("image");
+        let container = ctx == Context::ContainerList
+            || (image.is_some_and(Value::is_string) && CONTAINER_FIELDS.iter().any(|f| m.contains_key(*f)));
+        if container {
+            self.container(m, path, owner);
+        } else if ctx == Context::Volume
+            && let Some(r) = image.and_then(|i| i.get("reference")).and_then(Value::as_str)
+        {
+            self.push(owner, r, None, at(path, "image.reference"), Some("image volume".into()), false);
+        } else if let Some(Value::String(s)) = image
+            && owner.custom
+        {
+            self.custom_image(s, m, path, owner, ctx);
         }
-        "CronJob" => get(v, &["spec", "jobTemplate", "spec", "template", "spec"])
-            .map(|s| (s, at("spec.jobTemplate.spec.template.spec"))),
-        "PodTemplate" => get(v, &["template", "spec"]).map(|s| (s, at("template.spec"))),
-        _ => None,
-    };
-    let mk = |image: &str, container: Option<String>, field: String| Hit {
-        image: image.to_string(),
-        kind: kind.clone(),
-        name: name.clone(),
-        namespace: namespace.clone(),
-        container,
-        field,
-    };
-    if let Some((spec, path)) = pod_spec {
-        for list in ["initContainers", "containers", "ephemeralContainers"] {
-            for (i, c) in spec.get(list).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]).iter().enumerate()
-            {
-                if let Some(img) = c.get("image").and_then(Value::as_str) {
-                    let cname = c.get("name").and_then(Value::as_str).map(str::to_string);
-                    out.push(mk(img, cname, format!("{path}.{list}[{i}].image")));
+        for (k, x) in m {
+            let skip = !(x.is_object() || x.is_array())
+                || (k == "metadata" || k == "status") && m.contains_key("kind")
+                || (container && matches!(k.as_str(), "image" | "args" | "command" | "env"))
+                || (k == "image" && x.is_string());
+            if skip {
+                continue;
+            }
+            let inner = match k.as_str() {
+                "containers" | "initContainers" | "ephemeralContainers" => Context::ContainerList,
+                "volumes" => Context::Volume,
+                "containerDisk" => Context::ContainerDisk,
+                _ => Context::Free,
+            };
+            self.node(x, &at(path, k), owner, inner);
+        }
+    }
+
+    /// A container: its image, and the images its args and env hand to an operator.
+    fn container(&mut self, m: &serde_json::Map<String, Value>, path: &str, owner: &Owner) {
+        let name = m.get("name").and_then(Value::as_str).map(str::to_string);
+        match m.get("image").and_then(Value::as_str) {
+            Some("") if owner.custom => self.warn_empty(owner, &at(path, "image")),
+            Some(img) => self.push(owner, img, name.clone(), at(path, "image"), None, false),
+            None => {}
+        }
+        for list in ["command", "args"] {
+            let args: Vec<&str> = m
+                .get(list)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            for (i, arg) in args.iter().enumerate() {
+                let prev = i.checked_sub(1).map(|p| args[p]);
+                if let Some((value, flag)) = self.injected.flag_value(prev, arg) {
+                    let field = format!("{}[{i}]", at(path, list));
+                    self.push(owner, value, name.clone(), field, Some(format!("flag {flag}")), true);
                 }
             }
         }
-        return;
-    }
-    if is_custom_resource(api, &kind)
-        && let Some(spec) = obj.get("spec")
-    {
-        let mut hits = Vec::new();
-        find_image_fields(spec, &at("spec"), None, &mut hits);
-        for (img, container, field) in hits {
-            out.push(mk(&img, container, field));
+        for (i, e) in m.get("env").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
+            let (Some(var), Some(value)) =
+                (e.get("name").and_then(Value::as_str), e.get("value").and_then(Value::as_str))
+            else {
+                continue;
+            };
+            if self.injected.env_matches(var) && !value.is_empty() {
+                let field = format!("{}[{i}].value", at(path, "env"));
+                self.push(owner, value, name.clone(), field, Some(format!("variable {var}")), true);
+            }
         }
+    }
+
+    /// An `image` string in a custom resource outside any container: taken on evidence (a kind
+    /// known to run it, a KubeVirt container disk, or a value that names a registry host and a
+    /// tag or digest), else reported.
+    fn custom_image(&mut self, s: &str, m: &serde_json::Map<String, Value>, path: &str, owner: &Owner, ctx: Context) {
+        let field = at(path, "image");
+        if s.is_empty() {
+            return self.warn_empty(owner, &field);
+        }
+        let explicit_host =
+            s.split_once('/').is_some_and(|(h, _)| h.contains('.') || h.contains(':') || h == "localhost");
+        let qualified = explicit_host && crate::reference::without_tag_or_digest(s) != s && Reference::parse(s).is_ok();
+        if owner.known || ctx == Context::ContainerDisk || qualified {
+            let name = m.get("name").and_then(Value::as_str).map(str::to_string);
+            self.push(owner, s, name, field, None, !owner.known);
+        } else if !looks_templated(s) {
+            self.warnings.push(format!(
+                "{}: {} {} {field}: {s:?} is not taken as a container image (a custom resource's `image` that is neither in a container nor a fully qualified reference); add it under `images:` if the cluster pulls it",
+                self.file, owner.kind, owner.name
+            ));
+        } else {
+            self.push(owner, s, None, field, None, false);
+        }
+    }
+
+    fn warn_empty(&mut self, owner: &Owner, field: &str) {
+        self.warnings.push(format!(
+            "{} (document at line {}): {} {} {field} is empty (the operator's default image); add that image under `images:` if the cluster pulls it",
+            self.file, self.start, owner.kind, owner.name
+        ));
+    }
+
+    fn push(
+        &mut self,
+        owner: &Owner,
+        image: &str,
+        container: Option<String>,
+        field: String,
+        via: Option<String>,
+        soft: bool,
+    ) {
+        self.hits.push(Hit { image: image.to_string(), owner: owner.clone(), container, field, via, soft });
     }
 }
 
-/// A custom resource: its API group has a dot and is not one of Kubernetes' own `*.k8s.io`
-/// groups. CRD definitions themselves are skipped (their schemas mention `image` as a word).
-fn is_custom_resource(api: &str, kind: &str) -> bool {
-    let Some((group, _)) = api.rsplit_once('/') else { return false };
-    group.contains('.')
-        && !group.ends_with(".k8s.io")
-        && !group.ends_with(".kubernetes.io")
-        && kind != "CustomResourceDefinition"
-}
-
-fn find_image_fields(v: &Value, path: &str, container: Option<&str>, out: &mut Vec<(String, Option<String>, String)>) {
-    match v {
-        Value::Object(m) => {
-            let here = m.get("name").and_then(Value::as_str).or(container);
-            for (k, x) in m {
-                let p = format!("{path}.{k}");
-                match x {
-                    Value::String(s) if k == "image" => out.push((s.clone(), here.map(str::to_string), p)),
-                    _ => find_image_fields(x, &p, if m.contains_key("image") { here } else { container }, out),
-                }
-            }
-        }
-        Value::Array(a) => {
-            for (i, x) in a.iter().enumerate() {
-                find_image_fields(x, &format!("{path}[{i}]"), container, out);
-            }
-        }
-        _ => {}
+fn object_owner(m: &serde_json::Map<String, Value>, api: &str, kind: &str) -> Owner {
+    let meta = m.get("metadata");
+    let group = api.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let custom = group.contains('.') && !group.ends_with(".k8s.io") && !group.ends_with(".kubernetes.io");
+    Owner {
+        kind: kind.to_string(),
+        name: meta.and_then(|x| x.get("name")).and_then(Value::as_str).unwrap_or("").to_string(),
+        namespace: meta.and_then(|x| x.get("namespace")).and_then(Value::as_str).map(str::to_string),
+        custom,
+        known: KNOWN_KINDS.iter().any(|(g, kinds)| *g == group && kinds.contains(&kind)),
     }
 }
 
@@ -406,8 +715,12 @@ fn find_image_fields(v: &Value, path: &str, container: Option<&str>, out: &mut V
 mod tests {
     use super::*;
 
+    fn found(text: &str) -> Vec<FoundImage> {
+        extract(text, "t.yaml", &Injected::default()).unwrap().images
+    }
+
     fn images(text: &str) -> Vec<(String, usize, String)> {
-        extract(text, "t.yaml").unwrap().into_iter().map(|f| (f.reference.to_string(), f.line, f.field)).collect()
+        found(text).into_iter().map(|f| (f.reference.to_string(), f.line, f.field)).collect()
     }
 
     // Checks every pod-bearing kind, all three container lists, List items, and lines.
@@ -498,7 +811,7 @@ kind: ConfigMap
 metadata: {name: cm}
 data: {image: nginx}
 ";
-        let got = extract(text, "t.yaml").unwrap();
+        let got = extract(text, "t.yaml", &Injected::default()).unwrap().images;
         let refs: Vec<String> = got.iter().map(|f| f.reference.to_string()).collect();
         assert_eq!(
             refs,
@@ -532,11 +845,11 @@ spec:
       - name: nginx
         image: nginx:1
 ";
-        let got = extract(text, "t.yaml").unwrap();
+        let got = extract(text, "t.yaml", &Injected::default()).unwrap().images;
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].line, 13);
         let json = "{\n\t\"apiVersion\": \"v1\",\n\t\"kind\": \"List\",\n\t\"items\": [{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": \"p\"},\n\t\t\"spec\": {\"containers\": [{\"name\": \"a\",\n\t\t\"image\": \"quay.io/a/b:1\"}]}}]\n}\n";
-        let got = extract(json, "t.json").unwrap();
+        let got = extract(json, "t.json", &Injected::default()).unwrap().images;
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].reference.to_string().as_str(), got[0].line), ("quay.io/a/b:1", 6));
     }
@@ -557,10 +870,10 @@ spec:
     #[test]
     fn bad_input_is_located() {
         let text = "kind: ConfigMap\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: a\n    image: Nginx:1\n";
-        let e = extract(text, "w.yaml").unwrap_err().to_string();
+        let e = extract(text, "w.yaml", &Injected::default()).unwrap_err().to_string();
         assert!(e.contains("w.yaml:9") && e.contains("Pod p") && e.contains("lowercase"), "{e}");
         let text = "kind: ConfigMap\n---\nkind: Pod\nspec: [a, b\n  c: d\n";
-        let e = extract(text, "w.yaml").unwrap_err().to_string();
+        let e = extract(text, "w.yaml", &Injected::default()).unwrap_err().to_string();
         assert!(e.contains("w.yaml") && e.contains("line 5"), "{e}");
     }
 }
