@@ -48,14 +48,17 @@ pub struct Platform {
     pub features: Option<Vec<String>>,
 }
 
+/// Shown as `os/arch[/variant] [(os.version)]`, each part as [`crate::sanitize`] makes it safe:
+/// the strings come from a registry's manifest, and reach plans, reports and logs.
 impl std::fmt::Display for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
+        let safe = |s: &str| crate::sanitize::text(s, 64);
+        write!(f, "{}/{}", safe(&self.os), safe(&self.architecture))?;
         if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
+            write!(f, "/{}", safe(v))?;
         }
         if let Some(v) = &self.os_version {
-            write!(f, " ({v})")?;
+            write!(f, " ({})", safe(v))?;
         }
         Ok(())
     }
@@ -298,6 +301,18 @@ impl Manifest {
 
 #[cfg(test)]
 mod tests {
+    /// A platform string from a hostile registry cannot put an escape sequence or a forged log
+    /// line on the operator's terminal: `Platform`'s display is where every such string is shown.
+    #[test]
+    fn platform_strings_from_a_registry_are_made_safe() {
+        let p: super::Platform =
+            serde_json::from_str(r#"{"os":"linux\u001b[2J","architecture":"amd64\nINFO forged","variant":"v8"}"#)
+                .unwrap();
+        let shown = p.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.starts_with("linux\\u{1b}[2J/amd64\\u{a}INFO forged/v8"), "{shown}");
+    }
+
     use super::*;
 
     #[test]

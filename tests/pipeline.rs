@@ -359,11 +359,11 @@ async fn rewrite_plan_expects_what_sync_pushes() {
     let extra = "platforms: [linux/amd64]\nindexPolicy: rewrite\n";
     let env = Env::new(&mcr.url(), &acr.url(), &[idx.reference(MCR)], extra);
     let planned = plan_json(&env.mirror(&["plan", "-o", "json"]).await);
-    let expected = planned["images"][0]["expected_digest"].as_str().unwrap().to_string();
+    let expected = planned["images"][0]["expectedDigest"].as_str().unwrap().to_string();
     assert_ne!(expected, idx.digest.as_str(), "a rewritten index has a digest of its own");
 
     assert_eq!(env.mirror(&["sync", "--report-json", &env.p("sync.json")]).await.status.code(), Some(0));
-    assert_eq!(env.json("sync.json")["images"][0]["target_digest"].as_str(), Some(expected.as_str()));
+    assert_eq!(env.json("sync.json")["images"][0]["targetDigest"].as_str(), Some(expected.as_str()));
     let tagged = images::manifest_digest(&acr.url(), "mirror/oss/multi", "1", None).await.unwrap();
     assert_eq!(tagged.as_str(), expected);
     let out = env.mirror(&["plan", "-o", "json"]).await;
