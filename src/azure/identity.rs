@@ -96,6 +96,7 @@ impl fmt::Debug for EntraToken {
 impl EntraCredential {
     /// Wraps any `TokenCredential` (one built elsewhere, or a test's own). `kind` is what logs and
     /// errors will call it.
+    #[cfg(any(test, feature = "internals"))]
     pub fn from_token_credential(kind: CredentialKind, credential: Arc<dyn TokenCredential>) -> Self {
         EntraCredential { kind, inner: credential }
     }
@@ -421,17 +422,12 @@ impl AzureTokenSource {
         Ok(())
     }
 
-    /// The exchange URL and service currently in use.
-    pub fn exchange_target(&self) -> (Url, String) {
-        let t = self.target();
-        (t.url, t.service)
-    }
-
     fn target(&self) -> ExchangeTarget {
         self.target.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Renew when less than this remains (default five minutes).
+    /// Renew when less than this remains (default five minutes). Tests shorten it.
+    #[cfg(any(test, feature = "internals"))]
     pub fn with_renew_margin(mut self, margin: Duration) -> Self {
         self.renew_margin = margin;
         self
@@ -566,10 +562,10 @@ mod tests {
             EntraCredential::from_token_credential(CredentialKind::AzureCli, AzureCliCredential::new(None).unwrap());
         let reg = Url::parse("https://myacr.azurecr.io").unwrap();
         let src = AzureTokenSource::for_registry(cred, reqwest::Client::new(), &reg, None).unwrap();
-        let (url, service) = src.exchange_target();
+        let ExchangeTarget { url, service, .. } = src.target();
         assert_eq!((url.as_str(), service.as_str()), ("https://myacr.azurecr.io/oauth2/exchange", "myacr.azurecr.io"));
         src.use_realm(&Url::parse("https://myacr.azurecr.io:8443/oauth2/token").unwrap(), "test-registry").unwrap();
-        let (url, service) = src.exchange_target();
+        let ExchangeTarget { url, service, .. } = src.target();
         assert_eq!(
             (url.as_str(), service.as_str()),
             ("https://myacr.azurecr.io:8443/oauth2/exchange", "test-registry")

@@ -13,8 +13,12 @@
 pub mod identity;
 pub mod storage;
 
+pub use identity::EntraSignIn;
+/// The sign-in pieces the integration tests drive one by one (against the stand-in Entra and
+/// the ACR token-exchange stand-in); inside the crate they are reached through `identity`.
+#[cfg(feature = "internals")]
 pub use identity::{
-    ACR_SCOPE, AcrRefreshToken, AzureAuthError, AzureTokenSource, CredentialKind, EntraCredential, EntraSignIn, SignIn,
+    ACR_SCOPE, AcrRefreshToken, AzureAuthError, AzureTokenSource, CredentialKind, EntraCredential, SignIn,
     build_credential, exchange_for_refresh_token, exchange_url_from_realm,
 };
 pub use storage::{BlobLocation, LockHeld, RunLock, StorageError, upload_run_records};

@@ -148,11 +148,6 @@ impl BlobLocation {
         Self::with_credential(&cfg.azure_blob, cred.token_credential())
     }
 
-    /// The location's URL (never with the SAS).
-    pub fn url(&self) -> &Url {
-        &self.url
-    }
-
     /// The blob `name` below this location, or the location itself for `None`.
     fn blob_url(&self, name: Option<&str>) -> Url {
         let mut u = self.url.clone();
@@ -410,6 +405,7 @@ impl RunLock {
 
     /// Follows the lease as it is renewed, lost or released, so a caller can react to a lost
     /// lease (or wait for the release that a drop starts in the background) instead of polling.
+    #[cfg(any(test, feature = "internals"))]
     pub fn watch(&self) -> watch::Receiver<LeaseState> {
         self.state.subscribe()
     }

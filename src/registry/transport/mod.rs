@@ -71,10 +71,6 @@ impl Transport {
         }
     }
 
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     /// Sends a request through the budget, timeouts and retries. `make` builds each attempt
     /// (so a replayable body is sent again); `replayable` says whether it can. Returns any
     /// answer that is not retried (a 429 or 5xx once the retries are spent), its body guarded

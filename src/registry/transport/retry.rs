@@ -63,10 +63,6 @@ impl Retry {
         self.attempts += 1;
         Some(wait)
     }
-
-    pub fn attempts(&self) -> u32 {
-        self.attempts
-    }
 }
 
 /// Exponential backoff with jitter: about 0.5 s, 1 s, 2 s, … capped at 30 s.
@@ -121,7 +117,7 @@ mod tests {
         assert!(r.next(Cause::Status(503, None)).is_some());
         assert_eq!(r.next(Cause::Status(404, None)), None);
         assert_eq!(r.next(Cause::Status(401, None)), None);
-        assert_eq!(r.attempts(), 2);
+        assert_eq!(r.attempts, 2);
     }
 
     /// Connection failures use every retry; timeouts only one; nothing passes the maximum.
