@@ -305,6 +305,7 @@ async fn warm_mappings_sync_through_the_cache() {
                 .arg("-c")
                 .arg(path)
                 .args(args)
+                .env("DOCKER_CONFIG", support::empty_docker_config())
                 .output()
                 .await
                 .unwrap()

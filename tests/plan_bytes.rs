@@ -16,7 +16,8 @@ use support::{Format, Seeder, TestRegistry};
 
 fn config(src: &TestRegistry, dst: &TestRegistry) -> Config {
     let yaml = format!(
-        "registries:\n  - host: mcr.microsoft.com\n    endpoint: {}\n  - host: acr.example.io\n    endpoint: {}\n",
+        // Anonymous on both: the plan must never read the developer's Docker credentials.
+        "registries:\n  - host: mcr.microsoft.com\n    endpoint: {}\n    auth: {{type: anonymous}}\n  - host: acr.example.io\n    endpoint: {}\n    auth: {{type: anonymous}}\n",
         src.url(),
         dst.url()
     );

@@ -315,7 +315,11 @@ fn failed_and_interrupted_runs_follow_the_schemas() {
 fn man_pages_list_exit_codes_and_no_help_page() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mirror")).args(args).output().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
+            .args(args)
+            .env("DOCKER_CONFIG", dir.path())
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
