@@ -108,6 +108,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// `N images: a present, b missing, c outdated, d partial, e could not be examined`.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} images: {} present, {} missing, {} outdated, {} partial, {} could not be examined",
+            self.images.len(),
+            self.count(Status::Present),
+            self.count(Status::Missing),
+            self.count(Status::Outdated),
+            self.count(Status::Partial),
+            self.count(Status::Error)
+        )
+    }
+
     pub fn count(&self, status: Status) -> usize {
         self.images.iter().filter(|i| i.status == status).count()
     }

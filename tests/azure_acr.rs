@@ -132,14 +132,7 @@ impl World {
     }
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::output_text as text;
 
 fn secret_file(dir: &Path, value: &str) -> PathBuf {
     let p = dir.join("secret");

@@ -7,7 +7,7 @@ mod support;
 mod support_azure;
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -44,14 +44,7 @@ fn mirror(cfg: &Path, azurite: &Azurite, args: &[&str]) -> Command {
     c
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::output_text as text;
 
 /// The lock blob's `x-ms-lease-state` (`leased`, `available`, …), or `None` if it does not exist.
 async fn lease_state(azurite: &Azurite) -> Option<String> {

@@ -30,14 +30,7 @@ fn run(cwd: &Path, args: &[&str]) -> Output {
     mirror(cwd).args(args).output().expect("run mirror")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::output_text as text;
 
 /// Every stderr line as JSON; panics naming the first line that is not.
 fn json_lines(o: &Output) -> Vec<Value> {

@@ -61,14 +61,7 @@ async fn mirror(dir: &Path, source_url: &str, target_url: &str, extra: &str, res
         .unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::output_text as text;
 
 /// Upload `Location`s on another host get the blob without the target's credentials, and the
 /// copy fails without any tag in the target.

@@ -68,14 +68,7 @@ fn mirror(dir: &Path, sas: &str, args: &[&str]) -> Command {
     c
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::output_text as text;
 
 /// Reads the child's JSON log lines until one satisfies `until`; returns the lines read. The
 /// rest of stderr is collected by [`finish`].

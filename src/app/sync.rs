@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{AppError, ConfigFile, Ending, RunOutcome, Started, SyncRequest, records, stopped_before_plan};
 use super::{unless_stopped, wanted};
-use crate::plan::{self, Plan, PlanOptions, Status};
+use crate::plan::{self, Plan, PlanOptions};
 use crate::report::Report;
 use crate::transfer::pipeline::{self, Observer, RunOptions};
 use crate::transfer::{self, Context};
@@ -83,13 +83,5 @@ async fn transfer_all(
 
 /// What the plan found, before anything is done (the report says what then happened).
 fn log_plan(p: &Plan) {
-    tracing::info!(
-        "plan: {} images: {} present, {} missing, {} outdated, {} partial, {} could not be examined",
-        p.images.len(),
-        p.count(Status::Present),
-        p.count(Status::Missing),
-        p.count(Status::Outdated),
-        p.count(Status::Partial),
-        p.count(Status::Error)
-    );
+    tracing::info!("plan: {}", p.counts());
 }

@@ -307,17 +307,7 @@ fn print_plan(p: &Plan) -> std::io::Result<()> {
             detail
         )?;
     }
-    writeln!(
-        out,
-        "{} images: {} present, {} missing, {} outdated, {} partial, {} errors; {} to move",
-        p.images.len(),
-        p.count(Status::Present),
-        p.count(Status::Missing),
-        p.count(Status::Outdated),
-        p.count(Status::Partial),
-        p.count(Status::Error),
-        indicatif::HumanBytes(p.bytes_to_move)
-    )
+    writeln!(out, "{}; {} to move", p.counts(), indicatif::HumanBytes(p.bytes_to_move))
 }
 
 fn short(d: &crate::digest::Digest) -> String {

@@ -79,3 +79,13 @@ pub fn empty_docker_config() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("create the empty DOCKER_CONFIG folder");
     dir
 }
+
+/// A finished command as a test failure message shows it: exit status, stdout, stderr.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
