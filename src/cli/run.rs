@@ -108,6 +108,7 @@ pub async fn plan(cli: &super::Cli, args: &PlanArgs) -> anyhow::Result<u8> {
             deep: args.deep,
             referrers: !args.no_referrers,
             skip_bytes: false,
+            warm_ledger: Some(cfg.warm_ledger.repository.clone()),
         },
     )
     .await?;
@@ -129,7 +130,14 @@ async fn verify_run(cli: &super::Cli, args: &VerifyArgs, out: &mut Option<Report
     let p = plan::plan(
         &registries,
         &wanted,
-        &PlanOptions { index_policy: index_policy(&cfg), deep: true, referrers: !args.no_referrers, skip_bytes: false },
+        // No warm ledger: verify checks every manifest and blob of warm images itself.
+        &PlanOptions {
+            index_policy: index_policy(&cfg),
+            deep: true,
+            referrers: !args.no_referrers,
+            skip_bytes: false,
+            warm_ledger: None,
+        },
     )
     .await?;
     let (code, report) = finish_plan("verify", &p, started, args.output, &args.reports)?;
@@ -351,7 +359,13 @@ async fn sync_locked(
     let p = plan::plan(
         &registries,
         &wanted,
-        &PlanOptions { index_policy: policy, deep: args.deep, referrers: !args.no_referrers, skip_bytes: true },
+        &PlanOptions {
+            index_policy: policy,
+            deep: args.deep,
+            referrers: !args.no_referrers,
+            skip_bytes: true,
+            warm_ledger: Some(cfg.warm_ledger.repository.clone()),
+        },
     )
     .await?;
     let ctx = transfer::Context::from_config(&cfg.transfer);

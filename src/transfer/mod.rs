@@ -11,6 +11,7 @@
 
 pub mod blob;
 pub mod copy;
+pub mod ledger;
 pub mod pipeline;
 pub mod warm;
 

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::ledger::{Entry, Ledgers};
 use super::{Context, IndexPolicy, Options, TransferError, copy, warm};
 use crate::config::MappingMode;
 use crate::digest::Digest;
@@ -108,7 +109,7 @@ pub async fn run(
                 observer.started(img);
                 let started = Instant::now();
                 let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-                let work = one(registries, ctx, img, opts, counter.clone());
+                let work = one(registries, ctx, img, opts, counter.clone(), &plan.ledgers);
                 tokio::pin!(work);
                 let result = tokio::select! {
                     r = &mut work => r,
@@ -189,6 +190,7 @@ async fn one(
     img: &ImagePlan,
     opts: &RunOptions,
     bytes: Arc<std::sync::atomic::AtomicU64>,
+    ledgers: &Ledgers,
 ) -> Result<(Outcome, Digest), TransferError> {
     let w = &img.wanted;
     let src = registries.get(&w.source.registry)?;
@@ -213,6 +215,9 @@ async fn one(
         }
         MappingMode::Warm => {
             let r = warm::warm_image(ctx, Some((src, &source)), dst, &w.target, &options).await?;
+            // Warm ledger: every manifest and blob was read and verified; record it.
+            let entry = Entry { repository: &w.target.repository, digest: &r.digest, platforms: &w.platforms };
+            ledgers.record(&w.target.registry, &entry).await;
             Ok((Outcome::Warmed, r.digest))
         }
     }
