@@ -262,3 +262,42 @@ async fn concurrent_runs_keep_each_others_entries() {
     let (code, err, report) = s.mirror(&s.config("ab.yaml", "linux/amd64", &[&s.image, &other]), &["plan"]).await;
     assert_eq!((code, planned(&report)), (0, vec!["present".to_string(), "present".to_string()]), "{err}");
 }
+
+/// Two images of one repository sharing a layer, warmed in one run: the shared layer is read
+/// through the cache once, not once per image. Would catch the duplicate reads that made warming
+/// slower than reading each blob once (the warm benchmark's fixture shares a base layer between
+/// the tags of a repository).
+#[tokio::test]
+async fn a_layer_shared_by_images_of_one_repository_is_read_once() {
+    let mcr = TestRegistry::anonymous().await;
+    let mut seeder = Seeder::new(&mcr.url(), 34);
+    let base = seeder.random_blob(64 << 10);
+    let (own1, own2) = (seeder.random_blob(1000), seeder.random_blob(1001));
+    let one = seeder.push_image("oss/kubernetes/pause", "3.9", Format::Oci, &[base.clone(), own1]).await;
+    let two = seeder.push_image("oss/kubernetes/pause", "3.10", Format::Oci, &[base.clone(), own2]).await;
+    let cache = TestRegistry::proxy_cache(&mcr.url()).await;
+    let counting = support::FaultProxy::start(&cache.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("docker")).unwrap();
+    let yaml = format!(
+        "registries:\n  - host: {MCR}\n    endpoint: {}\n  - host: {ACR}\n    endpoint: {}\n\
+         target: {ACR}\nmappings:\n  - source: {MCR}\n    target: \"\"\n    mode: warm\n\
+         images:\n  - {}\n  - {}\n",
+        mcr.url(),
+        counting.url(),
+        one.reference(MCR),
+        two.reference(MCR),
+    );
+    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
+        .arg("-c")
+        .arg(dir.path().join("m.yaml"))
+        .arg("sync")
+        .env("DOCKER_CONFIG", dir.path().join("docker"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(counting.count("GET", &format!("/blobs/{}", base.digest)), 1, "{:?}", counting.requests());
+    cache.wait_for_blobs_on_disk(&[&base.digest]).await;
+}
