@@ -643,7 +643,8 @@ async fn main() {
         None
     };
     let ceiling_blobs: Vec<(Digest, String, Bytes)> = {
-        let blobs: Vec<_> = linux_seeded.blobs.iter().filter(|b| b.linux).cloned().collect();
+        // Only the copy cases' ceiling uploads these.
+        let blobs: Vec<_> = linux_seeded.blobs.iter().filter(|b| b.linux && !args.warm_only).cloned().collect();
         tokio::task::spawn_blocking(move || {
             blobs.into_iter().map(|b| (b.digest.clone(), b.repository.clone(), b.bytes())).collect()
         })
