@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -87,8 +87,10 @@ pub async fn run(
     observer: &dyn Observer,
 ) -> Vec<ImageResult> {
     let cancel = CancellationToken::new();
-    futures::stream::iter(plan.images.iter())
-        .map(|img| {
+    // Unordered, then sorted back: in order, an image that finished behind a slow one would keep
+    // its place among the images in flight, and the next image would wait for the slow one.
+    let mut results: Vec<(usize, ImageResult)> = futures::stream::iter(plan.images.iter().enumerate())
+        .map(|(n, img)| {
             let cancel = cancel.clone();
             async move {
                 if !img.status.needs_work() {
@@ -140,10 +142,13 @@ pub async fn run(
                 observer.finished(&r);
                 r
             }
+            .map(move |r| (n, r))
         })
-        .buffered(opts.images_in_flight.max(1))
-        .collect::<Vec<_>>()
-        .await
+        .buffer_unordered(opts.images_in_flight.max(1))
+        .collect()
+        .await;
+    results.sort_by_key(|(n, _)| *n);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 impl ImageResult {
