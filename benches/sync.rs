@@ -45,8 +45,11 @@ use measure::{Measured, registry_cpu_seconds as reg_cpu, requests_served};
 use support::{DelayProxy, TestRegistry};
 
 const TARGET_HOST: &str = "bench.azurecr.io";
+const WARM_CASE: &str = "warm through a cache";
 const DELAY: Duration = Duration::from_millis(20);
 const CEILING_CONCURRENCY: usize = 8;
+/// The warm ceiling's parallel GETs: as many as `mirror`'s default `transfer.concurrency`.
+const WARM_CEILING_CONCURRENCY: usize = 16;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Profile {
@@ -69,6 +72,8 @@ struct Args {
     docs: bool,
     windows: bool,
     skopeo: bool,
+    /// Only the warm cases (the copy cases' recorded results are left as they are).
+    warm_only: bool,
 }
 
 fn parse_args() -> Args {
@@ -78,6 +83,7 @@ fn parse_args() -> Args {
         docs: true,
         windows: true,
         skopeo: true,
+        warm_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -96,13 +102,17 @@ fn parse_args() -> Args {
             "--no-windows" => a.windows = false,
             // For engine experiments: the ceiling and mirror only.
             "--no-skopeo" => a.skopeo = false,
+            "--warm-only" => a.warm_only = true,
             other => panic!(
-                "unknown argument {other:?}; usage: sync [--scale X] [--profile local|latency|all] [--no-docs] [--no-windows] [--no-skopeo]"
+                "unknown argument {other:?}; usage: sync [--scale X] [--profile local|latency|all] [--no-docs] [--no-windows] [--no-skopeo] [--warm-only]"
             ),
         }
     }
-    if !a.skopeo {
+    if !a.skopeo && !a.warm_only {
         a.docs = false; // a partial table must not replace the recorded one
+    }
+    if a.warm_only {
+        a.windows = false;
     }
     a
 }
@@ -143,14 +153,22 @@ fn mib(b: u64) -> f64 {
 }
 
 /// Writes the mirror config for one run.
-fn mirror_config(dir: &Path, name: &str, src: &Endpoint, dst: &Endpoint, f: &Fixture, linux_only: bool) -> PathBuf {
+fn mirror_config(
+    dir: &Path,
+    name: &str,
+    src: &Endpoint,
+    dst: &Endpoint,
+    f: &Fixture,
+    linux_only: bool,
+    mode: &str,
+) -> PathBuf {
     let mut y = String::new();
     writeln!(y, "registries:").unwrap();
     writeln!(y, "  - host: {SOURCE_HOST}\n    endpoint: {}", src.url).unwrap();
     writeln!(y, "  - host: {TARGET_HOST}\n    endpoint: {}", dst.url).unwrap();
     writeln!(y, "target: {TARGET_HOST}").unwrap();
     // Repository paths stay as they are: oss/v2/kubernetes/pause -> bench.azurecr.io/oss/v2/kubernetes/pause.
-    writeln!(y, "mappings:\n  - source: \"*\"\n    target: \"\"\n    mode: copy").unwrap();
+    writeln!(y, "mappings:\n  - source: \"*\"\n    target: \"\"\n    mode: {mode}").unwrap();
     if linux_only {
         writeln!(y, "platforms: [linux/amd64, linux/arm64]\nindexPolicy: rewrite").unwrap();
     }
@@ -256,6 +274,83 @@ async fn ceiling(blobs: &[(Digest, String, Bytes)], dst: &Endpoint) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// Every `(repository, blob, size)` the linux fixture's images reference: what warming must read
+/// through a cache at the least (a cache keeps blobs per repository, so a base layer shared by two
+/// repositories is read through each). Read from the source, untimed.
+async fn warm_reads(src: &TestRegistry, seeded: &Seeded) -> Vec<(String, Digest, u64)> {
+    let mut reads: Vec<(String, Digest, u64)> = Vec::new();
+    let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).expect("manifest JSON");
+    for (repo, tag, _) in &seeded.images {
+        let (index, _, _) = support::images::get_manifest(&src.url(), repo, tag, None).await.expect("fixture index");
+        for child in json(&index)["manifests"].as_array().expect("an index") {
+            let digest = child["digest"].as_str().expect("child digest");
+            let (m, _, _) = support::images::get_manifest(&src.url(), repo, digest, None).await.expect("child");
+            let m = json(&m);
+            for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().expect("layers")) {
+                let blob = Digest::parse(d["digest"].as_str().expect("blob digest")).expect("a digest");
+                if !reads.iter().any(|(r, b, _)| r == repo && *b == blob) {
+                    reads.push((repo.clone(), blob, d["size"].as_u64().expect("blob size")));
+                }
+            }
+        }
+    }
+    reads
+}
+
+/// Parallel GETs of `reads` through the cache at `cache_url`, each body read to its end.
+async fn warm_ceiling(reads: &[(String, Digest, u64)], cache_url: &str) -> f64 {
+    let http = support::http_client();
+    let started = Instant::now();
+    futures::stream::iter(reads)
+        .map(|(repo, digest, size)| {
+            let http = &http;
+            async move {
+                let resp = http.get(format!("{cache_url}/v2/{repo}/blobs/{digest}")).send().await.expect("GET");
+                assert_eq!(resp.status(), reqwest::StatusCode::OK, "GET {repo}@{digest}");
+                let body = resp.bytes().await.expect("blob body");
+                assert_eq!(body.len() as u64, *size, "{repo}@{digest}");
+            }
+        })
+        .buffer_unordered(WARM_CEILING_CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+    started.elapsed().as_secs_f64()
+}
+
+/// The warm cases: a fresh pull-through cache (distribution in proxy mode) of the source, reached
+/// through the profile's delay, read by parallel GETs of every blob (the ceiling) or warmed by
+/// `mirror sync` with a `mode: warm` mapping (every platform, so the same blobs).
+async fn warm_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
+    let bytes: u64 = s.warm_reads.iter().map(|(_, _, size)| size).sum();
+    let upstream = endpoint(&s.linux, p).await;
+    let mut rows = Vec::new();
+    {
+        let cache = TestRegistry::proxy_cache(&upstream.url).await;
+        let before = requests_served(&s.linux) + requests_served(&cache);
+        let cpu0 = reg_cpu(&s.linux) + reg_cpu(&cache);
+        let secs = warm_ceiling(&s.warm_reads, &cache.url()).await;
+        let requests = requests_served(&s.linux) + requests_served(&cache) - before;
+        let cpu = reg_cpu(&s.linux) + reg_cpu(&cache) - cpu0;
+        let tool = "ceiling (parallel GETs)";
+        rows.push(Row { profile: p, case: WARM_CASE, tool, seconds: secs, bytes, requests, rss_kib: None, cpu });
+        eprintln!("[{}] warm ceiling: {secs:.1} s", p.name());
+    }
+    {
+        let cache = TestRegistry::proxy_cache(&upstream.url).await;
+        let dst = Endpoint { url: cache.url(), host: cache.host(), _proxy: None };
+        let src = endpoint(&s.linux, p).await;
+        let cfg = mirror_config(work, &format!("{}-warm", p.name()), &src, &dst, &s.linux_fixture, false, "warm");
+        let log_file = work.join(format!("{}-mirror-warm.log", p.name()));
+        let (m, requests, cpu) = measured(p, "mirror warm", &s.linux, &cache, run_mirror(&cfg, &log_file)).await;
+        let rss_kib = Some(m.max_rss_kib);
+        let tool = "mirror sync (warm)";
+        rows.push(Row { profile: p, case: WARM_CASE, tool, seconds: m.seconds, bytes, requests, rss_kib, cpu });
+        let digests: Vec<&Digest> = s.warm_reads.iter().map(|(_, d, _)| d).collect();
+        cache.wait_for_blobs_on_disk(&digests).await;
+    }
+    rows
+}
+
 struct Sources {
     linux_fixture: Fixture,
     linux: TestRegistry,
@@ -263,6 +358,8 @@ struct Sources {
     windows: Option<(Fixture, TestRegistry, Seeded)>,
     /// The linux fixture's distinct blobs, in memory, for the ceiling.
     ceiling_blobs: Vec<(Digest, String, Bytes)>,
+    /// What warming the linux fixture reads through a cache: `(repository, blob, size)`.
+    warm_reads: Vec<(String, Digest, u64)>,
     skopeo: bool,
 }
 
@@ -298,7 +395,8 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
         }
         let dst = TestRegistry::anonymous().await;
         let (src_ep, dst_ep) = (endpoint(&s.linux, p).await, endpoint(&dst, p).await);
-        let cfg = mirror_config(work, &format!("{}-linux", p.name()), &src_ep, &dst_ep, &s.linux_fixture, false);
+        let cfg =
+            mirror_config(work, &format!("{}-linux", p.name()), &src_ep, &dst_ep, &s.linux_fixture, false, "copy");
         for (case, run) in [("full copy", "full"), ("no-op re-run", "noop")] {
             let log_file = log(&format!("{tool}-{run}"));
             let label = format!("{tool} {case}");
@@ -331,7 +429,7 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
         {
             let dst = TestRegistry::anonymous().await;
             let (src_ep, dst_ep) = (endpoint(wsrc, p).await, endpoint(&dst, p).await);
-            let cfg = mirror_config(work, &format!("{}-windows", p.name()), &src_ep, &dst_ep, wf, true);
+            let cfg = mirror_config(work, &format!("{}-windows", p.name()), &src_ep, &dst_ep, wf, true, "copy");
             let log_file = log("mirror-windows");
             let run = run_mirror(&cfg, &log_file);
             let (m, requests, cpu) = measured(p, "mirror linux-only", wsrc, &dst, run).await;
@@ -545,18 +643,24 @@ async fn main() {
         None
     };
     let ceiling_blobs: Vec<(Digest, String, Bytes)> = {
-        let blobs: Vec<_> = linux_seeded.blobs.iter().filter(|b| b.linux).cloned().collect();
+        // Only the copy cases' ceiling uploads these.
+        let blobs: Vec<_> = linux_seeded.blobs.iter().filter(|b| b.linux && !args.warm_only).cloned().collect();
         tokio::task::spawn_blocking(move || {
             blobs.into_iter().map(|b| (b.digest.clone(), b.repository.clone(), b.bytes())).collect()
         })
         .await
         .unwrap()
     };
-    let sources = Sources { linux_fixture, linux, linux_seeded, windows, ceiling_blobs, skopeo: args.skopeo };
+    let warm_reads = warm_reads(&linux, &linux_seeded).await;
+    let sources =
+        Sources { linux_fixture, linux, linux_seeded, windows, ceiling_blobs, warm_reads, skopeo: args.skopeo };
 
-    let mut rows = Vec::new();
+    let (mut rows, mut warm) = (Vec::new(), Vec::new());
     for p in &args.profiles {
-        rows.extend(profile_rows(*p, &sources, work.path()).await);
+        if !args.warm_only {
+            rows.extend(profile_rows(*p, &sources, work.path()).await);
+        }
+        warm.extend(warm_rows(*p, &sources, work.path()).await);
     }
 
     println!("{}", table(&rows, false));
@@ -591,9 +695,37 @@ async fn main() {
             );
             writeln!(md, "| {what} | {value:.2} | {target} | {} |", if met { "yes" } else { "**no**" }).unwrap();
         }
-        if args.docs {
+        if args.docs && !args.warm_only {
             write_docs(p.name(), &md);
         }
+    }
+    println!("{}", table(&warm, false));
+    let mut md = format!(
+        "Measured on: {}.\n\nFixture at scale {}: the linux fixture's {} images read through the cache, {:.0} MiB in {} (repository, blob) reads.\n\n",
+        machine(),
+        args.scale,
+        f.images.len(),
+        mib(sources.warm_reads.iter().map(|(_, _, size)| size).sum()),
+        sources.warm_reads.len()
+    );
+    md.push_str(&table(&warm, true));
+    writeln!(md, "\n| ratio | measured | target | met |\n| --- | --- | --- | --- |").unwrap();
+    for p in &args.profiles {
+        if let (Some(c), Some(m)) = (find(&warm, *p, WARM_CASE, "ceiling"), find(&warm, *p, WARM_CASE, "mirror")) {
+            let r = m.seconds / c.seconds;
+            let met = if r <= 1.1 { "met" } else { "MISSED" };
+            println!("  {:<8} {:<50} {r:>7.2}  target ≤ 1.1  {met}", p.name(), "mirror warm / ceiling");
+            writeln!(
+                md,
+                "| {} mirror warm / ceiling | {r:.2} | ≤ 1.1 | {} |",
+                p.name(),
+                if r <= 1.1 { "yes" } else { "**no**" }
+            )
+            .unwrap();
+        }
+    }
+    if args.docs {
+        write_docs("warm", &md);
     }
     eprintln!("total bench time {:.0} s", started.elapsed().as_secs_f64());
 }

@@ -50,6 +50,27 @@ pub struct Config {
     /// A blob whose lease keeps two scheduled runs from overlapping (`{azureBlob: https://…/CONTAINER/mirror.lock}`).
     #[serde(default)]
     pub lock: Option<BlobConfig>,
+    /// Where completed warms are recorded in the target registry (see `crate::ledger`).
+    #[serde(default)]
+    pub warm_ledger: WarmLedgerConfig,
+}
+
+/// `warmLedger:`: the repository of the target registry that records completed warms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WarmLedgerConfig {
+    #[serde(default = "default_warm_ledger_repository")]
+    pub repository: String,
+}
+
+fn default_warm_ledger_repository() -> String {
+    crate::ledger::DEFAULT_REPOSITORY.to_string()
+}
+
+impl Default for WarmLedgerConfig {
+    fn default() -> Self {
+        WarmLedgerConfig { repository: default_warm_ledger_repository() }
+    }
 }
 
 /// A place in Azure Blob Storage and how to sign in to it: a SAS token from `sasTokenEnv`, or else
@@ -522,6 +543,11 @@ impl Config {
                 .map_err(|m| format!("{key}: {m}"))?;
             }
         }
+        let ledger = &self.warm_ledger.repository;
+        match crate::reference::Reference::parse(&format!("ledger.invalid/{ledger}")) {
+            Ok(r) if r.repository == *ledger && !ledger.contains([':', '@']) => {}
+            _ => return Err(format!("warmLedger.repository: {ledger:?} is not a repository name")),
+        }
         if self.transfer.concurrency == 0 {
             return Err("transfer.concurrency must be at least 1".into());
         }
@@ -616,6 +642,16 @@ mod tests {
         assert_eq!(sign_in.client_id.as_deref(), Some("abc"));
         assert_eq!(cfg.lock.unwrap().sas_token_env.as_deref(), Some("LOCK_SAS"));
         assert!(cfg.report.is_some());
+    }
+
+    #[test]
+    fn the_warm_ledger_repository_has_a_default_and_is_checked() {
+        // Checks the default repository, an override, and that a name with a tag is refused.
+        assert_eq!(Config::parse("{}", Path::new("m.yaml")).unwrap().warm_ledger.repository, "acr-mirror/warm-ledger");
+        let cfg = Config::parse("warmLedger: {repository: ops/ledger}\n", Path::new("m.yaml")).unwrap();
+        assert_eq!(cfg.warm_ledger.repository, "ops/ledger");
+        let e = Config::parse("warmLedger: {repository: \"Ops:1\"}\n", Path::new("m.yaml")).unwrap_err();
+        assert!(e.to_string().contains("warmLedger.repository"), "{e}");
     }
 
     #[test]

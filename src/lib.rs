@@ -37,4 +37,6 @@ pub mod cli;
 pub mod config;
 pub mod report;
 
-internal_modules!(azure, digest, exit, imageset, manifest, plan, reference, registry, sanitize, shard, time, transfer);
+internal_modules!(
+    azure, digest, exit, imageset, ledger, manifest, plan, reference, registry, sanitize, shard, time, transfer
+);

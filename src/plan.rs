@@ -24,6 +24,7 @@ use crate::manifest::{
 use crate::reference::Reference;
 use crate::registry::tags::TagListing;
 use crate::registry::{Registries, Registry, RegistryError};
+use crate::ledger::{Entry, Ledgers};
 
 /// Requests in flight while planning (HEADs and listings are small).
 const PLAN_CONCURRENCY: usize = 32;
@@ -105,6 +106,9 @@ pub struct ImagePlan {
 pub struct Plan {
     pub images: Vec<ImagePlan>,
     pub bytes_to_move: u64,
+    /// The warm ledgers the plan consulted; `sync` records its completed warms in them.
+    #[serde(skip)]
+    pub ledgers: Ledgers,
 }
 
 impl Plan {
@@ -142,6 +146,8 @@ pub struct PlanOptions {
     /// Skip counting the bytes to move. `sync` does: the copy looks at every blob anyway, and
     /// counting first would cost a read of every source manifest and a `HEAD` per blob twice.
     pub skip_bytes: bool,
+    /// The warm ledger's repository (`warmLedger.repository`); `None`: no ledger consulted.
+    pub warm_ledger: Option<String>,
 }
 
 /// Diffs `wanted` against the targets.
@@ -178,9 +184,10 @@ pub async fn plan(registries: &Registries, wanted: &[Wanted], opts: &PlanOptions
         .buffered(PLAN_CONCURRENCY)
         .collect()
         .await;
+    let ledgers = consult_ledgers(registries, &listing, &mut images, opts).await?;
 
     if opts.skip_bytes {
-        return Ok(Plan { images, bytes_to_move: 0 });
+        return Ok(Plan { images, bytes_to_move: 0, ledgers });
     }
     // 3. Bytes to move for images that need work, each blob counted once per target registry.
     //    Concurrent like the steps above: the source manifests of every such image are read at
@@ -229,7 +236,38 @@ pub async fn plan(registries: &Registries, wanted: &[Wanted], opts: &PlanOptions
         }
     }
     let total = images.iter().filter(|i| i.status.needs_work()).map(|i| i.bytes_to_move).sum();
-    Ok(Plan { images, bytes_to_move: total })
+    Ok(Plan { images, bytes_to_move: total, ledgers })
+}
+
+/// Warm ledger hook: a warm image that ACR lists with the expected digest is `partial` until the
+/// ledger of its registry records its completed warm (see [`crate::ledger`]). Only
+/// registries with ACR's listing are asked: elsewhere warm images are warmed on every run anyway.
+async fn consult_ledgers(
+    registries: &Registries,
+    listing: &HashMap<(String, String), TagListing>,
+    images: &mut [ImagePlan],
+    opts: &PlanOptions,
+) -> Result<Ledgers, RegistryError> {
+    let Some(repository) = &opts.warm_ledger else { return Ok(Ledgers::default()) };
+    let listed_warm = |i: &ImagePlan| i.mode == MappingMode::Warm && i.status == Status::Present;
+    let hosts: Vec<String> = images
+        .iter()
+        .filter(|i| listed_warm(i))
+        .map(|i| &i.wanted.target)
+        .filter(|t| listing.get(&(t.registry.clone(), t.repository.clone())).is_some_and(|l| l.with_digests))
+        .map(|t| t.registry.clone())
+        .collect();
+    let ledgers = Ledgers::open(registries, hosts.iter().map(String::as_str), repository).await?;
+    for img in images.iter_mut().filter(|i| listed_warm(i)) {
+        let Some(digest) = &img.expected_digest else { continue };
+        let w = &img.wanted;
+        let entry = Entry { repository: &w.target.repository, digest, platforms: &w.platforms };
+        if let Some(missing) = ledgers.lacks(&w.target.registry, &entry) {
+            img.status = Status::Partial;
+            img.missing.push(missing);
+        }
+    }
+    Ok(ledgers)
 }
 
 async fn examine(registries: &Registries, w: Wanted, listing: &TagListing, opts: &PlanOptions) -> ImagePlan {

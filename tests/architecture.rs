@@ -18,8 +18,8 @@ const LAYERS: &[&[&str]] = &[
     &["registry"],
     // Azure: Entra sign-in behind the registry's trait, Blob Storage records and lock.
     &["azure"],
-    // Which images are needed.
-    &["imageset"],
+    // Which images are needed; which warms are complete (the warm ledger in the target registry).
+    &["imageset", "ledger"],
     // What the target lacks.
     &["plan"],
     // Moving it.

@@ -50,7 +50,13 @@ async fn shared_blobs_count_once_and_present_blobs_not_at_all() {
 
     let registries = Registries::from_config(&config(&src, &dst)).unwrap();
     let want = vec![wanted("x/a", "1", &[]), wanted("x/b", "1", &[]), wanted("x/c", "1", &[])];
-    let opts = PlanOptions { index_policy: IndexPolicy::Preserve, deep: false, referrers: false, skip_bytes: false };
+    let opts = PlanOptions {
+        index_policy: IndexPolicy::Preserve,
+        deep: false,
+        referrers: false,
+        skip_bytes: false,
+        warm_ledger: None,
+    };
     let p = plan::plan(&registries, &want, &opts).await.unwrap();
 
     let sum = |blobs: &[(acr_mirror::digest::Digest, u64)]| blobs.iter().map(|(_, s)| s).sum::<u64>();
@@ -69,7 +75,13 @@ async fn rewrite_counts_only_the_chosen_platforms() {
     let (src, dst) = (TestRegistry::anonymous().await, TestRegistry::anonymous().await);
     let image = Seeder::new(&src.url(), 21).push_multiarch("x/multi", "1", Format::Oci).await;
     let registries = Registries::from_config(&config(&src, &dst)).unwrap();
-    let opts = PlanOptions { index_policy: IndexPolicy::Rewrite, deep: false, referrers: false, skip_bytes: false };
+    let opts = PlanOptions {
+        index_policy: IndexPolicy::Rewrite,
+        deep: false,
+        referrers: false,
+        skip_bytes: false,
+        warm_ledger: None,
+    };
     let p = plan::plan(&registries, &[wanted("x/multi", "1", &["linux/amd64"])], &opts).await.unwrap();
     let amd64 = &image.children[0];
     assert_eq!(amd64.platform.as_ref().unwrap().architecture, "amd64");

@@ -38,6 +38,9 @@ async fn examine(
         deep,
         referrers: req.referrers,
         skip_bytes: false,
+        // `verify` reads every manifest and blob of warm images itself; `plan` asks the ledger
+        // whether a listed warm image was completely warmed.
+        warm_ledger: (command != "verify").then(|| file.config.warm_ledger.repository.clone()),
     };
     let Some(p) = unless_stopped(&req.stop, plan::plan(&registries, &wanted, &opts)).await else {
         return Ok(stopped_before_plan(command, started));

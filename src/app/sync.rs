@@ -49,7 +49,13 @@ async fn transfer_all(
     let cfg = &file.config;
     let registries = super::registries(cfg)?;
     let policy = cfg.index_policy.unwrap_or_default();
-    let opts = PlanOptions { index_policy: policy, deep: req.deep, referrers: req.run.referrers, skip_bytes: true };
+    let opts = PlanOptions {
+        index_policy: policy,
+        deep: req.deep,
+        referrers: req.run.referrers,
+        skip_bytes: true,
+        warm_ledger: Some(cfg.warm_ledger.repository.clone()),
+    };
     let Some(p) = unless_stopped(&req.run.stop, plan::plan(&registries, &wanted, &opts)).await else {
         return Ok(stopped_before_plan("sync", started));
     };

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, Options, TargetState, TransferError, copy, warm};
+use crate::ledger::{Entry, Ledgers};
 use crate::config::MappingMode;
 use crate::digest::Digest;
 use crate::manifest::IndexPolicy;
@@ -108,8 +109,10 @@ async fn run_images(
     // How long an image may go on after a stop: the grace period, then the time its abandoned
     // transfers take to cancel their upload sessions.
     let wind_down = opts.grace + ctx.cancel_within * 2;
-    futures::stream::iter(plan.images.iter())
-        .map(|img| {
+    // Unordered, then sorted back: in order, an image that finished behind a slow one would keep
+    // its place among the images in flight, and the next image would wait for the slow one.
+    let mut results: Vec<(usize, ImageResult)> = futures::stream::iter(plan.images.iter().enumerate())
+        .map(|(n, img)| {
             let cancel = cancel.clone();
             async move {
                 if !img.status.needs_work() {
@@ -130,7 +133,7 @@ async fn run_images(
                 observer.started(img);
                 let started = Instant::now();
                 let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-                let work = one(registries, ctx, img, opts, counter.clone());
+                let work = one(registries, ctx, img, opts, counter.clone(), &plan.ledgers);
                 tokio::pin!(work);
                 let result = tokio::select! {
                     r = &mut work => r,
@@ -162,10 +165,13 @@ async fn run_images(
                 observer.finished(&r);
                 r
             }
+            .map(move |r| (n, r))
         })
-        .buffered(opts.images_in_flight.max(1))
-        .collect::<Vec<_>>()
-        .await
+        .buffer_unordered(opts.images_in_flight.max(1))
+        .collect()
+        .await;
+    results.sort_by_key(|(n, _)| *n);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 impl ImageResult {
@@ -221,6 +227,7 @@ async fn one(
     img: &ImagePlan,
     opts: &RunOptions,
     bytes: Arc<std::sync::atomic::AtomicU64>,
+    ledgers: &Ledgers,
 ) -> Result<(Outcome, Digest), TransferError> {
     let w = &img.wanted;
     let src = registries.get(&w.source.registry)?;
@@ -248,6 +255,9 @@ async fn one(
         }
         MappingMode::Warm => {
             let r = warm::warm_image(ctx, Some((src, &source)), dst, &w.target, &options).await?;
+            // Warm ledger: every manifest and blob was read and verified; record it.
+            let entry = Entry { repository: &w.target.repository, digest: &r.digest, platforms: &w.platforms };
+            ledgers.record(&w.target.registry, &entry).await;
             Ok((Outcome::Warmed, r.digest))
         }
     }

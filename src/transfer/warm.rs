@@ -93,7 +93,7 @@ pub async fn warm_image(
         images.iter().flat_map(|m| m.blobs()).filter(|d| seen.insert(d.digest.clone())).collect()
     };
     warmed.blobs = blobs.len();
-    let sizes = try_join_all(blobs.iter().map(|d| blob::pull_verify(ctx, &cache, repo, d, &opts.bytes))).await?;
+    let sizes = try_join_all(blobs.iter().map(|d| read_once(ctx, &cache, repo, d, &opts.bytes))).await?;
     warmed.bytes = sizes.iter().sum();
     if !ctx.warm_recheck.is_zero() {
         let mut digests = vec![warmed.digest.clone()];
@@ -103,6 +103,29 @@ pub async fn warm_image(
         recheck_origin(&cache, target_ref, &digests, ctx.warm_recheck).await?;
     }
     Ok(warmed)
+}
+
+/// Reads one blob through the cache, unless this run already did for the same repository: tags of
+/// a repository share layers, and a second read (or, worse, a concurrent one, which a cache may
+/// fetch from upstream twice) moves the same bytes again for nothing. A cache keeps blobs per
+/// repository, so a read through another repository still goes ahead. Returns the bytes read.
+async fn read_once(
+    ctx: &Arc<Context>,
+    cache: &Registry,
+    repo: &str,
+    d: &Descriptor,
+    counter: &std::sync::atomic::AtomicU64,
+) -> Result<u64, TransferError> {
+    // The run's blob tables, under a key of their own: "host/repository" is never a copy's host.
+    let key = format!("{}/{repo}", cache.host);
+    let lock = ctx.digest_lock(&key, &d.digest);
+    let _one_reader = lock.lock().await;
+    if ctx.is_placed(&key, repo, &d.digest) {
+        return Ok(0);
+    }
+    let n = blob::pull_verify(ctx, cache, repo, d, counter).await?;
+    ctx.located(&key, &d.digest, repo);
+    Ok(n)
 }
 
 /// After warming through an ACR cache rule: `HEAD`s each manifest until none is still served from
