@@ -63,8 +63,11 @@ pub struct WarmLedgerConfig {
     pub repository: String,
 }
 
+/// The ledger's repository when `warmLedger.repository` is not set.
+pub const DEFAULT_WARM_LEDGER_REPOSITORY: &str = "acr-mirror/warm-ledger";
+
 fn default_warm_ledger_repository() -> String {
-    crate::ledger::DEFAULT_REPOSITORY.to_string()
+    DEFAULT_WARM_LEDGER_REPOSITORY.to_string()
 }
 
 impl Default for WarmLedgerConfig {

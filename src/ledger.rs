@@ -10,7 +10,7 @@
 //!
 //! **Shape.** Each entry is its own small OCI artifact (an image manifest with `artifactType`
 //! [`ARTIFACT_TYPE`], the 2-byte empty config and layer, and the entry in its annotations) in one
-//! repository of its own (`warmLedger.repository`, default [`DEFAULT_REPOSITORY`]), tagged
+//! repository of its own (`warmLedger.repository`, default [`crate::config::DEFAULT_WARM_LEDGER_REPOSITORY`]), tagged
 //! `warm-<sha256 of the entry>`. One tag per entry, rather than one document listing them all,
 //! because nothing is ever read, changed and written back: two runs, or the shards of one run,
 //! each `PUT` their own tags, and no run can lose another's entries. The manifest's bytes follow
@@ -39,8 +39,6 @@ use crate::registry::uploads::Started;
 use crate::registry::{Registries, Registry, RegistryError};
 use crate::sanitize;
 
-/// Where the ledger lives in the target registry unless `warmLedger.repository` says otherwise.
-pub const DEFAULT_REPOSITORY: &str = "acr-mirror/warm-ledger";
 /// The `artifactType` of an entry.
 pub const ARTIFACT_TYPE: &str = "application/vnd.acr-mirror.warm.v1";
 /// Entry tags are this followed by the hex SHA-256 of the entry.

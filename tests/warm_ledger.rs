@@ -182,7 +182,7 @@ async fn a_listed_warm_image_is_present_only_once_the_ledger_records_its_warm() 
 
     let (code, err, report) = s.mirror(&cfg, &["sync"]).await;
     assert_eq!(code, 0, "{err}");
-    assert_eq!(report["summary"]["warmed"], 1, "{report}");
+    assert_eq!(report["summary"]["outcomes"]["warmed"], 1, "{report}");
     s.cache.wait_for_blobs_on_disk(&s.amd64_blobs()).await;
     let tags = s.ledger_tags().await;
     assert_eq!(tags.len(), 1, "{tags:?}");
@@ -200,7 +200,7 @@ async fn a_listed_warm_image_is_present_only_once_the_ledger_records_its_warm() 
     s.acr.clear();
     let (code, err, report) = s.mirror(&cfg, &["sync"]).await;
     assert_eq!(code, 0, "{err}");
-    assert_eq!(report["summary"]["warmed"], 0, "{report}");
+    assert_eq!(report["summary"]["outcomes"]["warmed"], 0, "{report}");
     assert_eq!(s.acr.count("GET", "/blobs/"), 0, "a recorded warm was read again");
 
     let both = s.config("both.yaml", "linux/amd64, linux/arm64", &[&s.image]);
@@ -221,7 +221,7 @@ async fn a_failed_warm_writes_no_ledger_entry() {
 
     let (code, err, report) = s.mirror(&cfg, &["sync"]).await;
     assert_eq!(code, 3, "{err}");
-    assert_eq!(report["summary"]["failed"], 1, "{report}");
+    assert_eq!(report["summary"]["outcomes"]["failed"], 1, "{report}");
     assert!(s.ledger_tags().await.is_empty(), "a failed warm was recorded");
     let (code, err, report) = s.mirror(&cfg, &["plan"]).await;
     assert_eq!((code, planned(&report)), (2, vec!["partial".to_string()]), "{err}");
