@@ -109,7 +109,7 @@ async fn main() {
             ),
         )
         .unwrap();
-        let mut cmd = Command::new(measure::mirror_binary());
+        let mut cmd = measure::mirror_command();
         cmd.arg("-c").arg(&cfg).args([
             "copy",
             &format!("mcr.microsoft.com/{REPO}:{TAG}"),

@@ -18,9 +18,15 @@ pub struct Measured {
     pub success: bool,
 }
 
-/// The `mirror` binary `cargo bench` built next to the benches (release profile).
-pub fn mirror_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mirror"))
+/// The `mirror` binary `cargo bench` built next to the benches (release profile), as a command
+/// that never reads the developer's Docker config (an empty `DOCKER_CONFIG` folder): the
+/// benches measure anonymous registries, and a credential helper would add its own time.
+pub fn mirror_command() -> Command {
+    let empty = std::env::temp_dir().join("acr-mirror-bench-empty-docker-config");
+    std::fs::create_dir_all(&empty).expect("empty DOCKER_CONFIG folder");
+    let mut cmd = Command::new(PathBuf::from(env!("CARGO_BIN_EXE_mirror")));
+    cmd.env("DOCKER_CONFIG", empty);
+    cmd
 }
 
 /// Runs `cmd` with stdout and stderr appended to `log`, under GNU `time -f %M -o FILE`, and

@@ -187,7 +187,7 @@ fn mirror_config(
 }
 
 async fn run_mirror(config: &Path, log: &Path) -> Measured {
-    let mut cmd = Command::new(measure::mirror_binary());
+    let mut cmd = measure::mirror_command();
     cmd.arg("-c").arg(config).arg("sync").env("MIRROR_LOG", "info");
     // For experiments, e.g. BENCH_MIRROR_SYNC_ARGS=--no-referrers. Unset: none.
     if let Ok(extra) = std::env::var("BENCH_MIRROR_SYNC_ARGS") {
