@@ -92,6 +92,9 @@ pub struct ImagePlan {
     pub bytes_to_move: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of error `error` is ([`RegistryError::kind`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<&'static str>,
     /// The target repository has no tags at all: no child manifest of this image can be there
     /// yet, so the copy need not ask for each one first (blobs it asks for anyway: a killed run
     /// leaves blobs that no tag shows).
@@ -215,6 +218,7 @@ pub async fn plan(registries: &Registries, wanted: &[Wanted], opts: &PlanOptions
             Err(e) => {
                 images[n].status = Status::Error;
                 images[n].error = Some(e.to_string());
+                images[n].error_kind = Some(e.kind());
             }
         }
     }
@@ -282,6 +286,7 @@ async fn examine(registries: &Registries, w: Wanted, listing: &TagListing, opts:
         missing: Vec::new(),
         bytes_to_move: 0,
         error: None,
+        error_kind: None,
         target_repo_empty: listing.tags.is_empty() && listing.manifests.as_ref().is_none_or(|m| m.is_empty()),
         wanted: w.clone(),
     };
@@ -290,6 +295,7 @@ async fn examine(registries: &Registries, w: Wanted, listing: &TagListing, opts:
         Err(e) => {
             p.status = Status::Error;
             p.error = Some(e.to_string());
+            p.error_kind = Some(e.kind());
         }
     }
     p

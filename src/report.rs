@@ -118,6 +118,9 @@ pub struct ImageReport {
     /// images at once.
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
+    /// A stable name of what kind of error `error` is (`timeout`, `unauthorized`,
+    /// `digest_mismatch`, `short_body`, … — listed in docs/reports.md).
+    pub error_kind: Option<String>,
 }
 
 impl Report {
@@ -312,6 +315,7 @@ impl ImageReport {
             bytes: r.bytes,
             duration_ms: Some(r.duration_ms),
             error: r.error.as_deref().map(crate::sanitize::short),
+            error_kind: r.error_kind.map(String::from),
         }
     }
 
@@ -329,6 +333,7 @@ impl ImageReport {
             bytes: if i.status.needs_work() { i.bytes_to_move } else { 0 },
             duration_ms: None,
             error: i.error.as_deref().map(crate::sanitize::short),
+            error_kind: i.error_kind.map(String::from),
         }
     }
 
@@ -482,6 +487,7 @@ mod tests {
             bytes: 10,
             duration_ms: 1500,
             error: error.map(String::from),
+            error_kind: error.map(|_| "status"),
         }
     }
 

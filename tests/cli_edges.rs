@@ -79,6 +79,8 @@ async fn json_logs_carry_the_plan_and_each_failed_image() {
     assert_eq!(f["source_registry"], src.host());
     assert_eq!(f["target_registry"], dst.host());
     assert_eq!((f["outcome"].as_str(), f["planned"].as_str()), (Some("failed"), Some("error")));
+    // The source has no such tag: an HTTP error status, named as a kind a log pipeline can count.
+    assert_eq!(f["error_kind"], "status", "{}", failed[0]);
     assert!(!message(failed[0]).is_empty(), "{}", failed[0]);
 }
 

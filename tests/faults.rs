@@ -197,6 +197,9 @@ async fn a_short_source_body_blames_the_source() {
     let report = s.report("run.json");
     let err = report["images"].to_string();
     assert!(err.contains(&format!("short body: got 1000 of {size} bytes from {MCR}")), "{err}");
+    let kinds: Vec<&str> =
+        report["images"].as_array().unwrap().iter().filter_map(|i| i["errorKind"].as_str()).collect();
+    assert_eq!(kinds, ["short_body"], "the report names the kind of failure: {err}");
     s.assert_consistent().await;
     assert!(!images::blob_exists(&s.acr.url(), "mirror/oss/small", layer, None).await);
     let moved = s.clean_rerun().await;

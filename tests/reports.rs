@@ -247,6 +247,7 @@ fn result(target: &str, outcome: Outcome, error: Option<&str>) -> ImageResult {
         bytes: 0,
         duration_ms: 5,
         error: error.map(String::from),
+        error_kind: error.map(|_| "timeout"),
     }
 }
 

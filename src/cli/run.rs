@@ -246,6 +246,7 @@ fn log_images(report: &Report) {
         !matches!(i.outcome, Some(Outcome::Unchanged | Outcome::Copied | Outcome::Warmed)) && i.error.is_some()
     }) {
         let (outcome, planned) = (outcome_name(i), i.planned.to_string());
+        let error_kind = i.error_kind.as_deref().unwrap_or("");
         // Registry text ends up in these messages: made safe for a terminal or a log line.
         let message = crate::sanitize::short(i.error.as_deref().unwrap_or(""));
         let (source_registry, target_registry) = (registry_of(&i.source), registry_of(&i.target));
@@ -254,9 +255,9 @@ fn log_images(report: &Report) {
         // (because of another failure or a stop, said elsewhere) are warnings.
         let failed = i.outcome == Some(Outcome::Failed) || i.planned == Status::Error;
         if !failed {
-            tracing::warn!(image = %i.target, source = %i.source, source_registry, target_registry, outcome, planned, "{message}");
+            tracing::warn!(image = %i.target, source = %i.source, source_registry, target_registry, outcome, planned, error_kind, "{message}");
         } else {
-            tracing::error!(image = %i.target, source = %i.source, source_registry, target_registry, outcome, planned, "{message}");
+            tracing::error!(image = %i.target, source = %i.source, source_registry, target_registry, outcome, planned, error_kind, "{message}");
         }
     }
 }

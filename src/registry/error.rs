@@ -45,6 +45,26 @@ pub enum RegistryError {
     Credentials { registry: String, message: String },
 }
 
+impl RegistryError {
+    /// A stable, machine-readable name of what went wrong (`errorKind` in reports and JSON
+    /// logs), so that a log pipeline can count and alert on kinds without parsing messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegistryError::Connect { .. } => "connect",
+            RegistryError::Timeout { .. } => "timeout",
+            RegistryError::Status(_) => "status",
+            RegistryError::Unauthorized { .. } => "unauthorized",
+            RegistryError::Token { .. } => "token",
+            RegistryError::ManifestTooLarge { .. } => "too_large",
+            RegistryError::Mismatch { .. } => "digest_mismatch",
+            RegistryError::Manifest { .. } => "bad_manifest",
+            RegistryError::Protocol { .. } => "protocol",
+            RegistryError::Body { .. } => "body",
+            RegistryError::Credentials { .. } => "credentials",
+        }
+    }
+}
+
 /// A response with a status the operation did not expect.
 #[derive(Debug, thiserror::Error)]
 #[error("{method} {url} on {registry}: HTTP {status}{}{}", code.as_ref().map(|c| format!(" {c}")).unwrap_or_default(), if message.is_empty() { String::new() } else { format!(": {message}") })]

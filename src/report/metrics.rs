@@ -177,6 +177,7 @@ mod tests {
             bytes,
             duration_ms: 0,
             error: None,
+            error_kind: None,
         }
     }
 

@@ -95,6 +95,22 @@ pub enum TransferError {
     CacheRule { target: String, detail: String },
 }
 
+impl TransferError {
+    /// A stable, machine-readable name of what went wrong (see [`RegistryError::kind`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TransferError::Registry(e) => e.kind(),
+            TransferError::BlobMismatch { .. } => "digest_mismatch",
+            TransferError::SparseRefused { .. } => "sparse_refused",
+            TransferError::ShortBody { .. } => "short_body",
+            TransferError::Interrupted => "interrupted",
+            TransferError::Refused { .. } => "refused",
+            TransferError::Warm { .. } => "warm",
+            TransferError::CacheRule { .. } => "cache_rule",
+        }
+    }
+}
+
 /// Whether a registry error is a push refused the way a pull-through cache refuses it: ACR under a
 /// cache rule (`DENIED`/`UNSUPPORTED`, 403 or 405; <https://github.com/Azure/acr/issues/686>) or distribution in proxy
 /// mode (405 `UNSUPPORTED`), answering a blob upload `POST`/`PATCH`/`PUT` or a manifest `PUT`.

@@ -52,6 +52,10 @@ pub struct ImageResult {
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of error `error` is ([`TransferError::kind`]); `None` for images skipped or
+    /// interrupted, whose outcome says why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<&'static str>,
 }
 
 /// Options for a run.
@@ -120,7 +124,9 @@ async fn run_images(
                         if opts.fail_fast {
                             cancel.cancel();
                         }
-                        return ImageResult::from_plan(img, Outcome::Failed, img.error.clone());
+                        let mut r = ImageResult::from_plan(img, Outcome::Failed, img.error.clone());
+                        r.error_kind = img.error_kind;
+                        return r;
                     }
                     return ImageResult::from_plan(img, Outcome::Unchanged, None);
                 }
@@ -157,7 +163,9 @@ async fn run_images(
                         if opts.fail_fast {
                             cancel.cancel();
                         }
-                        ImageResult::from_plan(img, Outcome::Failed, Some(describe(&e)))
+                        let mut r = ImageResult::from_plan(img, Outcome::Failed, Some(describe(&e)));
+                        r.error_kind = Some(e.kind());
+                        r
                     }
                 };
                 r.bytes = counter.load(std::sync::atomic::Ordering::Relaxed);
@@ -188,6 +196,7 @@ impl ImageResult {
             bytes: 0,
             duration_ms: 0,
             error,
+            error_kind: None,
         }
     }
 }
