@@ -330,6 +330,26 @@ async fn a_target_that_goes_down_and_comes_back_mid_sync() {
     assert_eq!(s.clean_rerun().await, 0);
 }
 
+/// The target registry process itself is killed in the middle of a sync (uploads under way) and
+/// started again on the same port and storage: requests meeting the dead port are retried, the
+/// uploads resumed or started again, and the run ends with exit 0, every tag pointing at
+/// complete content (an independent check), and a rerun moving nothing.
+#[tokio::test]
+async fn a_target_registry_restarted_mid_sync() {
+    let mut s = Setup::with_retries(119, 5).await;
+    s.src.change_answers("GET", "/blobs/", 1000, Change::Slow(Duration::from_millis(5)));
+    let mut child = s.command("run.json").spawn().unwrap();
+    let uploading = || s.dst.count("PATCH", "/blobs/uploads/") + s.dst.count("PUT", "/blobs/uploads/");
+    while uploading() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.acr.restart().await;
+    let status = tokio::time::timeout(HANG, child.wait()).await.expect("the run hung").unwrap();
+    assert_eq!(status.code(), Some(0), "{}", s.acr.log());
+    s.assert_consistent().await;
+    assert_eq!(s.clean_rerun().await, 0);
+}
+
 /// `kill -9` in the middle of a sync loses nothing committed: the rerun moves exactly the blob
 /// bytes the target lacks (asked of the target itself), not the whole set again.
 #[tokio::test]

@@ -133,6 +133,30 @@ impl TestRegistry {
         }
     }
 
+    /// Kills the registry and starts it again on the same port with the same storage and
+    /// configuration (the same upload-state secret too), as a registry restarted by its
+    /// orchestrator comes back. Panics if it does not come up (the port taken meanwhile).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .expect("open registry log");
+        let mut child = Command::new(BINARY)
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BINARY}: {e}"));
+        if let Err(why) = wait_ready(&mut child, self.port).await {
+            panic!("the restarted registry did not come up: {why}\n{}", self.log());
+        }
+        self.child = Some(child);
+    }
+
     async fn start(mode: Mode) -> Self {
         let dir = tempfile::Builder::new().prefix("test-registry-").tempdir().expect("temp dir for registry");
         let mut failures = Vec::new();
