@@ -102,22 +102,14 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
     // One upload of a digest per target registry at a time: a second repository that needs the
     // same blob waits for the first, then mounts it from there instead of uploading it again.
     let _one_at_a_time = ctx.digest_lock(&mv.dst.host, digest).lock_owned().await;
+    // A slot first, then one look at the target: waiting for a slot can take long, and what the
+    // target holds is what it holds when this blob's turn comes.
+    let _slot = ctx.blob_slots.clone().acquire_owned().await.expect("semaphore never closed");
     // What the target holds now, whatever the plan saw: a run killed mid-way, or another run
     // beside this one, leaves blobs in a repository whose tags say nothing of them.
     if mv.dst.head_blob(&mv.dst_repo, digest).await?.is_some() {
         return Ok(present(ctx, mv));
     }
-    let _slot = match ctx.blob_slots.clone().try_acquire_owned() {
-        Ok(slot) => slot,
-        Err(_) => {
-            let slot = ctx.blob_slots.clone().acquire_owned().await.expect("semaphore never closed");
-            // Waiting for a slot can take long: ask again, the blob may have arrived meanwhile.
-            if mv.dst.head_blob(&mv.dst_repo, digest).await?.is_some() {
-                return Ok(present(ctx, mv));
-            }
-            slot
-        }
-    };
     if ctx.stopping.is_cancelled() {
         return Err(TransferError::Interrupted);
     }
