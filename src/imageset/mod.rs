@@ -38,7 +38,7 @@ use tags::{TagMatcher, TagRuleError};
 use workloads::{FoundImage, Injected, Input, WorkloadError};
 
 /// Why an image is in the set.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(tag = "from", rename_all = "camelCase")]
 pub enum Provenance {
     /// An AKS component list entry.
@@ -306,12 +306,16 @@ pub fn resolve_with(cfg: &Config, config_dir: &Path, opts: &ResolveOptions) -> R
 struct SetBuilder {
     mapper: Mapper,
     images: BTreeMap<String, ImageEntry>,
+    /// Every (source, provenance) added, so that a provenance is recorded once per image without
+    /// searching the image's list: an image named by 80,000 documents (a sidecar in every
+    /// Deployment of a large file) would make that search quadratic.
+    seen: std::collections::HashSet<(String, Provenance)>,
     warnings: Vec<String>,
 }
 
 impl SetBuilder {
     fn new(mapper: Mapper) -> SetBuilder {
-        SetBuilder { mapper, images: BTreeMap::new(), warnings: Vec::new() }
+        SetBuilder { mapper, images: BTreeMap::new(), seen: Default::default(), warnings: Vec::new() }
     }
 
     /// Maps `source` and adds it, or adds `prov` and `platforms` to the entry it already has.
@@ -325,11 +329,12 @@ impl SetBuilder {
         let key = source.to_string();
         if let Some(e) = self.images.get_mut(&key) {
             e.platforms.union(&platforms);
-            if !e.provenance.contains(&prov) {
+            if self.seen.insert((key, prov.clone())) {
                 e.provenance.push(prov);
             }
             return Ok(());
         }
+        self.seen.insert((key.clone(), prov.clone()));
         let (target, mode, _) = self.mapper.map(&source)?;
         let digest = source.digest.clone();
         self.images.insert(key, ImageEntry { source, target, mode, platforms, kind, digest, provenance: vec![prov] });
