@@ -142,15 +142,7 @@ impl TestRegistry {
             .append(true)
             .open(self.dir.path().join("registry.log"))
             .expect("open registry log");
-        let mut child = Command::new(BINARY)
-            .arg("serve")
-            .arg(self.dir.path().join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BINARY}: {e}"));
+        let mut child = spawn(&self.dir.path().join("config.yml"), log);
         if let Err(why) = wait_ready(&mut child, self.port).await {
             panic!("the restarted registry did not come up: {why}\n{}", self.log());
         }
@@ -165,15 +157,7 @@ impl TestRegistry {
             let config = dir.path().join("config.yml");
             std::fs::write(&config, config_yaml(dir.path(), port, &mode)).expect("write registry config");
             let log = std::fs::File::create(dir.path().join("registry.log")).expect("create registry log");
-            let mut child = Command::new(BINARY)
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("clone log handle"))
-                .stderr(log)
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {BINARY}: {e}"));
+            let mut child = spawn(&config, log);
             match wait_ready(&mut child, port).await {
                 Ok(()) => return TestRegistry { child: Some(child), port, dir },
                 Err(why) => {
@@ -193,6 +177,19 @@ impl Drop for TestRegistry {
             let _ = child.start_kill();
         }
     }
+}
+
+/// Starts `docker-registry serve CONFIG` with its output in `log`.
+fn spawn(config: &Path, log: std::fs::File) -> Child {
+    Command::new(BINARY)
+        .arg("serve")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log handle"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {BINARY}: {e}"))
 }
 
 /// Polls `GET /v2/` until the registry answers (401 counts: token mode is up), the process
