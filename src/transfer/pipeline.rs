@@ -124,9 +124,7 @@ async fn run_images(
                         if opts.fail_fast {
                             cancel.cancel();
                         }
-                        let mut r = ImageResult::from_plan(img, Outcome::Failed, img.error.clone());
-                        r.error_kind = img.error_kind;
-                        return r;
+                        return failed(img, img.error.clone(), img.error_kind);
                     }
                     return ImageResult::from_plan(img, Outcome::Unchanged, None);
                 }
@@ -163,9 +161,7 @@ async fn run_images(
                         if opts.fail_fast {
                             cancel.cancel();
                         }
-                        let mut r = ImageResult::from_plan(img, Outcome::Failed, Some(describe(&e)));
-                        r.error_kind = Some(e.kind());
-                        r
+                        failed(img, Some(describe(&e)), Some(e.kind()))
                     }
                 };
                 r.bytes = counter.load(std::sync::atomic::Ordering::Relaxed);
@@ -207,6 +203,11 @@ fn skipped(img: &ImagePlan) -> ImageResult {
         Outcome::Skipped,
         Some("not attempted: --fail-fast stopped the run after a failure".into()),
     )
+}
+
+/// A failed image: its error and the error's kind ([`TransferError::kind`]).
+fn failed(img: &ImagePlan, error: Option<String>, kind: Option<&'static str>) -> ImageResult {
+    ImageResult { error_kind: kind, ..ImageResult::from_plan(img, Outcome::Failed, error) }
 }
 
 fn interrupted(img: &ImagePlan) -> ImageResult {
