@@ -40,24 +40,7 @@ impl Env {
     }
 
     async fn mirror(&self, args: &[&str]) -> Output {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
-            .arg("-c")
-            .arg(self.path("mirror.yaml"))
-            .args(args)
-            .env("MIRROR_LOG", "warn")
-            .env("DOCKER_CONFIG", self.dir.path())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .unwrap();
-        eprintln!(
-            "mirror {}: {:?}\n--- stdout\n{}--- stderr\n{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        support::mirror_in(self.dir.path(), args).await
     }
 
     fn json(&self, name: &str) -> Value {

@@ -88,26 +88,7 @@ impl Env {
     }
 
     async fn mirror(&self, args: &[&str]) -> Output {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
-            .current_dir(self.dir.path())
-            .args(["-c", "mirror.yaml"])
-            .args(args)
-            .env_remove("MIRROR_CONFIG")
-            .env("MIRROR_LOG", "warn")
-            // Hermetic: no developer's ~/.docker/config.json (the folder holds no config.json).
-            .env("DOCKER_CONFIG", self.dir.path())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .unwrap();
-        eprintln!(
-            "mirror {}: {:?}\n--- stdout\n{}--- stderr\n{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        support::mirror_in(self.dir.path(), args).await
     }
 
     fn json(&self, name: &str) -> Value {

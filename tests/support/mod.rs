@@ -89,3 +89,31 @@ pub fn output_text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// Runs `mirror -c DIR/mirror.yaml ARGS` in `DIR` (relative report paths land there), hermetic
+/// (`DOCKER_CONFIG` is `DIR`, which holds no `config.json`; no `MIRROR_CONFIG`), and prints what
+/// it said, so a failing test shows the run.
+pub async fn mirror_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    // `option_env!`: examples/seed.rs shares this module and has no `mirror` binary beside it.
+    let mirror = option_env!("CARGO_BIN_EXE_mirror").expect("run from an integration test");
+    let out = tokio::process::Command::new(mirror)
+        .current_dir(dir)
+        .arg("-c")
+        .arg(dir.join("mirror.yaml"))
+        .args(args)
+        .env_remove("MIRROR_CONFIG")
+        .env("MIRROR_LOG", "warn")
+        .env("DOCKER_CONFIG", dir)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    eprintln!(
+        "mirror {}: {:?}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
