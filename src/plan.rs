@@ -151,6 +151,11 @@ pub struct PlanOptions {
     pub skip_bytes: bool,
     /// The warm ledger's repository (`warmLedger.repository`); `None`: no ledger consulted.
     pub warm_ledger: Option<String>,
+    /// Leave the source's digest of a warm image whose target has no ACR listing to the warm
+    /// itself. `sync` does: such an image is warmed whatever the plan finds, and the warm asks
+    /// the source next to its first request to the cache, where the plan's `HEAD` would hold
+    /// every warm back by a round trip to the source per image (70 images: three rounds of 32).
+    pub defer_unlisted_warm: bool,
 }
 
 /// Diffs `wanted` against the targets.
@@ -310,6 +315,12 @@ async fn examine_inner(
 ) -> Result<Status, RegistryError> {
     let src = registries.get(&w.source.registry)?;
     let dst = registries.get(&w.target.registry)?;
+    // See the early return below: without ACR's listing a warm image is missing whatever the
+    // target answers.
+    let unlisted_warm = w.mode == MappingMode::Warm && !listing.with_digests && !opts.deep;
+    if unlisted_warm && opts.defer_unlisted_warm {
+        return Ok(Status::Missing);
+    }
     let rewrite = w.mode == MappingMode::Copy && opts.index_policy == IndexPolicy::Rewrite && !w.platforms.is_empty();
     // The source's digest: from the reference when pinned, else one HEAD (a GET under rewrite,
     // whose expected digest is that of the index we would build).
@@ -342,6 +353,14 @@ async fn examine_inner(
     let expected = p.expected_digest.clone().unwrap_or_else(|| source_digest.clone());
     p.expected_digest = Some(expected.clone());
 
+    // A pull-through cache answers tag lists and HEADs from its upstream, so a plain `/v2/`
+    // answer says nothing about what it holds. Only the registry's own record (ACR's listing
+    // API) does; without it, warm-mode images are warmed on every run, unless `--deep` checks
+    // them one manifest and blob at a time. So no HEAD here: it would say nothing and cost a
+    // round trip through the cache to its upstream.
+    if unlisted_warm {
+        return Ok(Status::Missing);
+    }
     let target_selector = w.target.tag.clone().unwrap_or_else(|| expected.to_string());
     let target_digest = if w.target.tag.is_none() {
         // Pushed by digest only: present iff the digest exists (ACR's manifest listing says so
@@ -358,13 +377,6 @@ async fn examine_inner(
         }
     };
     p.target_digest = target_digest.clone();
-    // A pull-through cache answers tag lists and HEADs from its upstream, so a plain `/v2/`
-    // answer says nothing about what it holds. Only the registry's own record (ACR's listing
-    // API) does; without it, warm-mode images are warmed on every run, unless `--deep` checks
-    // them one manifest and blob at a time.
-    if w.mode == MappingMode::Warm && !listing.with_digests && !opts.deep {
-        return Ok(Status::Missing);
-    }
     match target_digest {
         None => Ok(Status::Missing),
         Some(d) if d != expected => Ok(Status::Outdated),

@@ -185,14 +185,15 @@ async fn plan_deep_takes_missing_children_from_the_manifest_listing() {
 #[tokio::test]
 async fn warming_rechecks_until_the_cache_serves_every_manifest_itself() {
     // Checks the warm re-check: the cache (a real pull-through registry behind the stand-in)
-    // says `X-Azure-Origin: upstream` for the first two HEADs of each manifest; warming succeeds
-    // only after re-checking until the header is gone. With a header that never goes away and a
-    // 1 s bound, warming fails and names the manifests still served from upstream.
+    // says `X-Azure-Origin: upstream` on the first two answers for each manifest (the warm's
+    // `GET`, then one `HEAD`); warming succeeds only after re-checking until the header is gone.
+    // With a header that never goes away and a 1 s bound, warming fails and names the manifests
+    // still served from upstream. With no header on the `GET`s, nothing is re-checked at all.
     let source = TestRegistry::anonymous().await;
     let image = Seeder::new(&source.url(), 11).push_multiarch("oss/pause", "3.9", Format::Oci).await;
     let cache = TestRegistry::proxy_cache(&source.url()).await;
     let api = AcrApiStandIn::start(&cache.url()).await;
-    api.state.upstream_heads.store(2, Ordering::SeqCst);
+    api.state.upstream_answers.store(2, Ordering::SeqCst);
     let regs = registries(&source.url(), &api.url);
     let src = regs.get(MCR).unwrap();
     let dst = regs.get(ACR).unwrap();
@@ -203,18 +204,29 @@ async fn warming_rechecks_until_the_cache_serves_every_manifest_itself() {
         .await
         .unwrap();
     assert_eq!(warmed.digest, image.digest);
-    let heads = api.count("HEAD", &format!("/manifests/{}", image.digest));
-    assert_eq!(heads, 3, "two answers from upstream, then one from the registry: {:?}", api.requests());
+    for digest in std::iter::once(&image.digest).chain(image.children.iter().map(|c| &c.digest)) {
+        let heads = api.count("HEAD", &format!("/manifests/{digest}"));
+        assert_eq!(heads, 2, "{digest}: upstream on the GET and the first HEAD, then the registry: {:?}", api.requests());
+    }
 
-    api.state.upstream_heads.store(1_000_000, Ordering::SeqCst);
+    api.state.upstream_answers.store(1_000_000, Ordering::SeqCst);
     let ctx = Context::with_warm_recheck(4, 1 << 20, 2, Duration::from_secs(1));
-    let e = warm_image(&ctx, Some((src, &source_ref)), dst, &target_ref, &Options::default()).await.unwrap_err();
+    let e = warm_image(&ctx, Some((src.clone(), &source_ref)), dst.clone(), &target_ref, &Options::default())
+        .await
+        .unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, TransferError::Warm { .. }), "{msg}");
     assert!(msg.contains("X-Azure-Origin: upstream") && msg.contains(image.digest.as_str()), "{msg}");
     for c in &image.children {
         assert!(msg.contains(c.digest.as_str()), "child {} not named: {msg}", c.digest);
     }
+
+    // A cache that serves every manifest itself (no header on the GETs) is not asked again.
+    api.state.upstream_answers.store(0, Ordering::SeqCst);
+    let heads_before = api.count("HEAD", "/manifests/");
+    let ctx = Context::with_warm_recheck(4, 1 << 20, 2, Duration::from_secs(30));
+    warm_image(&ctx, Some((src, &source_ref)), dst, &target_ref, &Options::default()).await.unwrap();
+    assert_eq!(api.count("HEAD", "/manifests/"), heads_before, "re-checked manifests the GETs said were local");
 }
 
 #[tokio::test]

@@ -109,3 +109,83 @@ async fn a_retry_sleeps_without_its_request_slot() {
     assert!(head.is_some());
     assert_eq!(lists_when_done, 2, "the other request finished while the throttled one was waiting");
 }
+
+/// A token realm in front of a [`TokenService`] that holds each token request until a second
+/// one is in flight (or 3 s have passed), then forwards it, and records the most requests it
+/// held at once. Once two were in flight together it holds nothing any more.
+struct HoldingRealm {
+    url: String,
+    state: std::sync::Arc<HoldState>,
+}
+
+#[derive(Default)]
+struct HoldState {
+    upstream: String,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    open: std::sync::atomic::AtomicBool,
+}
+
+impl HoldingRealm {
+    async fn start(realm: &str) -> Self {
+        use axum::extract::{RawQuery, State};
+        use std::sync::atomic::Ordering::SeqCst;
+        let state = std::sync::Arc::new(HoldState { upstream: realm.to_string(), ..Default::default() });
+        async fn token(
+            State(s): State<std::sync::Arc<HoldState>>,
+            RawQuery(query): RawQuery,
+            headers: axum::http::HeaderMap,
+        ) -> (axum::http::StatusCode, String) {
+            let now = s.in_flight.fetch_add(1, SeqCst) + 1;
+            s.most.fetch_max(now, SeqCst);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            while !s.open.load(SeqCst) && s.in_flight.load(SeqCst) < 2 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            if s.in_flight.load(SeqCst) >= 2 {
+                s.open.store(true, SeqCst);
+            }
+            let mut req = support::http_client().get(format!("{}?{}", s.upstream, query.unwrap_or_default()));
+            if let Some(a) = headers.get("authorization") {
+                req = req.header("authorization", a);
+            }
+            let resp = req.send().await.expect("the token service");
+            let status = axum::http::StatusCode::from_u16(resp.status().as_u16()).unwrap();
+            let body = resp.text().await.unwrap_or_default();
+            s.in_flight.fetch_sub(1, SeqCst);
+            (status, body)
+        }
+        let (listener, addr) = support::bind_loopback().await;
+        let app = axum::Router::new().route("/token", axum::routing::get(token)).with_state(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("holding realm") });
+        HoldingRealm { url: format!("http://{addr}/token"), state }
+    }
+
+    fn most_in_flight(&self) -> usize {
+        self.state.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Token fetches for different repositories go ahead at the same time, and a burst of requests
+/// for one repository still fetches one token. With one lock for every scope set (as before),
+/// the holding realm never saw two token requests at once, and a plan of 30 repositories waited
+/// for 30 token round trips one after another.
+#[tokio::test]
+async fn token_fetches_for_different_repositories_overlap() {
+    let tokens = support::TokenService::start(support::Users::new().anonymous(true)).await;
+    let realm = HoldingRealm::start(&tokens.realm()).await;
+    let reg = TestRegistry::with_token_realm(&tokens, &realm.url).await;
+    let mut seeder = Seeder::new(&reg.url(), 33).with_token_service(&tokens);
+    for repo in ["a", "b", "c"] {
+        seeder.push_random_image(repo, "1", support::Format::Oci, &[100]).await;
+    }
+    let r = registries(&reg.url()).get("reg.test").unwrap();
+    let heads = futures::future::join_all(["a", "b"].map(|repo| r.head_manifest(repo, "1"))).await;
+    assert!(heads.iter().all(|h| matches!(h, Ok(Some(_)))), "{heads:?}");
+    assert_eq!(realm.most_in_flight(), 2, "the two repositories' tokens were fetched one after the other");
+
+    let before = tokens.count();
+    let burst = futures::future::join_all((0..8).map(|_| r.head_manifest("c", "1"))).await;
+    assert!(burst.iter().all(|h| matches!(h, Ok(Some(_)))), "{burst:?}");
+    assert_eq!(tokens.count() - before, 1, "eight requests for one repository fetched more than one token");
+}

@@ -41,6 +41,7 @@ async fn examine(
         // `verify` reads every manifest and blob of warm images itself; `plan` asks the ledger
         // whether a listed warm image was completely warmed.
         warm_ledger: (command != "verify").then(|| file.config.warm_ledger.repository.clone()),
+        defer_unlisted_warm: false,
     };
     let Some(p) = unless_stopped(&req.stop, plan::plan(&registries, &wanted, &opts)).await else {
         return Ok(stopped_before_plan(command, started));

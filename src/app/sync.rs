@@ -55,6 +55,7 @@ async fn transfer_all(
         referrers: req.run.referrers,
         skip_bytes: true,
         warm_ledger: Some(cfg.warm_ledger.repository.clone()),
+        defer_unlisted_warm: true,
     };
     let Some(p) = unless_stopped(&req.run.stop, plan::plan(&registries, &wanted, &opts)).await else {
         return Ok(stopped_before_plan("sync", started));

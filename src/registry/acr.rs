@@ -250,8 +250,13 @@ impl Registry {
         let req = Request::new(Method::HEAD, url.clone(), vec![Scope::pull(repo)]).header(ACCEPT, ACCEPT_MANIFESTS);
         let resp = self.send(req).await?;
         let resp = self.expect(&Method::HEAD, &url, resp, &[200]).await?;
-        Ok(resp.headers().get(AZURE_ORIGIN).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase()))
+        Ok(azure_origin(resp.headers()))
     }
+}
+
+/// An answer's `X-Azure-Origin`, trimmed and lower-cased; `None` when absent.
+pub(crate) fn azure_origin(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers.get(AZURE_ORIGIN).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -237,8 +237,10 @@ pub struct Authenticator {
     credential: Credential,
     scheme: Mutex<Scheme>,
     tokens: Mutex<HashMap<BTreeSet<Scope>, CachedToken>>,
-    /// Serialises token fetches so a burst of requests for one scope set fetches one token.
-    fetch_lock: Mutex<()>,
+    /// One lock per scope set, so that a burst of requests for one scope set fetches one token
+    /// while fetches for other scope sets (other repositories) go ahead at the same time: one
+    /// lock for all of them made a plan of 30 repositories wait for 30 token round trips in a row.
+    fetch_locks: std::sync::Mutex<HashMap<BTreeSet<Scope>, std::sync::Arc<Mutex<()>>>>,
 }
 
 impl Authenticator {
@@ -248,7 +250,7 @@ impl Authenticator {
             credential,
             scheme: Mutex::new(Scheme::Unknown),
             tokens: Mutex::new(HashMap::new()),
-            fetch_lock: Mutex::new(()),
+            fetch_locks: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -299,7 +301,8 @@ impl Authenticator {
                 if let Some(t) = self.cached(&key).await {
                     return Ok(Some(format!("Bearer {}", t.expose())));
                 }
-                let _guard = self.fetch_lock.lock().await;
+                let lock = self.fetch_locks.lock().expect("token fetch locks").entry(key.clone()).or_default().clone();
+                let _guard = lock.lock().await;
                 if let Some(t) = self.cached(&key).await {
                     return Ok(Some(format!("Bearer {}", t.expose())));
                 }

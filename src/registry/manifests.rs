@@ -62,10 +62,22 @@ impl Registry {
     /// `GET` a manifest, refusing more than 4 MiB, verifying it against the digest asked for (when
     /// the reference is a digest) and against the `Docker-Content-Digest` the registry sent.
     pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest, RegistryError> {
+        Ok(self.get_manifest_and_origin(repo, reference).await?.0)
+    }
+
+    /// [`Registry::get_manifest`], with the answer's ACR `X-Azure-Origin` (see
+    /// [`Registry::manifest_origin`]): a warm learns from the `GET` it makes anyway whether the
+    /// cache already serves the manifest itself, and re-checks only those it does not.
+    pub async fn get_manifest_and_origin(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<(Manifest, Option<String>), RegistryError> {
         let url = self.v2(&format!("{repo}/manifests/{reference}"));
         let req = Request::new(Method::GET, url.clone(), vec![Scope::pull(repo)]).header(ACCEPT, ACCEPT_MANIFESTS);
         let resp = self.send(req).await?;
         let resp = self.expect(&Method::GET, &url, resp, &[200]).await?;
+        let origin = super::acr::azure_origin(resp.headers());
         let display = format!("{}/{repo}:{reference}", crate::sanitize::short(&self.host));
         if let Some(len) = resp.content_length()
             && len > MAX_MANIFEST_BYTES
@@ -92,8 +104,9 @@ impl Registry {
                 mismatch,
             })?;
         }
-        Manifest::from_bytes(bytes, content_type.as_deref())
-            .map_err(|source| RegistryError::Manifest { reference: display, source })
+        let manifest = Manifest::from_bytes(bytes, content_type.as_deref())
+            .map_err(|source| RegistryError::Manifest { reference: display, source })?;
+        Ok((manifest, origin))
     }
 
     /// `PUT` a manifest's exact bytes under a tag or its digest.

@@ -153,6 +153,11 @@ async fn run_images(
                 let mut r = match result {
                     Ok((outcome, target_digest)) => {
                         let mut r = ImageResult::from_plan(img, outcome, None);
+                        // A warm the plan left the source to (PlanOptions::defer_unlisted_warm)
+                        // checked that the cache serves the source's digest: that is the one.
+                        if r.source_digest.is_none() && img.mode == MappingMode::Warm {
+                            r.source_digest = Some(target_digest.clone());
+                        }
                         r.target_digest = Some(target_digest);
                         r
                     }

@@ -6,7 +6,9 @@
 //! warming pulls the manifest, every selected child manifest and every blob of each, and checks
 //! each against the source's digest: the cache must serve the same bytes the source has.
 //! Then it re-checks, within `transfer.warmRecheckSeconds`, that ACR serves every one of those
-//! manifests from the registry itself and no longer from upstream ([`recheck_origin`]).
+//! manifests from the registry itself and no longer from upstream ([`recheck_origin`]) — those
+//! whose `GET` said `X-Azure-Origin: upstream`; the others the cache already serves itself, and
+//! asking again would cost a request per manifest for nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,14 +46,18 @@ pub async fn warm_image(
     opts: &Options,
 ) -> Result<Warmed, TransferError> {
     let repo = &target_ref.repository;
-    let expected = match &src {
-        Some((registry, r)) => match &r.digest {
-            Some(d) => Some(d.clone()),
-            None => registry.head_manifest(&r.repository, &r.selector()).await?.map(|h| h.digest),
-        },
-        None => target_ref.digest.clone(),
+    // The source's digest and the cache's manifest at once: neither waits for the other.
+    let expected = async {
+        Ok::<_, TransferError>(match &src {
+            Some((registry, r)) => match &r.digest {
+                Some(d) => Some(d.clone()),
+                None => registry.head_manifest(&r.repository, &r.selector()).await?.map(|h| h.digest),
+            },
+            None => target_ref.digest.clone(),
+        })
     };
-    let top = cache.get_manifest(repo, &target_ref.selector()).await?;
+    let top = async { Ok::<_, TransferError>(cache.get_manifest_and_origin(repo, &target_ref.selector()).await?) };
+    let (expected, (top, top_origin)) = futures::future::try_join(expected, top).await?;
     if let Some(expected) = &expected
         && &top.digest != expected
     {
@@ -72,6 +78,11 @@ pub async fn warm_image(
         blobs: 0,
         bytes: 0,
     };
+    // Manifests the cache said it still serves from upstream: only these are re-checked.
+    let mut from_upstream: Vec<Digest> = Vec::new();
+    if top_origin.as_deref() == Some(UPSTREAM) {
+        from_upstream.push(top.digest.clone());
+    }
     let images: Vec<Manifest> = if top.is_index() {
         let chosen = select_platforms(&top, &opts.platforms);
         if chosen.is_empty() {
@@ -82,9 +93,18 @@ pub async fn warm_image(
         }
         warmed.platforms =
             chosen.iter().map(|c| c.platform.as_ref().map(|p| p.to_string()).unwrap_or_default()).collect();
-        let fetched = try_join_all(chosen.iter().map(|c| cache.get_manifest(repo, c.digest.as_str()))).await?;
+        let fetched =
+            try_join_all(chosen.iter().map(|c| cache.get_manifest_and_origin(repo, c.digest.as_str()))).await?;
         warmed.manifests += fetched.len();
         fetched
+            .into_iter()
+            .map(|(m, origin)| {
+                if origin.as_deref() == Some(UPSTREAM) {
+                    from_upstream.push(m.digest.clone());
+                }
+                m
+            })
+            .collect()
     } else {
         vec![top]
     };
@@ -95,12 +115,8 @@ pub async fn warm_image(
     warmed.blobs = blobs.len();
     let sizes = try_join_all(blobs.iter().map(|d| read_once(ctx, &cache, repo, d, &opts.bytes))).await?;
     warmed.bytes = sizes.iter().sum();
-    if !ctx.warm_recheck.is_zero() {
-        let mut digests = vec![warmed.digest.clone()];
-        if images.len() > 1 || images.first().is_some_and(|m| m.digest != warmed.digest) {
-            digests.extend(images.iter().map(|m| m.digest.clone()));
-        }
-        recheck_origin(&cache, target_ref, &digests, ctx.warm_recheck).await?;
+    if !ctx.warm_recheck.is_zero() && !from_upstream.is_empty() {
+        recheck_origin(&cache, target_ref, &from_upstream, ctx.warm_recheck).await?;
     }
     Ok(warmed)
 }

@@ -28,17 +28,27 @@ enum Mode {
     Proxy { remote: String },
 }
 
+/// Where a registry keeps its data: its own temporary folder, or another registry's storage
+/// (a second process serving the same content under other settings).
+#[derive(Clone, Copy)]
+enum Storage<'a> {
+    Own,
+    Shared(&'a Path),
+}
+
 /// A running registry. Killed on drop.
 pub struct TestRegistry {
     child: Option<Child>,
     port: u16,
     dir: TempDir,
+    /// The storage root: under `dir`, or another registry's (see [`TestRegistry::token_view`]).
+    data: PathBuf,
 }
 
 impl TestRegistry {
     /// An open registry: anyone may push and pull.
     pub async fn anonymous() -> Self {
-        Self::start(Mode::Anonymous).await
+        Self::start(Mode::Anonymous, Storage::Own).await
     }
 
     /// A registry in `auth: token` mode trusting `tokens` (its realm, service, issuer and certificate).
@@ -48,7 +58,25 @@ impl TestRegistry {
             service: tokens.service().to_string(),
             issuer: tokens.issuer().to_string(),
             cert: tokens.cert_path().to_path_buf(),
-        })
+        }, Storage::Own)
+        .await
+    }
+
+    /// A second registry process serving `of`'s storage in `auth: token` mode, sending clients to
+    /// `realm` (a token service signing with `tokens`, or a proxy in front of one): the same
+    /// content behind token auth, the way public registries (Docker Hub, ghcr.io, quay.io) serve
+    /// anonymous pulls with anonymous bearer tokens. Only for reading: `of` keeps writing.
+    pub async fn token_view(of: &TestRegistry, tokens: &TokenService, realm: &str) -> Self {
+        let storage = of.storage_dir();
+        Self::start(
+            Mode::Token {
+                realm: realm.to_string(),
+                service: tokens.service().to_string(),
+                issuer: tokens.issuer().to_string(),
+                cert: tokens.cert_path().to_path_buf(),
+            },
+            Storage::Shared(&storage),
+        )
         .await
     }
 
@@ -60,13 +88,13 @@ impl TestRegistry {
             service: tokens.service().to_string(),
             issuer: tokens.issuer().to_string(),
             cert: tokens.cert_path().to_path_buf(),
-        })
+        }, Storage::Own)
         .await
     }
 
     /// A pull-through cache of `upstream_url` (an anonymous registry, e.g. another `TestRegistry`'s `url()`).
     pub async fn proxy_cache(upstream_url: &str) -> Self {
-        Self::start(Mode::Proxy { remote: upstream_url.trim_end_matches('/').to_string() }).await
+        Self::start(Mode::Proxy { remote: upstream_url.trim_end_matches('/').to_string() }, Storage::Own).await
     }
 
     pub fn url(&self) -> String {
@@ -83,7 +111,7 @@ impl TestRegistry {
 
     /// The filesystem storage root (`docker/registry/v2/...` lives below it).
     pub fn storage_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     /// Whether the blob's data file is in this registry's storage (a pull-through cache
@@ -149,17 +177,21 @@ impl TestRegistry {
         self.child = Some(child);
     }
 
-    async fn start(mode: Mode) -> Self {
+    async fn start(mode: Mode, storage: Storage<'_>) -> Self {
         let dir = tempfile::Builder::new().prefix("test-registry-").tempdir().expect("temp dir for registry");
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let config = dir.path().join("config.yml");
-            std::fs::write(&config, config_yaml(dir.path(), port, &mode)).expect("write registry config");
+            let data = match storage {
+                Storage::Own => dir.path().join("data"),
+                Storage::Shared(path) => path.to_path_buf(),
+            };
+            std::fs::write(&config, config_yaml(&data, port, &mode)).expect("write registry config");
             let log = std::fs::File::create(dir.path().join("registry.log")).expect("create registry log");
             let mut child = spawn(&config, log);
             match wait_ready(&mut child, port).await {
-                Ok(()) => return TestRegistry { child: Some(child), port, dir },
+                Ok(()) => return TestRegistry { child: Some(child), port, dir, data },
                 Err(why) => {
                     let _ = child.kill().await;
                     let log = std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
@@ -215,7 +247,7 @@ async fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
     }
 }
 
-fn config_yaml(dir: &Path, port: u16, mode: &Mode) -> String {
+fn config_yaml(data: &Path, port: u16, mode: &Mode) -> String {
     let mut yaml = format!(
         "version: 0.1
 log:
@@ -236,7 +268,7 @@ health:
   storagedriver:
     enabled: false
 ",
-        data = dir.join("data").display()
+        data = data.display()
     );
     match mode {
         Mode::Anonymous => {}

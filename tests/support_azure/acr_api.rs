@@ -8,8 +8,9 @@
 //!   `references` for indexes), paged with `n`/`last` and a `Link: <…>; rel="next"` header, and a
 //!   404 `NAME_UNKNOWN` JSON error for a repository that does not exist;
 //! - forwards everything else (`/v2/…`) untouched, rewriting `Location` headers to itself;
-//! - can add `X-Azure-Origin: upstream` to the first N `HEAD`s of each manifest, as ACR does
-//!   while a cache rule still serves a manifest from upstream (Azure/acr#862);
+//! - can add `X-Azure-Origin: upstream` to the first N answers (`GET` or `HEAD`) for each
+//!   manifest, as ACR does on both while a cache rule still serves a manifest from upstream
+//!   (Azure/acr#862: "the response headers of a HEAD/GET request");
 //! - counts requests by kind, so tests can assert what a client asked.
 //!
 //! `_manifests` lists the manifests reachable from tags (each tagged manifest and the children of
@@ -48,9 +49,10 @@ pub struct ApiState {
     pub acr_api: std::sync::atomic::AtomicBool,
     /// Items per page of the `/acr/v1/…` listings (ACR caps `n` on its side, too).
     pub page_size: AtomicUsize,
-    /// Add `X-Azure-Origin: upstream` to the first this-many `HEAD`s of each manifest.
-    pub upstream_heads: AtomicUsize,
-    heads_seen: Mutex<HashMap<String, usize>>,
+    /// Add `X-Azure-Origin: upstream` to the first this-many answers (`GET` or `HEAD`) for each
+    /// manifest, counted by its digest.
+    pub upstream_answers: AtomicUsize,
+    answers_seen: Mutex<HashMap<String, usize>>,
     /// Every request: (method, path and query).
     log: Mutex<Vec<(String, String)>>,
 }
@@ -69,8 +71,8 @@ impl AcrApiStandIn {
             http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().unwrap(),
             acr_api: true.into(),
             page_size: AtomicUsize::new(100),
-            upstream_heads: AtomicUsize::new(0),
-            heads_seen: Mutex::new(HashMap::new()),
+            upstream_answers: AtomicUsize::new(0),
+            answers_seen: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
         });
         let router = axum::Router::new().fallback(handle).with_state(state.clone());
@@ -284,7 +286,8 @@ async fn manifests(s: &ApiState, repo: &str, q: &HashMap<String, String>) -> Res
 async fn forward(s: &ApiState, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into());
-    let is_manifest_head = method == Method::HEAD && req.uri().path().contains("/manifests/");
+    let is_manifest_read =
+        (method == Method::HEAD || method == Method::GET) && req.uri().path().contains("/manifests/");
     let mut builder = s.http.request(method.clone(), format!("{}{path}", s.upstream));
     for (name, value) in req.headers() {
         if !HOP_BY_HOP.contains(&name.as_str()) {
@@ -315,12 +318,12 @@ async fn forward(s: &ApiState, req: Request) -> Response {
         }
         headers.append(name, value.clone());
     }
-    if is_manifest_head && status.is_success() {
+    if is_manifest_read && status.is_success() {
         let key = headers.get("docker-content-digest").and_then(|v| v.to_str().ok()).unwrap_or(&path).to_string();
-        let mut seen = s.heads_seen.lock().unwrap();
+        let mut seen = s.answers_seen.lock().unwrap();
         let n = seen.entry(key).or_default();
         *n += 1;
-        if *n <= s.upstream_heads.load(Ordering::SeqCst) {
+        if *n <= s.upstream_answers.load(Ordering::SeqCst) {
             headers.insert("x-azure-origin", HeaderValue::from_static("upstream"));
         }
     }
