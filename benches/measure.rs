@@ -94,25 +94,42 @@ pub fn breakdown(registry: &TestRegistry, from: usize) -> std::collections::BTre
     m
 }
 
-/// CPU seconds (user + system) the registry process has used so far, read from
-/// `/proc/PID/stat` of the `docker-registry` whose command line names this registry's config
-/// file (clock ticks taken as 100 per second, the Linux default). 0 if it cannot be found.
+/// CPU seconds (user + system) the registry process has used so far, read from its
+/// `/proc/PID/stat` (clock ticks taken as 100 per second, the Linux default). 0 if it cannot be
+/// read.
 pub fn registry_cpu_seconds(registry: &TestRegistry) -> f64 {
-    let config = registry.storage_dir().parent().map(|d| d.join("config.yml")).unwrap_or_default();
-    let config = config.to_string_lossy().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
-    for e in entries.flatten() {
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if !cmdline.starts_with("/usr/bin/docker-registry") || !cmdline.contains(&config) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-        // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        return (ticks(11) + ticks(12)) as f64 / 100.0;
-    }
-    0.0
+    let Some(pid) = registry.pid() else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// CPU seconds this bench process has used so far (its proxies, token service and clients).
+pub fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// The whole machine's CPU time so far from `/proc/stat`, as (busy, all) clock ticks: the
+/// difference of two readings says how busy the cores were in between (every process, the
+/// bench's own proxies included).
+pub fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else { return (0, 0) };
+    let f: Vec<u64> = cpu.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let all: u64 = f.iter().take(8).sum();
+    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+    (all - idle, all)
+}
+
+/// The share of the machine's CPU time that was busy between two [`machine_ticks`] readings.
+pub fn busy_share(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let all = after.1.saturating_sub(before.1);
+    if all == 0 { 0.0 } else { after.0.saturating_sub(before.0) as f64 / all as f64 }
 }

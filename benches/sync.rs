@@ -41,7 +41,7 @@ use futures::StreamExt;
 
 use acr_mirror::digest::Digest;
 use fixture::{Fixture, SOURCE_HOST, Seeded};
-use measure::{Measured, registry_cpu_seconds as reg_cpu, requests_served};
+use measure::{Measured, busy_share, machine_ticks, own_cpu_seconds, registry_cpu_seconds as reg_cpu, requests_served};
 use support::{DelayProxy, TestRegistry, TokenService, Users};
 
 const TARGET_HOST: &str = "bench.azurecr.io";
@@ -329,19 +329,33 @@ async fn warm_ceiling(reads: &[(String, Digest, u64)], cache_url: &str) -> f64 {
 /// The warm cases: a fresh pull-through cache (distribution in proxy mode) of the source, reached
 /// through the profile's delay, read by parallel GETs of every blob (the ceiling) or warmed by
 /// `mirror sync` with a `mode: warm` mapping (every platform, so the same blobs).
-/// The median rows, and each round's (ceiling, mirror) seconds.
-async fn warm_rows(p: Profile, s: &Sources, work: &Path, rounds: usize) -> (Vec<Row>, Vec<(f64, f64)>) {
+/// One round of the warm cases: each case's seconds and how busy the machine's cores were
+/// meanwhile (every process: registries, the bench's proxies and token service, the tool).
+struct Round {
+    ceiling: f64,
+    mirror: f64,
+    ceiling_busy: f64,
+    mirror_busy: f64,
+    /// CPU seconds of the bench process itself (proxies, token service, the ceiling's client).
+    ceiling_bench_cpu: f64,
+    mirror_bench_cpu: f64,
+}
+
+/// The median rows, and each round.
+async fn warm_rows(p: Profile, s: &Sources, work: &Path, rounds: usize) -> (Vec<Row>, Vec<Round>) {
     let bytes: u64 = s.warm_reads.iter().map(|(_, _, size)| size).sum();
     let origin = WarmOrigin::start(&s.linux, p).await;
     let origin_reg = origin.registry(&s.linux);
     let upstream = endpoint(origin_reg, p).await;
-    let (mut ceilings, mut mirrors) = (Vec::new(), Vec::new());
+    let (mut ceilings, mut mirrors, mut busy) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
         {
             let cache = TestRegistry::proxy_cache(&upstream.url).await;
             let before = requests_served(origin_reg) + requests_served(&cache);
             let cpu0 = reg_cpu(origin_reg) + reg_cpu(&cache);
+            let (ticks, own) = (machine_ticks(), own_cpu_seconds());
             let secs = warm_ceiling(&s.warm_reads, &cache.url()).await;
+            busy.push([busy_share(ticks, machine_ticks()), own_cpu_seconds() - own, 0.0, 0.0]);
             let requests = requests_served(origin_reg) + requests_served(&cache) - before;
             let cpu = reg_cpu(origin_reg) + reg_cpu(&cache) - cpu0;
             let tool = "ceiling (parallel GETs)";
@@ -355,7 +369,10 @@ async fn warm_rows(p: Profile, s: &Sources, work: &Path, rounds: usize) -> (Vec<
             let name = format!("{}-warm-{round}", p.name());
             let cfg = mirror_config(work, &name, &src, &dst, &s.linux_fixture, false, "warm");
             let log_file = work.join(format!("{name}.log"));
+            let (ticks, own) = (machine_ticks(), own_cpu_seconds());
             let (m, requests, cpu) = measured(p, "mirror warm", origin_reg, &cache, run_mirror(&cfg, &log_file)).await;
+            let b = busy.last_mut().expect("the round's ceiling");
+            (b[2], b[3]) = (busy_share(ticks, machine_ticks()), own_cpu_seconds() - own);
             let rss_kib = Some(m.max_rss_kib);
             let tool = "mirror sync (warm)";
             mirrors.push(Row { profile: p, case: WARM_CASE, tool, seconds: m.seconds, bytes, requests, rss_kib, cpu });
@@ -363,14 +380,26 @@ async fn warm_rows(p: Profile, s: &Sources, work: &Path, rounds: usize) -> (Vec<
             cache.wait_for_blobs_on_disk(&digests).await;
         }
     }
-    let pairs = ceilings.iter().zip(&mirrors).map(|(c, m)| (c.seconds, m.seconds)).collect();
-    (vec![median(ceilings), median(mirrors)], pairs)
+    let each = ceilings
+        .iter()
+        .zip(&mirrors)
+        .zip(busy)
+        .map(|((c, m), b)| Round {
+            ceiling: c.seconds,
+            mirror: m.seconds,
+            ceiling_busy: b[0],
+            ceiling_bench_cpu: b[1],
+            mirror_busy: b[2],
+            mirror_bench_cpu: b[3],
+        })
+        .collect();
+    (vec![median(ceilings), median(mirrors)], each)
 }
 
 /// The median of each round's mirror / ceiling: the two cases of a round run back to back, so
 /// their ratio is steadier than the ratio of the medians when the machine's speed drifts.
-fn paired_ratio(pairs: &[(f64, f64)]) -> f64 {
-    let mut r: Vec<f64> = pairs.iter().map(|(c, m)| m / c).collect();
+fn paired_ratio(rounds: &[Round]) -> f64 {
+    let mut r: Vec<f64> = rounds.iter().map(|x| x.mirror / x.ceiling).collect();
     r.sort_by(f64::total_cmp);
     r[r.len() / 2]
 }
@@ -808,10 +837,24 @@ async fn main() {
         )
         .unwrap();
     }
-    for (p, pairs) in &warm_pairs {
-        let each: Vec<String> =
-            pairs.iter().map(|(c, m)| format!("{c:.1} s / {m:.1} s ({:.2})", m / c)).collect();
+    for (p, rounds) in &warm_pairs {
+        let each: Vec<String> = rounds
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:.1} s / {:.1} s ({:.2}; cores {:.0}% / {:.0}% busy, the bench's own proxies {:.1} / {:.1} CPU s)",
+                    r.ceiling,
+                    r.mirror,
+                    r.mirror / r.ceiling,
+                    r.ceiling_busy * 100.0,
+                    r.mirror_busy * 100.0,
+                    r.ceiling_bench_cpu,
+                    r.mirror_bench_cpu
+                )
+            })
+            .collect();
         writeln!(md, "\n{} rounds, ceiling / mirror: {}.", p.name(), each.join("; ")).unwrap();
+        eprintln!("[{}] rounds: {}", p.name(), each.join("; "));
     }
     if args.docs {
         write_docs("warm", &md);

@@ -145,6 +145,11 @@ impl TestRegistry {
         std::fs::metadata(path).ok().map(|m| m.len())
     }
 
+    /// The registry process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("registry.log")
     }
