@@ -422,15 +422,19 @@ fn median(mut rows: Vec<Row>) -> Row {
 /// (two 40 ms pings per blob read, one after another) rather than the tools. An upstream that
 /// answers `/v2/` with a Bearer challenge is pinged once. `BENCH_WARM_UPSTREAM=anonymous` puts
 /// the open source back, for comparing with the earlier rounds.
-enum WarmOrigin {
-    Open,
-    Token { _tokens: TokenService, _realm: Option<DelayProxy>, view: TestRegistry },
+struct WarmOrigin(Option<TokenView>);
+
+/// The source behind token auth: the second registry process, and what it needs running.
+struct TokenView {
+    _tokens: TokenService,
+    _realm: Option<DelayProxy>,
+    view: TestRegistry,
 }
 
 impl WarmOrigin {
     async fn start(src: &TestRegistry, p: Profile) -> Self {
         if std::env::var("BENCH_WARM_UPSTREAM").is_ok_and(|v| v == "anonymous") {
-            return WarmOrigin::Open;
+            return WarmOrigin(None);
         }
         let tokens = TokenService::start(Users::new().anonymous(true)).await;
         let (realm, proxy) = match p {
@@ -442,14 +446,12 @@ impl WarmOrigin {
             }
         };
         let view = TestRegistry::token_view(src, &tokens, &realm).await;
-        WarmOrigin::Token { _tokens: tokens, _realm: proxy, view }
+        WarmOrigin(Some(TokenView { _tokens: tokens, _realm: proxy, view }))
     }
 
+    /// The registry the cache pulls from and `mirror` reads the source at.
     fn registry<'a>(&'a self, src: &'a TestRegistry) -> &'a TestRegistry {
-        match self {
-            WarmOrigin::Open => src,
-            WarmOrigin::Token { view, .. } => view,
-        }
+        self.0.as_ref().map_or(src, |t| &t.view)
     }
 }
 

@@ -111,6 +111,9 @@ impl Hasher {
     pub fn len(&self) -> u64 {
         self.len
     }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
     pub fn finish(self) -> Digest {
         Digest(format!("sha256:{}", hex::encode(self.sha.finalize())))
     }

@@ -13,8 +13,7 @@ pub const MAX_TEXT: usize = 512;
 /// saying it was cut.
 pub fn text(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max) + 16);
-    let mut kept = 0usize;
-    for c in s.chars() {
+    for (kept, c) in s.chars().enumerate() {
         if kept >= max {
             out.push_str("…[truncated]");
             return out;
@@ -24,7 +23,6 @@ pub fn text(s: &str, max: usize) -> String {
         } else {
             out.push(c);
         }
-        kept += 1;
     }
     out
 }

@@ -635,7 +635,7 @@ fn deployments(n: usize, list: bool) -> String {
         );
         if list {
             s.push_str("- ");
-            s.push_str(&doc.replace('\n', "\n  ").trim_end());
+            s.push_str(doc.replace('\n', "\n  ").trim_end());
             s.push('\n');
         } else {
             s.push_str("---\n");

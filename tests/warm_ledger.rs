@@ -300,4 +300,38 @@ async fn a_layer_shared_by_images_of_one_repository_is_read_once() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(counting.count("GET", &format!("/blobs/{}", base.digest)), 1, "{:?}", counting.requests());
     cache.wait_for_blobs_on_disk(&[&base.digest]).await;
+
+    // A shared read that fails does not fail the other image waiting on it: that image reads the
+    // layer itself. The cache serves a corrupted copy once (a digest mismatch, which is not
+    // retried): one image fails on it, the other reads the layer again and is warmed.
+    let three = seeder.push_image("oss/kubernetes/pause", "3.11", Format::Oci, std::slice::from_ref(&base)).await;
+    let four = seeder.push_image("oss/kubernetes/pause", "3.12", Format::Oci, std::slice::from_ref(&base)).await;
+    let fresh = TestRegistry::proxy_cache(&mcr.url()).await;
+    let faulty = support::FaultProxy::start(&fresh.url()).await;
+    faulty.change_answers("GET", &format!("/blobs/{}", base.digest), 1, support::proxy::Change::Corrupt(100));
+    let yaml = format!(
+        "registries:\n  - host: {MCR}\n    endpoint: {}\n  - host: {ACR}\n    endpoint: {}\n\
+         target: {ACR}\nmappings:\n  - source: {MCR}\n    target: \"\"\n    mode: warm\n\
+         images:\n  - {}\n  - {}\n",
+        mcr.url(),
+        faulty.url(),
+        three.reference(MCR),
+        four.reference(MCR),
+    );
+    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
+        .arg("-c")
+        .arg(dir.path().join("m.yaml"))
+        .args(["sync", "--report-json"])
+        .arg(dir.path().join("r.json"))
+        .env("DOCKER_CONFIG", dir.path().join("docker"))
+        .output()
+        .await
+        .unwrap();
+    let report: Value = serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
+    let mut outcomes: Vec<&str> =
+        report["images"].as_array().unwrap().iter().map(|i| i["outcome"].as_str().unwrap()).collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["failed", "warmed"], "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(faulty.count("GET", &format!("/blobs/{}", base.digest)), 2, "{:?}", faulty.requests());
 }

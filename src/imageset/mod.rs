@@ -505,7 +505,7 @@ fn add_config_images(
             return Err(TagRuleError {
                 index,
                 line,
-                message: format!("repository {text:?} has a tag or digest: a tag rule chooses the tags").into(),
+                message: format!("repository {text:?} has a tag or digest: a tag rule chooses the tags"),
             }
             .into());
         }

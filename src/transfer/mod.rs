@@ -229,6 +229,10 @@ pub struct Context {
     copied: std::sync::Mutex<std::collections::HashSet<(String, Digest)>>,
     /// Serialises uploads of one digest into one registry (see [`blob::ensure`]).
     digest_locks: std::sync::Mutex<DigestLocks>,
+    /// Blobs read through a cache this run, per (cache, repository, digest) (see
+    /// [`warm`]'s `read_once`): set once a read was verified; readers that meet a read under
+    /// way wait for it, and take over if it fails.
+    warm_reads: std::sync::Mutex<HashMap<BlobKey, Arc<tokio::sync::OnceCell<()>>>>,
     /// Cancelled when the run is asked to stop: no blob transfer starts after it.
     stopping: CancellationToken,
     /// Cancelled when the grace period after a stop is over: transfers still running are
@@ -257,6 +261,7 @@ impl Context {
             placed: Default::default(),
             copied: Default::default(),
             digest_locks: Default::default(),
+            warm_reads: Default::default(),
             stopping: CancellationToken::new(),
             aborting: CancellationToken::new(),
             cancel_within: std::time::Duration::from_secs(2),
@@ -325,6 +330,16 @@ impl Context {
             .lock()
             .expect("digest locks")
             .entry((registry.to_string(), digest.clone()))
+            .or_default()
+            .clone()
+    }
+
+    /// The once-per-run read of `digest` through `repo` of the cache `registry`.
+    pub(crate) fn warm_read(&self, registry: &str, repo: &str, digest: &Digest) -> Arc<tokio::sync::OnceCell<()>> {
+        self.warm_reads
+            .lock()
+            .expect("warm reads")
+            .entry((registry.to_string(), repo.to_string(), digest.clone()))
             .or_default()
             .clone()
     }

@@ -124,7 +124,8 @@ pub async fn warm_image(
 /// Reads one blob through the cache, unless this run already did for the same repository: tags of
 /// a repository share layers, and a second read (or, worse, a concurrent one, which a cache may
 /// fetch from upstream twice) moves the same bytes again for nothing. A cache keeps blobs per
-/// repository, so a read through another repository still goes ahead. Returns the bytes read.
+/// repository, so a read through another repository still goes ahead. A read that fails leaves
+/// the blob unread: the next image waiting on it reads it itself. Returns the bytes read.
 async fn read_once(
     ctx: &Arc<Context>,
     cache: &Registry,
@@ -132,16 +133,14 @@ async fn read_once(
     d: &Descriptor,
     counter: &std::sync::atomic::AtomicU64,
 ) -> Result<u64, TransferError> {
-    // The run's blob tables, under a key of their own: "host/repository" is never a copy's host.
-    let key = format!("{}/{repo}", cache.host);
-    let lock = ctx.digest_lock(&key, &d.digest);
-    let _one_reader = lock.lock().await;
-    if ctx.is_placed(&key, repo, &d.digest) {
-        return Ok(0);
-    }
-    let n = blob::pull_verify(ctx, cache, repo, d, counter).await?;
-    ctx.located(&key, &d.digest, repo);
-    Ok(n)
+    let mut read = 0;
+    ctx.warm_read(&cache.host, repo, &d.digest)
+        .get_or_try_init(|| async {
+            read = blob::pull_verify(ctx, cache, repo, d, counter).await?;
+            Ok::<_, TransferError>(())
+        })
+        .await?;
+    Ok(read)
 }
 
 /// After warming through an ACR cache rule: `HEAD`s each manifest until none is still served from

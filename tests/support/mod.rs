@@ -95,7 +95,7 @@ pub fn output_text(o: &std::process::Output) -> String {
 /// it said, so a failing test shows the run.
 pub async fn mirror_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     // `option_env!`: examples/seed.rs shares this module and has no `mirror` binary beside it.
-    let mirror = option_env!("CARGO_BIN_EXE_mirror").expect("run from an integration test");
+    let Some(mirror) = option_env!("CARGO_BIN_EXE_mirror") else { panic!("run from an integration test") };
     let out = tokio::process::Command::new(mirror)
         .current_dir(dir)
         .arg("-c")
