@@ -108,7 +108,8 @@ fn parse_args() -> Args {
             "--no-skopeo" => a.skopeo = false,
             "--warm-only" => a.warm_only = true,
             "--warm-rounds" => {
-                a.warm_rounds = it.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0).expect("--warm-rounds N (≥ 1)")
+                a.warm_rounds =
+                    it.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0).expect("--warm-rounds N (≥ 1)")
             }
             other => panic!(
                 "unknown argument {other:?}; usage: sync [--scale X] [--profile local|latency|all] [--no-docs] [--no-windows] [--no-skopeo] [--warm-only] [--warm-rounds N]"
@@ -359,7 +360,16 @@ async fn warm_rows(p: Profile, s: &Sources, work: &Path, rounds: usize) -> (Vec<
             let requests = requests_served(origin_reg) + requests_served(&cache) - before;
             let cpu = reg_cpu(origin_reg) + reg_cpu(&cache) - cpu0;
             let tool = "ceiling (parallel GETs)";
-            ceilings.push(Row { profile: p, case: WARM_CASE, tool, seconds: secs, bytes, requests, rss_kib: None, cpu });
+            ceilings.push(Row {
+                profile: p,
+                case: WARM_CASE,
+                tool,
+                seconds: secs,
+                bytes,
+                requests,
+                rss_kib: None,
+                cpu,
+            });
             eprintln!("[{}] round {round}/{rounds}: warm ceiling: {secs:.1} s", p.name());
         }
         {

@@ -206,7 +206,12 @@ async fn warming_rechecks_until_the_cache_serves_every_manifest_itself() {
     assert_eq!(warmed.digest, image.digest);
     for digest in std::iter::once(&image.digest).chain(image.children.iter().map(|c| &c.digest)) {
         let heads = api.count("HEAD", &format!("/manifests/{digest}"));
-        assert_eq!(heads, 2, "{digest}: upstream on the GET and the first HEAD, then the registry: {:?}", api.requests());
+        assert_eq!(
+            heads,
+            2,
+            "{digest}: upstream on the GET and the first HEAD, then the registry: {:?}",
+            api.requests()
+        );
     }
 
     api.state.upstream_answers.store(1_000_000, Ordering::SeqCst);

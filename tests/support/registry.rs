@@ -53,12 +53,15 @@ impl TestRegistry {
 
     /// A registry in `auth: token` mode trusting `tokens` (its realm, service, issuer and certificate).
     pub async fn with_token_auth(tokens: &TokenService) -> Self {
-        Self::start(Mode::Token {
-            realm: tokens.realm(),
-            service: tokens.service().to_string(),
-            issuer: tokens.issuer().to_string(),
-            cert: tokens.cert_path().to_path_buf(),
-        }, Storage::Own)
+        Self::start(
+            Mode::Token {
+                realm: tokens.realm(),
+                service: tokens.service().to_string(),
+                issuer: tokens.issuer().to_string(),
+                cert: tokens.cert_path().to_path_buf(),
+            },
+            Storage::Own,
+        )
         .await
     }
 
@@ -83,12 +86,15 @@ impl TestRegistry {
     /// A registry in `auth: token` mode trusting `tokens`' signatures, but sending clients to
     /// another realm (a token service that signs with `tokens`, such as our ACR stand-in).
     pub async fn with_token_realm(tokens: &TokenService, realm: &str) -> Self {
-        Self::start(Mode::Token {
-            realm: realm.to_string(),
-            service: tokens.service().to_string(),
-            issuer: tokens.issuer().to_string(),
-            cert: tokens.cert_path().to_path_buf(),
-        }, Storage::Own)
+        Self::start(
+            Mode::Token {
+                realm: realm.to_string(),
+                service: tokens.service().to_string(),
+                issuer: tokens.issuer().to_string(),
+                cert: tokens.cert_path().to_path_buf(),
+            },
+            Storage::Own,
+        )
         .await
     }
 
