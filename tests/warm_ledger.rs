@@ -334,4 +334,8 @@ async fn a_layer_shared_by_images_of_one_repository_is_read_once() {
     outcomes.sort();
     assert_eq!(outcomes, ["failed", "warmed"], "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(faulty.count("GET", &format!("/blobs/{}", base.digest)), 2, "{:?}", faulty.requests());
+    // `sync` left the source's digest to the warm (no ACR listing here): the report has it.
+    let warmed = report["images"].as_array().unwrap().iter().find(|i| i["outcome"] == "warmed").unwrap();
+    let expected = [&three, &four].map(|i| i.digest.to_string());
+    assert!(expected.iter().any(|d| warmed["sourceDigest"] == d.as_str()), "{warmed}");
 }
