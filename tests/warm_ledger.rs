@@ -278,26 +278,9 @@ async fn a_layer_shared_by_images_of_one_repository_is_read_once() {
     let cache = TestRegistry::proxy_cache(&mcr.url()).await;
     let counting = support::FaultProxy::start(&cache.url()).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("docker")).unwrap();
-    let yaml = format!(
-        "registries:\n  - host: {MCR}\n    endpoint: {}\n  - host: {ACR}\n    endpoint: {}\n\
-         target: {ACR}\nmappings:\n  - source: {MCR}\n    target: \"\"\n    mode: warm\n\
-         images:\n  - {}\n  - {}\n",
-        mcr.url(),
-        counting.url(),
-        one.reference(MCR),
-        two.reference(MCR),
-    );
-    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
-        .arg("-c")
-        .arg(dir.path().join("m.yaml"))
-        .arg("sync")
-        .env("DOCKER_CONFIG", dir.path().join("docker"))
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(dir.path().join("mirror.yaml"), warm_only(&mcr.url(), &counting.url(), &[&one, &two])).unwrap();
+    let out = support::mirror_in(dir.path(), &["sync"]).await;
+    assert_eq!(out.status.code(), Some(0));
     assert_eq!(counting.count("GET", &format!("/blobs/{}", base.digest)), 1, "{:?}", counting.requests());
     cache.wait_for_blobs_on_disk(&[&base.digest]).await;
 
@@ -309,33 +292,28 @@ async fn a_layer_shared_by_images_of_one_repository_is_read_once() {
     let fresh = TestRegistry::proxy_cache(&mcr.url()).await;
     let faulty = support::FaultProxy::start(&fresh.url()).await;
     faulty.change_answers("GET", &format!("/blobs/{}", base.digest), 1, support::proxy::Change::Corrupt(100));
-    let yaml = format!(
-        "registries:\n  - host: {MCR}\n    endpoint: {}\n  - host: {ACR}\n    endpoint: {}\n\
-         target: {ACR}\nmappings:\n  - source: {MCR}\n    target: \"\"\n    mode: warm\n\
-         images:\n  - {}\n  - {}\n",
-        mcr.url(),
-        faulty.url(),
-        three.reference(MCR),
-        four.reference(MCR),
-    );
-    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
-        .arg("-c")
-        .arg(dir.path().join("m.yaml"))
-        .args(["sync", "--report-json"])
-        .arg(dir.path().join("r.json"))
-        .env("DOCKER_CONFIG", dir.path().join("docker"))
-        .output()
-        .await
-        .unwrap();
+    std::fs::write(dir.path().join("mirror.yaml"), warm_only(&mcr.url(), &faulty.url(), &[&three, &four])).unwrap();
+    let out = support::mirror_in(dir.path(), &["sync", "--report-json", "r.json"]).await;
     let report: Value = serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
     let mut outcomes: Vec<&str> =
         report["images"].as_array().unwrap().iter().map(|i| i["outcome"].as_str().unwrap()).collect();
     outcomes.sort();
-    assert_eq!(outcomes, ["failed", "warmed"], "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(outcomes, ["failed", "warmed"], "{}", support::output_text(&out));
     assert_eq!(faulty.count("GET", &format!("/blobs/{}", base.digest)), 2, "{:?}", faulty.requests());
     // `sync` left the source's digest to the warm (no ACR listing here): the report has it.
     let warmed = report["images"].as_array().unwrap().iter().find(|i| i["outcome"] == "warmed").unwrap();
     let expected = [&three, &four].map(|i| i.digest.to_string());
     assert!(expected.iter().any(|d| warmed["sourceDigest"] == d.as_str()), "{warmed}");
+}
+
+/// A config warming `images` of the source at `mcr` through the cache at `cache`.
+fn warm_only(mcr: &str, cache: &str, images: &[&PushedImage]) -> String {
+    let mut yaml = format!(
+        "registries:\n  - host: {MCR}\n    endpoint: {mcr}\n  - host: {ACR}\n    endpoint: {cache}\n\
+         target: {ACR}\nmappings:\n  - source: {MCR}\n    target: \"\"\n    mode: warm\nimages:\n"
+    );
+    for image in images {
+        yaml.push_str(&format!("  - {}\n", image.reference(MCR)));
+    }
+    yaml
 }

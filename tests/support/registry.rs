@@ -28,6 +28,18 @@ enum Mode {
     Proxy { remote: String },
 }
 
+impl Mode {
+    /// Token auth trusting `tokens`' signatures, sending clients to `realm`.
+    fn token(tokens: &TokenService, realm: &str) -> Self {
+        Mode::Token {
+            realm: realm.to_string(),
+            service: tokens.service().to_string(),
+            issuer: tokens.issuer().to_string(),
+            cert: tokens.cert_path().to_path_buf(),
+        }
+    }
+}
+
 /// Where a registry keeps its data: its own temporary folder, or another registry's storage
 /// (a second process serving the same content under other settings).
 #[derive(Clone, Copy)]
@@ -53,16 +65,7 @@ impl TestRegistry {
 
     /// A registry in `auth: token` mode trusting `tokens` (its realm, service, issuer and certificate).
     pub async fn with_token_auth(tokens: &TokenService) -> Self {
-        Self::start(
-            Mode::Token {
-                realm: tokens.realm(),
-                service: tokens.service().to_string(),
-                issuer: tokens.issuer().to_string(),
-                cert: tokens.cert_path().to_path_buf(),
-            },
-            Storage::Own,
-        )
-        .await
+        Self::start(Mode::token(tokens, &tokens.realm()), Storage::Own).await
     }
 
     /// A second registry process serving `of`'s storage in `auth: token` mode, sending clients to
@@ -70,32 +73,13 @@ impl TestRegistry {
     /// content behind token auth, the way public registries (Docker Hub, ghcr.io, quay.io) serve
     /// anonymous pulls with anonymous bearer tokens. Only for reading: `of` keeps writing.
     pub async fn token_view(of: &TestRegistry, tokens: &TokenService, realm: &str) -> Self {
-        let storage = of.storage_dir();
-        Self::start(
-            Mode::Token {
-                realm: realm.to_string(),
-                service: tokens.service().to_string(),
-                issuer: tokens.issuer().to_string(),
-                cert: tokens.cert_path().to_path_buf(),
-            },
-            Storage::Shared(&storage),
-        )
-        .await
+        Self::start(Mode::token(tokens, realm), Storage::Shared(&of.storage_dir())).await
     }
 
     /// A registry in `auth: token` mode trusting `tokens`' signatures, but sending clients to
     /// another realm (a token service that signs with `tokens`, such as our ACR stand-in).
     pub async fn with_token_realm(tokens: &TokenService, realm: &str) -> Self {
-        Self::start(
-            Mode::Token {
-                realm: realm.to_string(),
-                service: tokens.service().to_string(),
-                issuer: tokens.issuer().to_string(),
-                cert: tokens.cert_path().to_path_buf(),
-            },
-            Storage::Own,
-        )
-        .await
+        Self::start(Mode::token(tokens, realm), Storage::Own).await
     }
 
     /// A pull-through cache of `upstream_url` (an anonymous registry, e.g. another `TestRegistry`'s `url()`).
