@@ -336,17 +336,7 @@ async fn examine_inner(
         }
         _ => match src.head_manifest(&w.source.repository, &w.source.selector()).await? {
             Some(h) => h.digest,
-            None => {
-                return Err(RegistryError::status_error(crate::registry::error::StatusError {
-                    registry: src.host.clone(),
-                    method: "HEAD".into(),
-                    url: w.source.to_string(),
-                    status: 404,
-                    code: Some("MANIFEST_UNKNOWN".into()),
-                    message: "the source has no such image".into(),
-                    retry_after: None,
-                }));
-            }
+            None => return Err(RegistryError::no_such_image(&src.host, &w.source.to_string())),
         },
     };
     p.source_digest = Some(source_digest.clone());

@@ -278,7 +278,11 @@ async fn a_layer_shared_by_images_of_one_repository_is_read_once() {
     let cache = TestRegistry::proxy_cache(&mcr.url()).await;
     let counting = support::FaultProxy::start(&cache.url()).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mirror.yaml"), warm_only(&mcr.url(), &counting.url(), &[&one, &two])).unwrap();
+    std::fs::write(
+        dir.path().join("mirror.yaml"),
+        warm_only(&mcr.url(), &counting.url(), &[one.reference(MCR), two.reference(MCR)]),
+    )
+    .unwrap();
     let out = support::mirror_in(dir.path(), &["sync"]).await;
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(counting.count("GET", &format!("/blobs/{}", base.digest)), 1, "{:?}", counting.requests());
@@ -292,7 +296,11 @@ async fn a_layer_shared_by_images_of_one_repository_is_read_once() {
     let fresh = TestRegistry::proxy_cache(&mcr.url()).await;
     let faulty = support::FaultProxy::start(&fresh.url()).await;
     faulty.change_answers("GET", &format!("/blobs/{}", base.digest), 1, support::proxy::Change::Corrupt(100));
-    std::fs::write(dir.path().join("mirror.yaml"), warm_only(&mcr.url(), &faulty.url(), &[&three, &four])).unwrap();
+    std::fs::write(
+        dir.path().join("mirror.yaml"),
+        warm_only(&mcr.url(), &faulty.url(), &[three.reference(MCR), four.reference(MCR)]),
+    )
+    .unwrap();
     let out = support::mirror_in(dir.path(), &["sync", "--report-json", "r.json"]).await;
     let report: Value = serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
     let mut outcomes: Vec<&str> =
@@ -306,14 +314,40 @@ async fn a_layer_shared_by_images_of_one_repository_is_read_once() {
     assert!(expected.iter().any(|d| warmed["sourceDigest"] == d.as_str()), "{warmed}");
 }
 
-/// A config warming `images` of the source at `mcr` through the cache at `cache`.
-fn warm_only(mcr: &str, cache: &str, images: &[&PushedImage]) -> String {
+/// A config warming `images` (references under MCR) of the source at `mcr` through the cache at
+/// `cache`.
+fn warm_only(mcr: &str, cache: &str, images: &[String]) -> String {
     let mut yaml = format!(
         "registries:\n  - host: {MCR}\n    endpoint: {mcr}\n  - host: {ACR}\n    endpoint: {cache}\n\
          target: {ACR}\nmappings:\n  - source: {MCR}\n    target: \"\"\n    mode: warm\nimages:\n"
     );
     for image in images {
-        yaml.push_str(&format!("  - {}\n", image.reference(MCR)));
+        yaml.push_str(&format!("  - {image}\n"));
     }
     yaml
+}
+
+/// A warm image the source does not have fails naming the source, not the cache in front of it
+/// (`sync` leaves the source's `HEAD` to the warm on a registry without ACR's listing), and the
+/// other image of the run is warmed.
+#[tokio::test]
+async fn a_warm_image_the_source_lacks_fails_naming_the_source() {
+    let mcr = TestRegistry::anonymous().await;
+    let image = Seeder::new(&mcr.url(), 35).push_random_image("oss/kubernetes/pause", "3.9", Format::Oci, &[100]).await;
+    let cache = TestRegistry::proxy_cache(&mcr.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("{MCR}/oss/kubernetes/pause:0.0-not-there");
+    std::fs::write(
+        dir.path().join("mirror.yaml"),
+        warm_only(&mcr.url(), &cache.url(), &[image.reference(MCR), missing]),
+    )
+    .unwrap();
+    let out = support::mirror_in(dir.path(), &["sync", "--report-json", "r.json"]).await;
+    assert_eq!(out.status.code(), Some(3), "one image failed");
+    let report: Value = serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
+    let images = report["images"].as_array().unwrap();
+    let failed = images.iter().find(|i| i["outcome"] == "failed").expect("a failed image");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("no such image") && error.contains(MCR), "{error}");
+    assert!(images.iter().any(|i| i["outcome"] == "warmed"), "{report}");
 }

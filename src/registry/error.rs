@@ -86,6 +86,20 @@ impl RegistryError {
         RegistryError::Status(Box::new(e))
     }
 
+    /// The source has nothing under `reference` (a `HEAD` answered 404): said of the source, so
+    /// that a run never blames the target or a cache in front of it for an image that is not there.
+    pub fn no_such_image(registry: &str, reference: &str) -> Self {
+        RegistryError::status_error(StatusError {
+            registry: registry.to_string(),
+            method: "HEAD".into(),
+            url: reference.to_string(),
+            status: 404,
+            code: Some("MANIFEST_UNKNOWN".into()),
+            message: "the source has no such image".into(),
+            retry_after: None,
+        })
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             RegistryError::Status(e) => Some(e.status),

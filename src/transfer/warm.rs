@@ -20,7 +20,7 @@ use super::{Context, Options, TransferError, blob};
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Manifest, select_platforms};
 use crate::reference::Reference;
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryError};
 
 /// The `X-Azure-Origin` value of a manifest a cache rule still serves from its upstream.
 const UPSTREAM: &str = "upstream";
@@ -51,7 +51,10 @@ pub async fn warm_image(
         Ok::<_, TransferError>(match &src {
             Some((registry, r)) => match &r.digest {
                 Some(d) => Some(d.clone()),
-                None => registry.head_manifest(&r.repository, &r.selector()).await?.map(|h| h.digest),
+                None => match registry.head_manifest(&r.repository, &r.selector()).await? {
+                    Some(h) => Some(h.digest),
+                    None => return Err(RegistryError::no_such_image(&registry.host, &r.to_string()).into()),
+                },
             },
             None => target_ref.digest.clone(),
         })
