@@ -81,24 +81,6 @@ async fn gate(upstream: String) -> (String, watch::Sender<bool>) {
     (format!("http://{addr}"), open)
 }
 
-/// Blob names below `prefix` in `container`.
-async fn blob_names(azurite: &Azurite, container: &str, prefix: &str) -> Vec<String> {
-    let body = support_azure::http()
-        .get(format!(
-            "{}/{container}?restype=container&comp=list&prefix={prefix}&{}",
-            azurite.account_url,
-            azurite.account_sas()
-        ))
-        .header("x-ms-version", "2021-08-06")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    body.split("<Name>").skip(1).filter_map(|s| s.split("</Name>").next()).map(String::from).collect()
-}
-
 #[tokio::test]
 async fn a_second_sync_while_the_first_holds_the_lock_exits_4_and_the_first_uploads_its_records() {
     // Checks the nightly job's guarantees through the binary: while one `mirror sync` runs (held
@@ -147,7 +129,7 @@ async fn a_second_sync_while_the_first_holds_the_lock_exits_4_and_the_first_uplo
     assert_eq!(first_out.status.code(), Some(0), "{}", text(&first_out));
 
     assert_eq!(lease_state(&azurite).await.as_deref(), Some("available"), "the lock was not released");
-    let names = blob_names(&azurite, "runs", "nightly/").await;
+    let names = azurite.blob_names("runs", "nightly/").await;
     assert_eq!(names.len(), 2, "one run's report.json and junit.xml: {names:?}");
     let json_name = names.iter().find(|n| n.ends_with("/report.json")).expect("report.json uploaded");
     assert!(names.iter().any(|n| n.ends_with("/junit.xml")), "{names:?}");

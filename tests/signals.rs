@@ -179,7 +179,7 @@ async fn sigterm_mid_sync_reports_releases_the_lock_and_a_rerun_completes() {
     assert_eq!(junit.matches("<testcase ").count(), REPOS.len(), "{junit}");
 
     assert_eq!(lease_state(&azurite).await.as_deref(), Some("available"), "the lock was not released");
-    let records = azurite_blob_names(&azurite, "nightly/").await;
+    let records = azurite.blob_names("runs", "nightly/").await;
     assert!(records.iter().any(|n| n.ends_with("/report.json")), "no run record uploaded: {records:?}");
 
     let done = tags_are_complete(&target, &images).await;
@@ -188,23 +188,6 @@ async fn sigterm_mid_sync_reports_releases_the_lock_and_a_rerun_completes() {
     let rerun = mirror(dir.path(), &sas, &["sync"]).output().await.unwrap();
     assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
     assert_eq!(tags_are_complete(&target, &images).await, REPOS.len());
-}
-
-async fn azurite_blob_names(azurite: &Azurite, prefix: &str) -> Vec<String> {
-    let body = reqwest::Client::new()
-        .get(format!(
-            "{}/runs?restype=container&comp=list&prefix={prefix}&{}",
-            azurite.account_url,
-            azurite.account_sas()
-        ))
-        .header("x-ms-version", "2021-08-06")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    body.split("<Name>").skip(1).filter_map(|s| s.split("</Name>").next()).map(String::from).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

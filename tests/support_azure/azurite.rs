@@ -100,6 +100,24 @@ impl Azurite {
         assert_eq!(r.status(), 202, "break lease: {}", r.text().await.unwrap_or_default());
     }
 
+    /// The names of the blobs in `container` below `prefix`, listed with raw HTTP.
+    pub async fn blob_names(&self, container: &str, prefix: &str) -> Vec<String> {
+        let body = super::http()
+            .get(format!(
+                "{}/{container}?restype=container&comp=list&prefix={prefix}&{}",
+                self.account_url,
+                self.account_sas()
+            ))
+            .header("x-ms-version", SAS_VERSION)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        body.split("<Name>").skip(1).filter_map(|s| s.split("</Name>").next()).map(String::from).collect()
+    }
+
     /// Reads a blob back with raw HTTP: (status, body).
     pub async fn get(&self, container_path: &str) -> (u16, Vec<u8>) {
         let r = super::http()
