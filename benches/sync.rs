@@ -330,16 +330,28 @@ async fn warm_ceiling(reads: &[(String, Digest, u64)], cache_url: &str) -> f64 {
 /// The warm cases: a fresh pull-through cache (distribution in proxy mode) of the source, reached
 /// through the profile's delay, read by parallel GETs of every blob (the ceiling) or warmed by
 /// `mirror sync` with a `mode: warm` mapping (every platform, so the same blobs).
-/// One round of the warm cases: each case's seconds and how busy the machine's cores were
-/// meanwhile (every process: registries, the bench's proxies and token service, the tool).
+/// How loaded the machine was while a case ran: the share of its cores' time that was busy
+/// (every process: registries, the bench's proxies and token service, the tool), and the CPU
+/// seconds of this bench process itself (its proxies, token service and clients).
+#[derive(Clone, Copy)]
+struct Load {
+    busy: f64,
+    bench_cpu: f64,
+}
+
+/// Runs `case`, measuring the [`Load`] meanwhile.
+async fn loaded<T>(case: impl std::future::Future<Output = T>) -> (T, Load) {
+    let (ticks, own) = (machine_ticks(), own_cpu_seconds());
+    let out = case.await;
+    (out, Load { busy: busy_share(ticks, machine_ticks()), bench_cpu: own_cpu_seconds() - own })
+}
+
+/// One round of the warm cases: each case's seconds and load.
 struct Round {
     ceiling: f64,
     mirror: f64,
-    ceiling_busy: f64,
-    mirror_busy: f64,
-    /// CPU seconds of the bench process itself (proxies, token service, the ceiling's client).
-    ceiling_bench_cpu: f64,
-    mirror_bench_cpu: f64,
+    ceiling_load: Load,
+    mirror_load: Load,
 }
 
 /// The median rows, and each round.
@@ -348,15 +360,14 @@ async fn warm_rows(p: Profile, s: &Sources, work: &Path, rounds: usize) -> (Vec<
     let origin = WarmOrigin::start(&s.linux, p).await;
     let origin_reg = origin.registry(&s.linux);
     let upstream = endpoint(origin_reg, p).await;
-    let (mut ceilings, mut mirrors, mut busy) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ceilings, mut mirrors, mut each) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
         {
             let cache = TestRegistry::proxy_cache(&upstream.url).await;
             let before = requests_served(origin_reg) + requests_served(&cache);
             let cpu0 = reg_cpu(origin_reg) + reg_cpu(&cache);
-            let (ticks, own) = (machine_ticks(), own_cpu_seconds());
-            let secs = warm_ceiling(&s.warm_reads, &cache.url()).await;
-            busy.push([busy_share(ticks, machine_ticks()), own_cpu_seconds() - own, 0.0, 0.0]);
+            let (secs, load) = loaded(warm_ceiling(&s.warm_reads, &cache.url())).await;
+            each.push(Round { ceiling: secs, mirror: 0.0, ceiling_load: load, mirror_load: load });
             let requests = requests_served(origin_reg) + requests_served(&cache) - before;
             let cpu = reg_cpu(origin_reg) + reg_cpu(&cache) - cpu0;
             let tool = "ceiling (parallel GETs)";
@@ -379,10 +390,10 @@ async fn warm_rows(p: Profile, s: &Sources, work: &Path, rounds: usize) -> (Vec<
             let name = format!("{}-warm-{round}", p.name());
             let cfg = mirror_config(work, &name, &src, &dst, &s.linux_fixture, false, "warm");
             let log_file = work.join(format!("{name}.log"));
-            let (ticks, own) = (machine_ticks(), own_cpu_seconds());
-            let (m, requests, cpu) = measured(p, "mirror warm", origin_reg, &cache, run_mirror(&cfg, &log_file)).await;
-            let b = busy.last_mut().expect("the round's ceiling");
-            (b[2], b[3]) = (busy_share(ticks, machine_ticks()), own_cpu_seconds() - own);
+            let run = measured(p, "mirror warm", origin_reg, &cache, run_mirror(&cfg, &log_file));
+            let ((m, requests, cpu), load) = loaded(run).await;
+            let r = each.last_mut().expect("the round's ceiling");
+            (r.mirror, r.mirror_load) = (m.seconds, load);
             let rss_kib = Some(m.max_rss_kib);
             let tool = "mirror sync (warm)";
             mirrors.push(Row { profile: p, case: WARM_CASE, tool, seconds: m.seconds, bytes, requests, rss_kib, cpu });
@@ -390,19 +401,6 @@ async fn warm_rows(p: Profile, s: &Sources, work: &Path, rounds: usize) -> (Vec<
             cache.wait_for_blobs_on_disk(&digests).await;
         }
     }
-    let each = ceilings
-        .iter()
-        .zip(&mirrors)
-        .zip(busy)
-        .map(|((c, m), b)| Round {
-            ceiling: c.seconds,
-            mirror: m.seconds,
-            ceiling_busy: b[0],
-            ceiling_bench_cpu: b[1],
-            mirror_busy: b[2],
-            mirror_bench_cpu: b[3],
-        })
-        .collect();
     (vec![median(ceilings), median(mirrors)], each)
 }
 
@@ -858,10 +856,10 @@ async fn main() {
                     r.ceiling,
                     r.mirror,
                     r.mirror / r.ceiling,
-                    r.ceiling_busy * 100.0,
-                    r.mirror_busy * 100.0,
-                    r.ceiling_bench_cpu,
-                    r.mirror_bench_cpu
+                    r.ceiling_load.busy * 100.0,
+                    r.mirror_load.busy * 100.0,
+                    r.ceiling_load.bench_cpu,
+                    r.mirror_load.bench_cpu
                 )
             })
             .collect();

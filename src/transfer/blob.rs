@@ -1,7 +1,7 @@
 //! One blob from a source repository into a target repository, every byte hashed on the way.
 //!
-//! 1. `HEAD` in the target, always (and again after waiting for a transfer slot): whatever the
-//!    plan saw, a killed run or a run beside this one may have put the blob there.
+//! 1. `HEAD` in the target, always, once this blob's transfer slot is free: whatever the plan
+//!    saw, a killed run or a run beside this one may have put the blob there.
 //! 2. Mount from a repository of the same registry that holds it (the source itself when source
 //!    and target share a registry, or one this run already filled); a refused mount's 202 gives
 //!    an upload session that is used as it is.
