@@ -53,6 +53,71 @@ pub struct Config {
     /// Where completed warms are recorded in the target registry (see `crate::ledger`).
     #[serde(default)]
     pub warm_ledger: WarmLedgerConfig,
+    /// The provenance gate: which signatures an image must carry before it enters the target
+    /// (see docs/provenance.md).
+    #[serde(default)]
+    pub signatures: SignaturesConfig,
+}
+
+/// `signatures:`: verify Notary Project and cosign signatures of source images. Paths are
+/// relative to the config file; the files themselves are read by the application layer, before
+/// anything is read from a registry, so this stays plain data.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SignaturesConfig {
+    #[serde(default)]
+    pub mode: SignatureMode,
+    /// A Notary Project trust policy and trust store, as the `notation` CLI keeps them.
+    #[serde(default)]
+    pub notation: Option<NotationConfig>,
+    /// cosign public keys, each for the source references its scope matches.
+    #[serde(default)]
+    pub cosign: Vec<CosignKeyConfig>,
+}
+
+/// What the gate does with what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureMode {
+    /// No signature is looked for (and no request is made for one).
+    #[default]
+    Off,
+    /// Signatures are checked and reported; nothing is held back and exit codes are as without.
+    Audit,
+    /// A covered image without a valid signature is neither copied nor warmed (`sync` exits 3),
+    /// and `verify` fails (exit 2) on a covered image whose signature is not in the target.
+    Enforce,
+}
+
+impl std::fmt::Display for SignatureMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SignatureMode::Off => "off",
+            SignatureMode::Audit => "audit",
+            SignatureMode::Enforce => "enforce",
+        })
+    }
+}
+
+/// `signatures.notation`: files in the `notation` CLI's own formats.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NotationConfig {
+    /// A Notary Project trust policy document (`trustpolicy.json`, version "1.0").
+    pub trust_policy: PathBuf,
+    /// A trust store folder: `x509/ca/<name>/*.pem`, `x509/tsa/<name>/*.pem`,
+    /// `x509/signingAuthority/<name>/*.pem`.
+    pub trust_store: PathBuf,
+}
+
+/// One entry of `signatures.cosign`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CosignKeyConfig {
+    /// A glob over source references (`ghcr.io/fluxcd/*`) that this key must have signed.
+    pub scope: String,
+    /// A PEM public key: ECDSA P-256/P-384, Ed25519 or RSA.
+    pub key: PathBuf,
 }
 
 /// `warmLedger:`: the repository of the target registry that records completed warms.
@@ -551,6 +616,16 @@ impl Config {
             Ok(r) if r.repository == *ledger && !ledger.contains([':', '@']) => {}
             _ => return Err(format!("warmLedger.repository: {ledger:?} is not a repository name")),
         }
+        let sig = &self.signatures;
+        if sig.mode != SignatureMode::Off && sig.notation.is_none() && sig.cosign.is_empty() {
+            return Err(format!(
+                "signatures.mode is {} but neither signatures.notation nor signatures.cosign says what to trust",
+                sig.mode
+            ));
+        }
+        if let Some(n) = sig.cosign.iter().position(|k| k.scope.trim().is_empty()) {
+            return Err(format!("signatures.cosign[{n}].scope is empty"));
+        }
         if self.transfer.concurrency == 0 {
             return Err("transfer.concurrency must be at least 1".into());
         }
@@ -671,6 +746,30 @@ mod tests {
         assert!(e.to_string().contains("clientSecretEnv"), "{e}");
         let e = Config::parse("report: {azureBlob: \"https://a/c?sig=x\"}\n", Path::new("m.yaml")).unwrap_err();
         assert!(e.to_string().contains("sasTokenEnv"), "{e}");
+    }
+
+    /// Checks the `signatures:` keys: the default mode, every key parsed, a bad mode and an
+    /// unknown key refused with their line, and a gate with nothing to trust refused.
+    #[test]
+    fn signatures_parse_and_are_checked() {
+        assert_eq!(Config::parse("{}", Path::new("m.yaml")).unwrap().signatures.mode, SignatureMode::Off);
+        let cfg = Config::parse(
+            "signatures:\n  mode: enforce\n  notation: {trustPolicy: sig/tp.json, trustStore: sig/ts}\n  cosign:\n    - {scope: \"ghcr.io/fluxcd/*\", key: sig/flux.pub}\n",
+            Path::new("m.yaml"),
+        )
+        .unwrap();
+        let s = &cfg.signatures;
+        assert_eq!(s.mode, SignatureMode::Enforce);
+        assert_eq!(s.notation.as_ref().unwrap().trust_store, PathBuf::from("sig/ts"));
+        assert_eq!((s.cosign[0].scope.as_str(), s.cosign[0].key.as_path()), ("ghcr.io/fluxcd/*", Path::new("sig/flux.pub")));
+        let e = Config::parse("images: []\nsignatures:\n  mode: strict\n", Path::new("m.yaml")).unwrap_err().to_string();
+        assert!(e.contains("strict") && e.contains("line 3"), "{e}");
+        let e = Config::parse("signatures:\n  mode: audit\n  cosign:\n    - {scope: a, key: k, keys: x}\n", Path::new("m.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keys") && e.contains("line 4"), "{e}");
+        let e = Config::parse("signatures: {mode: audit}\n", Path::new("m.yaml")).unwrap_err().to_string();
+        assert!(e.contains("neither signatures.notation nor signatures.cosign"), "{e}");
     }
 
     // Checks the two shapes of an `images:` entry and that a misspelt rule key is named at its line.
