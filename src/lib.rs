@@ -4,6 +4,8 @@
 //! Data flows config → image set → plan → transfer → report:
 //! - [`config`]: the YAML file, registries and their endpoints;
 //! - [`imageset`]: which images are needed and why (AKS component lists, workload manifests);
+//! - [`provenance`]: Notary Project and cosign signature verification (trust policy, trust
+//!   store, envelopes, certificate chains, timestamps), on bytes handed to it;
 //! - [`registry`]: a thin distribution-API client (auth, retries, manifests, blobs, uploads);
 //! - [`transfer`]: verified streaming copy and cache warming of one image graph;
 //! - [`azure`]: Entra ID sign-in to ACR, run records and the run lock in Blob Storage;
@@ -38,5 +40,6 @@ pub mod config;
 pub mod report;
 
 internal_modules!(
-    azure, digest, exit, imageset, ledger, manifest, plan, reference, registry, sanitize, shard, time, transfer
+    azure, digest, exit, imageset, ledger, manifest, plan, provenance, reference, registry, sanitize, shard, time,
+    transfer
 );

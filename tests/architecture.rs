@@ -12,6 +12,8 @@ const LAYERS: &[&[&str]] = &[
     &["digest", "sanitize", "time", "exit"],
     // Names and documents of the distribution protocol.
     &["reference", "manifest"],
+    // Who published an image: signature verification on bytes handed to it (no config, no network).
+    &["provenance"],
     // The configuration file, as plain data.
     &["config", "shard"],
     // The distribution client.
