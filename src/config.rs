@@ -761,12 +761,19 @@ mod tests {
         let s = &cfg.signatures;
         assert_eq!(s.mode, SignatureMode::Enforce);
         assert_eq!(s.notation.as_ref().unwrap().trust_store, PathBuf::from("sig/ts"));
-        assert_eq!((s.cosign[0].scope.as_str(), s.cosign[0].key.as_path()), ("ghcr.io/fluxcd/*", Path::new("sig/flux.pub")));
-        let e = Config::parse("images: []\nsignatures:\n  mode: strict\n", Path::new("m.yaml")).unwrap_err().to_string();
+        assert_eq!(
+            (s.cosign[0].scope.as_str(), s.cosign[0].key.as_path()),
+            ("ghcr.io/fluxcd/*", Path::new("sig/flux.pub"))
+        );
+        let e =
+            Config::parse("images: []\nsignatures:\n  mode: strict\n", Path::new("m.yaml")).unwrap_err().to_string();
         assert!(e.contains("strict") && e.contains("line 3"), "{e}");
-        let e = Config::parse("signatures:\n  mode: audit\n  cosign:\n    - {scope: a, key: k, keys: x}\n", Path::new("m.yaml"))
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            "signatures:\n  mode: audit\n  cosign:\n    - {scope: a, key: k, keys: x}\n",
+            Path::new("m.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("keys") && e.contains("line 4"), "{e}");
         let e = Config::parse("signatures: {mode: audit}\n", Path::new("m.yaml")).unwrap_err().to_string();
         assert!(e.contains("neither signatures.notation nor signatures.cosign"), "{e}");

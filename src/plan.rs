@@ -26,6 +26,9 @@ use crate::registry::tags::TagListing;
 use crate::registry::{Registries, Registry, RegistryError};
 use crate::ledger::{Entry, Ledgers};
 
+mod signatures;
+pub use signatures::{Gate, GateFor, SignatureCheck};
+
 /// Requests in flight while planning (HEADs and listings are small).
 const PLAN_CONCURRENCY: usize = 32;
 
@@ -100,6 +103,14 @@ pub struct ImagePlan {
     /// leaves blobs that no tag shows).
     #[serde(skip)]
     pub target_repo_empty: bool,
+    /// What the provenance gate found (`signatures:`); `None` when there is no gate or it did
+    /// not look at this image (see [`Gate::applies`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureCheck>,
+    /// The source manifest's media type and size, when the plan read them anyway: the
+    /// descriptor a signature must name.
+    #[serde(skip)]
+    pub source_descriptor: Option<(String, u64)>,
     #[serde(skip)]
     pub wanted: Wanted,
 }
@@ -156,6 +167,8 @@ pub struct PlanOptions {
     /// the source next to its first request to the cache, where the plan's `HEAD` would hold
     /// every warm back by a round trip to the source per image (70 images: three rounds of 32).
     pub defer_unlisted_warm: bool,
+    /// The provenance gate, when `signatures.mode` is not `off`.
+    pub signatures: Option<Arc<Gate>>,
 }
 
 /// Diffs `wanted` against the targets.
@@ -293,9 +306,17 @@ async fn examine(registries: &Registries, w: Wanted, listing: &TagListing, opts:
         error: None,
         error_kind: None,
         target_repo_empty: listing.tags.is_empty() && listing.manifests.as_ref().is_none_or(|m| m.is_empty()),
+        signature: None,
+        source_descriptor: None,
         wanted: w.clone(),
     };
-    match examine_inner(registries, &w, listing, opts, &mut p).await {
+    let mut result = examine_inner(registries, &w, listing, opts, &mut p).await;
+    if let (Ok(status), Some(gate)) = (&result, &opts.signatures)
+        && gate.applies(*status)
+    {
+        result = check_signature(registries, gate, &mut p).await.map(|()| *status);
+    }
+    match result {
         Ok(status) => p.status = status,
         Err(e) => {
             p.status = Status::Error;
@@ -304,6 +325,24 @@ async fn examine(registries: &Registries, w: Wanted, listing: &TagListing, opts:
         }
     }
     p
+}
+
+/// The provenance gate for one image: the signatures of the source digest, judged.
+async fn check_signature(registries: &Registries, gate: &Gate, p: &mut ImagePlan) -> Result<(), RegistryError> {
+    let w = &p.wanted;
+    let Some(digest) = p.source_digest.clone() else { return Ok(()) };
+    let (media_type, size) = match (gate.covers(w), p.source_descriptor.clone()) {
+        (false, _) => (String::new(), 0),
+        (true, Some(known)) => known,
+        (true, None) => {
+            let src = registries.get(&w.source.registry)?;
+            let m = src.get_manifest(&w.source.repository, digest.as_str()).await?;
+            (m.media_type.clone(), m.bytes.len() as u64)
+        }
+    };
+    let subject = crate::provenance::Subject { media_type, digest: digest.to_string(), size };
+    p.signature = Some(gate.check(registries, w, subject).await?);
+    Ok(())
 }
 
 async fn examine_inner(
@@ -318,7 +357,10 @@ async fn examine_inner(
     // See the early return below: without ACR's listing a warm image is missing whatever the
     // target answers.
     let unlisted_warm = w.mode == MappingMode::Warm && !listing.with_digests && !opts.deep;
-    if unlisted_warm && opts.defer_unlisted_warm {
+    // A warm the gate covers needs the source's digest now: its signature is checked before
+    // anything is read through the cache.
+    let gated = opts.signatures.as_ref().is_some_and(|g| g.covers(w));
+    if unlisted_warm && opts.defer_unlisted_warm && !gated {
         return Ok(Status::Missing);
     }
     let rewrite = w.mode == MappingMode::Copy && opts.index_policy == IndexPolicy::Rewrite && !w.platforms.is_empty();
@@ -332,10 +374,14 @@ async fn examine_inner(
                 registry: src.host.clone(),
                 message: format!("{}: {e}", w.source),
             })?);
+            p.source_descriptor = Some((m.media_type.clone(), m.bytes.len() as u64));
             m.digest
         }
         _ => match src.head_manifest(&w.source.repository, &w.source.selector()).await? {
-            Some(h) => h.digest,
+            Some(h) => {
+                p.source_descriptor = h.size.map(|size| (h.media_type.clone(), size));
+                h.digest
+            }
             None => return Err(RegistryError::no_such_image(&src.host, &w.source.to_string())),
         },
     };

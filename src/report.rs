@@ -15,9 +15,10 @@ use std::time::SystemTime;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
-use crate::config::MappingMode;
+use crate::config::{MappingMode, SignatureMode};
 use crate::digest::Digest;
-use crate::plan::{ImagePlan, Plan, Status};
+use crate::plan::{ImagePlan, Plan, SignatureCheck, Status};
+use crate::provenance::Outcome as Provenance;
 use crate::transfer::pipeline::{ImageResult, Outcome};
 
 pub mod metrics;
@@ -67,6 +68,51 @@ pub struct Summary {
     pub outcomes: Option<OutcomeCounts>,
     /// The images' `bytes` added up (see [`ImageReport::bytes`]).
     pub bytes: u64,
+    /// What the provenance gate found; `None` when `signatures.mode` is `off`.
+    pub signatures: Option<SignatureSummary>,
+}
+
+/// The provenance gate of a run: its mode, the images by what their signatures proved, and
+/// what the verification does not check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureSummary {
+    pub mode: SignatureMode,
+    pub verified: usize,
+    pub unsigned: usize,
+    pub invalid: usize,
+    pub not_covered: usize,
+    /// Limits a reader of the report must know about (revocation is not checked offline).
+    pub notes: Vec<String>,
+}
+
+/// What the provenance gate found for one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureReport {
+    /// `verified`, `unsigned`, `invalid` or `not covered`.
+    pub outcome: String,
+    /// Who signed (`verified`): the signing certificate's subject, or `sha256:<fingerprint>` of
+    /// a cosign public key.
+    pub signer: Option<String>,
+    /// Why no signature verified (`invalid`).
+    pub reason: Option<String>,
+}
+
+impl SignatureReport {
+    fn of(c: &SignatureCheck) -> Self {
+        let (signer, reason) = match &c.outcome {
+            Provenance::Verified { signer } => (Some(signer.clone()), None),
+            Provenance::Invalid { reason } => (None, Some(reason.clone())),
+            Provenance::Unsigned | Provenance::NotCovered => (None, None),
+        };
+        SignatureReport { outcome: c.outcome.as_str().to_string(), signer, reason }
+    }
+
+    /// Whether the gate, enforcing, holds this image back.
+    fn bad(&self) -> bool {
+        self.outcome == "unsigned" || self.outcome == "invalid"
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -86,6 +132,7 @@ pub struct OutcomeCounts {
     pub failed: usize,
     pub skipped: usize,
     pub interrupted: usize,
+    pub rejected: usize,
 }
 
 /// One image of a run.
@@ -121,6 +168,9 @@ pub struct ImageReport {
     /// A stable name of what kind of error `error` is (`timeout`, `unauthorized`,
     /// `digest_mismatch`, `short_body`, … — listed in docs/reports.md).
     pub error_kind: Option<String>,
+    /// What the provenance gate found; `None` when there is no gate or it did not look at this
+    /// image (`sync` looks only at images it copies or warms).
+    pub signature: Option<SignatureReport>,
 }
 
 impl Report {
@@ -139,6 +189,7 @@ impl Report {
                 Outcome::Failed => &mut o.failed,
                 Outcome::Skipped => &mut o.skipped,
                 Outcome::Interrupted => &mut o.interrupted,
+                Outcome::Rejected => &mut o.rejected,
             } += 1;
         }
         report.summary.outcomes = Some(o);
@@ -149,6 +200,27 @@ impl Report {
     pub fn from_plan(command: &str, started: SystemTime, duration_ms: u64, plan: &Plan) -> Self {
         let images = plan.images.iter().map(ImageReport::from_plan).collect();
         Self::assemble(command, started, duration_ms, RunStatus::Completed, None, images)
+    }
+
+    /// Adds the provenance gate's summary: `mode`, the images counted by what their signatures
+    /// proved, and `notes` (what verification does not check).
+    pub fn with_signatures(mut self, mode: SignatureMode, notes: Vec<String>) -> Self {
+        let mut s = SignatureSummary { mode, verified: 0, unsigned: 0, invalid: 0, not_covered: 0, notes };
+        for sig in self.images.iter().filter_map(|i| i.signature.as_ref()) {
+            *match sig.outcome.as_str() {
+                "verified" => &mut s.verified,
+                "unsigned" => &mut s.unsigned,
+                "invalid" => &mut s.invalid,
+                _ => &mut s.not_covered,
+            } += 1;
+        }
+        self.summary.signatures = Some(s);
+        self
+    }
+
+    /// Whether the gate enforces: a covered image without a valid signature is a failure.
+    fn enforced(&self) -> bool {
+        self.summary.signatures.as_ref().is_some_and(|s| s.mode == SignatureMode::Enforce)
     }
 
     /// The report of a run that failed before it had images to report on; in JUnit one failed
@@ -208,7 +280,7 @@ impl Report {
                 time_ms: self.duration_ms,
                 verdict: Verdict::Failure { kind: "error".into(), message: e.clone(), detail: e.clone() },
             }],
-            None => self.images.iter().map(Case::of).collect(),
+            None => self.images.iter().map(|i| Case::of(i, self.enforced())).collect(),
         };
         let failures = cases.iter().filter(|c| matches!(c.verdict, Verdict::Failure { .. })).count();
         let skipped = cases.iter().filter(|c| matches!(c.verdict, Verdict::Skipped(_))).count();
@@ -285,18 +357,36 @@ impl Report {
                     ("failed", o.failed),
                     ("skipped", o.skipped),
                     ("interrupted", o.interrupted),
+                    ("rejected", o.rejected),
+                ])
+            ),
+            None => String::new(),
+        };
+        let signed = match &s.signatures {
+            Some(g) => format!(
+                "; signatures ({}): {}",
+                g.mode,
+                counts(&[
+                    ("verified", g.verified),
+                    ("unsigned", g.unsigned),
+                    ("invalid", g.invalid),
+                    ("not covered", g.not_covered)
                 ])
             ),
             None => String::new(),
         };
         writeln!(
             w,
-            "{}: {} images; planned: {found}{done}; {} in {:.1}s",
+            "{}: {} images; planned: {found}{done}{signed}; {} in {:.1}s",
             self.command,
             s.images,
             HumanBytes(s.bytes),
             self.duration_ms as f64 / 1000.0
-        )
+        )?;
+        for note in s.signatures.iter().flat_map(|g| &g.notes) {
+            writeln!(w, "note: {note}")?;
+        }
+        Ok(())
     }
 }
 
@@ -316,6 +406,7 @@ impl ImageReport {
             duration_ms: Some(r.duration_ms),
             error: r.error.as_deref().map(crate::sanitize::short),
             error_kind: r.error_kind.map(String::from),
+            signature: r.signature.as_ref().map(SignatureReport::of),
         }
     }
 
@@ -334,6 +425,7 @@ impl ImageReport {
             duration_ms: None,
             error: i.error.as_deref().map(crate::sanitize::short),
             error_kind: i.error_kind.map(String::from),
+            signature: i.signature.as_ref().map(SignatureReport::of),
         }
     }
 
@@ -345,6 +437,12 @@ impl ImageReport {
         }
         if self.outcome.is_some() {
             return "failed".into();
+        }
+        if let Some(sig) = self.signature.as_ref().filter(|s| s.bad()) {
+            return match &sig.reason {
+                Some(reason) => format!("signature {}: {reason}", sig.outcome),
+                None => format!("signature {}: no signature found", sig.outcome),
+            };
         }
         match self.planned {
             Status::Present => "failed".into(),
@@ -399,15 +497,24 @@ enum Verdict {
 }
 
 impl Case {
-    fn of(i: &ImageReport) -> Self {
+    /// `enforced`: the provenance gate enforces, so a present image without a valid signature
+    /// fails (`verify`).
+    fn of(i: &ImageReport, enforced: bool) -> Self {
+        let unsigned = enforced && i.signature.as_ref().is_some_and(SignatureReport::bad);
         let verdict = match i.outcome {
             Some(Outcome::Failed) => {
                 Verdict::Failure { kind: "failed".into(), message: i.problem(), detail: i.route() }
+            }
+            Some(Outcome::Rejected) => {
+                Verdict::Failure { kind: "rejected".into(), message: i.problem(), detail: i.route() }
             }
             Some(Outcome::Skipped | Outcome::Interrupted) => {
                 Verdict::Skipped(i.error.clone().unwrap_or_else(|| "not attempted".into()))
             }
             Some(_) => Verdict::Passed,
+            None if i.planned == Status::Present && unsigned => {
+                Verdict::Failure { kind: "signature".into(), message: i.problem(), detail: i.route() }
+            }
             None if i.planned == Status::Present => Verdict::Passed,
             None => Verdict::Failure { kind: i.planned.to_string(), message: i.problem(), detail: i.route() },
         };
@@ -488,6 +595,7 @@ mod tests {
             duration_ms: 1500,
             error: error.map(String::from),
             error_kind: error.map(|_| "status"),
+            signature: None,
         }
     }
 

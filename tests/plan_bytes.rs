@@ -57,6 +57,7 @@ async fn shared_blobs_count_once_and_present_blobs_not_at_all() {
         skip_bytes: false,
         warm_ledger: None,
         defer_unlisted_warm: false,
+        signatures: None,
     };
     let p = plan::plan(&registries, &want, &opts).await.unwrap();
 
@@ -83,6 +84,7 @@ async fn rewrite_counts_only_the_chosen_platforms() {
         skip_bytes: false,
         warm_ledger: None,
         defer_unlisted_warm: false,
+        signatures: None,
     };
     let p = plan::plan(&registries, &[wanted("x/multi", "1", &["linux/amd64"])], &opts).await.unwrap();
     let amd64 = &image.children[0];

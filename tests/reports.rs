@@ -229,6 +229,7 @@ fn result(target: &str, outcome: Outcome, error: Option<&str>) -> ImageResult {
         duration_ms: 5,
         error: error.map(String::from),
         error_kind: error.map(|_| "timeout"),
+        signature: None,
     }
 }
 

@@ -5,7 +5,8 @@ use super::{
     AppError, ConfigFile, Ending, PlanRequest, RunOutcome, RunRequest, Started, records, stopped_before_plan,
     unless_stopped, wanted,
 };
-use crate::plan::{self, PlanOptions, Status};
+use crate::config::SignatureMode;
+use crate::plan::{self, GateFor, PlanOptions, Status};
 use crate::report::Report;
 
 /// What `sync` would do, without writing.
@@ -31,6 +32,7 @@ async fn examine(
     req: &RunRequest,
     started: Started,
 ) -> Result<RunOutcome, AppError> {
+    let gate = super::gate(file, if command == "verify" { GateFor::Verify } else { GateFor::Plan })?;
     let wanted = wanted(file, req).await?;
     let registries = super::registries(&file.config)?;
     let opts = PlanOptions {
@@ -42,17 +44,23 @@ async fn examine(
         // whether a listed warm image was completely warmed.
         warm_ledger: (command != "verify").then(|| file.config.warm_ledger.repository.clone()),
         defer_unlisted_warm: false,
+        signatures: gate.clone(),
     };
     let Some(p) = unless_stopped(&req.stop, plan::plan(&registries, &wanted, &opts)).await else {
         return Ok(stopped_before_plan(command, started));
     };
     let p = p?;
-    let report = Report::from_plan(command, started.at, started.elapsed_ms(), &p);
+    let report = super::signed(Report::from_plan(command, started.at, started.elapsed_ms(), &p), &gate);
+    // `verify` under `enforce`: a covered image in the target without a valid signature is
+    // drift, like a missing blob (`plan` reports the outcomes; `sync` acts on them).
+    let unsigned = command == "verify"
+        && gate.as_ref().is_some_and(|g| g.mode == SignatureMode::Enforce)
+        && p.images.iter().any(|i| i.signature.as_ref().is_some_and(|s| s.rejection().is_some()));
     let ending = if req.stop.is_cancelled() {
         Ending::Stopped
     } else if p.count(Status::Error) > 0 {
         Ending::Unexamined
-    } else if p.in_sync() {
+    } else if p.in_sync() && !unsigned {
         Ending::Complete
     } else {
         Ending::Drift

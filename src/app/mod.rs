@@ -16,15 +16,17 @@ mod records;
 mod sync;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::azure::storage::UploadedRecords;
 use crate::azure::{LockHeld, StorageError};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SignatureMode};
 use crate::imageset::{self, ImageSetError, Resolved};
-use crate::plan::{Plan, Wanted};
+use crate::plan::{Gate, GateFor, Plan, Wanted};
+use crate::provenance::{ProvenanceError, Verifier};
 use crate::registry::RegistryError;
 use crate::report::Report;
 use crate::shard::Shard;
@@ -128,6 +130,34 @@ pub enum AppError {
     Locked(LockHeld),
     #[error("cannot take the run lock: {0}")]
     Lock(StorageError),
+    /// `signatures:` names a trust policy, trust store or key that cannot be used: nothing was
+    /// read from a registry or written.
+    #[error("{}: signatures: {error}", file.display())]
+    Signatures { file: PathBuf, error: ProvenanceError },
+}
+
+/// The provenance gate of `file` for a command, `None` when `signatures.mode` is `off`. Loaded
+/// before anything is read from a registry, so that a bad trust policy, trust store or key ends
+/// the run before it has done anything. Paths are relative to the config file.
+fn gate(file: &ConfigFile, for_command: GateFor) -> Result<Option<Arc<Gate>>, AppError> {
+    let s = &file.config.signatures;
+    if s.mode == SignatureMode::Off {
+        return Ok(None);
+    }
+    let dir = file.dir();
+    let notation = s.notation.as_ref().map(|n| (dir.join(&n.trust_policy), dir.join(&n.trust_store)));
+    let cosign: Vec<(String, PathBuf)> = s.cosign.iter().map(|k| (k.scope.clone(), dir.join(&k.key))).collect();
+    let verifier = Verifier::load(notation.as_ref().map(|(p, t)| (p.as_path(), t.as_path())), &cosign)
+        .map_err(|error| AppError::Signatures { file: file.path.clone(), error })?;
+    Ok(Some(Arc::new(Gate { verifier: Arc::new(verifier), mode: s.mode, for_command, now: SystemTime::now() })))
+}
+
+/// Adds the gate's summary to a run's report.
+fn signed(report: Report, gate: &Option<Arc<Gate>>) -> Report {
+    match gate {
+        Some(g) => report.with_signatures(g.mode, g.verifier.notes()),
+        None => report,
+    }
 }
 
 /// The image set of `file`, as `resolve` shows it. Its warnings are logged.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{AppError, ConfigFile, Ending, RunOutcome, Started, SyncRequest, records, stopped_before_plan};
 use super::{unless_stopped, wanted};
-use crate::plan::{self, Plan, PlanOptions};
+use crate::plan::{self, Gate, GateFor, Plan, PlanOptions};
 use crate::report::Report;
 use crate::transfer::pipeline::{self, Observer, RunOptions};
 use crate::transfer::{self, Context};
@@ -28,12 +28,13 @@ impl SyncObserver for () {}
 pub async fn sync(file: &ConfigFile, req: &SyncRequest, observer: &dyn SyncObserver) -> Result<RunOutcome, AppError> {
     let started = Started::now();
     let shard = req.run.shard;
+    let gate = super::gate(file, GateFor::Sync)?;
     let wanted = match wanted(file, &req.run).await {
         Ok(w) => w,
         Err(e) => return records::upload(&file.config, shard, "sync", started, Err(e)).await,
     };
     let lock = records::lock(&file.config, shard, "sync").await?;
-    let result = transfer_all(file, wanted, req, observer, started).await;
+    let result = transfer_all(file, wanted, req, observer, started, gate).await;
     let result = records::upload(&file.config, shard, "sync", started, result).await;
     records::release(lock).await;
     result
@@ -45,6 +46,7 @@ async fn transfer_all(
     req: &SyncRequest,
     observer: &dyn SyncObserver,
     started: Started,
+    gate: Option<Arc<Gate>>,
 ) -> Result<RunOutcome, AppError> {
     let cfg = &file.config;
     let registries = super::registries(cfg)?;
@@ -56,6 +58,7 @@ async fn transfer_all(
         skip_bytes: true,
         warm_ledger: Some(cfg.warm_ledger.repository.clone()),
         defer_unlisted_warm: true,
+        signatures: gate.clone(),
     };
     let Some(p) = unless_stopped(&req.run.stop, plan::plan(&registries, &wanted, &opts)).await else {
         return Ok(stopped_before_plan("sync", started));
@@ -77,10 +80,10 @@ async fn transfer_all(
     for (host, n) in registries.request_counts() {
         tracing::debug!(registry = %host, requests = n, "requests made");
     }
-    let report = Report::new("sync", started.at, started.elapsed_ms(), results);
+    let report = super::signed(Report::new("sync", started.at, started.elapsed_ms(), results), &gate);
     let ending = if req.run.stop.is_cancelled() {
         Ending::Stopped
-    } else if report.summary.outcomes.as_ref().is_some_and(|o| o.failed + o.skipped + o.interrupted > 0) {
+    } else if report.summary.outcomes.as_ref().is_some_and(|o| o.failed + o.skipped + o.interrupted + o.rejected > 0) {
         Ending::ImagesFailed
     } else {
         Ending::Complete

@@ -253,7 +253,7 @@ fn log_images(report: &Report) {
         // An image that failed in a sync, or could not be examined, is an error. Drift found by
         // plan or verify (which their exit code reports), and images skipped or interrupted
         // (because of another failure or a stop, said elsewhere) are warnings.
-        let failed = i.outcome == Some(Outcome::Failed) || i.planned == Status::Error;
+        let failed = matches!(i.outcome, Some(Outcome::Failed | Outcome::Rejected)) || i.planned == Status::Error;
         if !failed {
             tracing::warn!(image = %i.target, source = %i.source, source_registry, target_registry, outcome, planned, error_kind, "{message}");
         } else {
@@ -279,15 +279,31 @@ fn show_plan(o: &RunOutcome, output: Output) -> std::io::Result<()> {
     match output {
         // The same document as --report-json (schema/report.v1.json).
         Output::Json => Stdout.write_all(&o.report.to_json()),
-        Output::Table => print_plan(p),
+        Output::Table => print_plan(p, &o.report),
     }
 }
 
-fn print_plan(p: &Plan) -> std::io::Result<()> {
+/// The plan as a table; with the provenance gate on (`report` has its summary), a SIGNATURE
+/// column says what each image's signatures proved, and the detail who signed or why not.
+fn print_plan(p: &Plan, report: &Report) -> std::io::Result<()> {
     let mut out = Stdout;
     let width = p.images.iter().map(|i| i.target.len()).max().unwrap_or(6).clamp(6, 90);
-    writeln!(out, "{:<8} {:<5} {:<width$} {:>10}  DETAIL", "STATUS", "MODE", "TARGET", "TO MOVE")?;
+    let gate = report.summary.signatures.as_ref();
+    let signature_header = if gate.is_some() { format!("{:<12}", "SIGNATURE") } else { String::new() };
+    writeln!(out, "{:<8} {:<5} {signature_header}{:<width$} {:>10}  DETAIL", "STATUS", "MODE", "TARGET", "TO MOVE")?;
     for i in &p.images {
+        let (signature, signed) = match (&i.signature, gate) {
+            (_, None) => (String::new(), String::new()),
+            (None, Some(_)) => (format!("{:<12}", "-"), String::new()),
+            (Some(c), Some(_)) => (
+                format!("{:<12}", c.outcome.as_str()),
+                match &c.outcome {
+                    crate::provenance::Outcome::Verified { signer } => format!("; signed by {signer}"),
+                    crate::provenance::Outcome::Invalid { reason } => format!("; signature invalid: {reason}"),
+                    _ => String::new(),
+                },
+            ),
+        };
         let detail = match i.status {
             Status::Outdated => format!(
                 "target {} → source {}",
@@ -300,15 +316,25 @@ fn print_plan(p: &Plan) -> std::io::Result<()> {
         };
         writeln!(
             out,
-            "{:<8} {:<5} {:<width$} {:>10}  {}",
+            "{:<8} {:<5} {signature}{:<width$} {:>10}  {detail}{signed}",
             i.status.to_string(),
             format!("{:?}", i.mode).to_lowercase(),
             i.target,
             indicatif::HumanBytes(i.bytes_to_move).to_string(),
-            detail
         )?;
     }
-    writeln!(out, "{}; {} to move", p.counts(), indicatif::HumanBytes(p.bytes_to_move))
+    writeln!(out, "{}; {} to move", p.counts(), indicatif::HumanBytes(p.bytes_to_move))?;
+    if let Some(g) = gate {
+        writeln!(
+            out,
+            "signatures ({}): {} verified, {} unsigned, {} invalid, {} not covered",
+            g.mode, g.verified, g.unsigned, g.invalid, g.not_covered
+        )?;
+        for note in &g.notes {
+            writeln!(out, "note: {note}")?;
+        }
+    }
+    Ok(())
 }
 
 fn short(d: &crate::digest::Digest) -> String {

@@ -16,6 +16,7 @@ pub mod docker_config;
 pub mod error;
 pub mod manifests;
 pub mod referrers;
+pub mod signatures;
 pub mod tags;
 pub mod transport;
 pub mod uploads;

@@ -101,6 +101,7 @@ pub fn render(m: &RunMetrics, carried: Carried) -> String {
             ("failed", c.failed),
             ("skipped", c.skipped),
             ("interrupted", c.interrupted),
+            ("rejected", c.rejected),
         ];
         gauge("acr_mirror_last_run_images", "Images of the last run by what it did to them.", &by("outcome", &counts));
     }
@@ -117,6 +118,19 @@ pub fn render(m: &RunMetrics, carried: Carried) -> String {
         "Images of the last run by what the plan found in the target before it.",
         &by("status", &counts),
     );
+    if let Some(g) = &r.summary.signatures {
+        let counts = [
+            ("verified", g.verified),
+            ("unsigned", g.unsigned),
+            ("invalid", g.invalid),
+            ("not covered", g.not_covered),
+        ];
+        gauge(
+            "acr_mirror_last_run_images_signature",
+            "Images of the last run whose signatures the provenance gate checked, by what they proved.",
+            &by("signature", &counts),
+        );
+    }
     o
 }
 
@@ -178,6 +192,7 @@ mod tests {
             duration_ms: 0,
             error: None,
             error_kind: None,
+            signature: None,
         }
     }
 

@@ -13,7 +13,7 @@ use crate::ledger::{Entry, Ledgers};
 use crate::config::MappingMode;
 use crate::digest::Digest;
 use crate::manifest::IndexPolicy;
-use crate::plan::{ImagePlan, Plan, Status};
+use crate::plan::{ImagePlan, Plan, SignatureCheck, Status};
 use crate::registry::Registries;
 
 /// What happened to one image in a run.
@@ -30,6 +30,9 @@ pub enum Outcome {
     Failed,
     /// Not attempted because an earlier image failed and `--fail-fast` was given.
     Skipped,
+    /// Neither copied nor warmed: the provenance gate (`signatures.mode: enforce`) found no
+    /// valid signature; the error says why.
+    Rejected,
     /// Not reached, or abandoned after the grace period, because the run was asked to stop
     /// (SIGTERM/SIGINT). Its tag was not written, so the target holds no partial image under it.
     Interrupted,
@@ -56,6 +59,9 @@ pub struct ImageResult {
     /// interrupted, whose outcome says why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<&'static str>,
+    /// What the provenance gate found, as the plan checked it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureCheck>,
 }
 
 /// Options for a run.
@@ -119,6 +125,15 @@ async fn run_images(
         .map(|(n, img)| {
             let cancel = cancel.clone();
             async move {
+                // The provenance gate: an image it rejects is neither copied nor warmed, and does
+                // not stop the others (`--fail-fast` is about failures, not about policy).
+                if let Some(reason) = img.signature.as_ref().and_then(SignatureCheck::rejection)
+                    && img.status.needs_work()
+                {
+                    let r = ImageResult { error_kind: Some("signature"), ..ImageResult::from_plan(img, Outcome::Rejected, Some(reason)) };
+                    observer.finished(&r);
+                    return r;
+                }
                 if !img.status.needs_work() {
                     if img.status == Status::Error {
                         if opts.fail_fast {
@@ -198,6 +213,7 @@ impl ImageResult {
             duration_ms: 0,
             error,
             error_kind: None,
+            signature: img.signature.clone(),
         }
     }
 }
