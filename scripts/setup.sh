@@ -10,10 +10,11 @@ cd "$(dirname "$0")/.."
 # The commands each use needs, as "command:Debian package". docker-registry is the CNCF
 # distribution registry every integration test and the demo start on loopback; skopeo is the
 # independent client the tests check what mirror wrote with; xmllint checks the JUnit reports
-# against the Jenkins schema (tests/reports.rs).
+# against the Jenkins schema (tests/reports.rs); openssl makes cosign keys and signatures and python3
+# runs tests/support/sign.py, which makes Notary Project signatures (tests/provenance.rs).
 case "${1:-}" in
   demo) needs=(docker-registry:docker-registry curl:curl) ;;
-  test) needs=(docker-registry:docker-registry skopeo:skopeo xmllint:libxml2-utils) ;;
+  test) needs=(docker-registry:docker-registry skopeo:skopeo xmllint:libxml2-utils openssl:openssl python3:python3-venv) ;;
   *) echo "usage: scripts/setup.sh demo|test" >&2; exit 1 ;;
 esac
 
@@ -33,6 +34,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "  sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
     exit 1
   fi
+fi
+
+# pycose, cryptography and asn1crypto for tests/support/sign.py, pinned in
+# tests/support/requirements.txt: used from the system python3 when it has them, else installed
+# into .venv-sign/ (which the tests use when it exists).
+if [ "$1" = test ] && ! python3 -c 'import pycose, cryptography, asn1crypto' 2>/dev/null && [ ! -x .venv-sign/bin/python3 ]; then
+  echo "== installing pycose, cryptography, asn1crypto (pip, into .venv-sign)"
+  python3 -m venv .venv-sign
+  .venv-sign/bin/python3 -m pip install --quiet --disable-pip-version-check -r tests/support/requirements.txt
 fi
 
 # Azurite, the Azure Storage emulator the run-record and lock tests start: an npm package pinned

@@ -428,6 +428,66 @@ impl Seeder {
         self.push_oci_artifact(repo, &tag, None, (OCI_CONFIG, config), &[(COSIGN_LAYER, payload)], None).await
     }
 
+    /// A Notary Project signature of `subject` with a real envelope (`application/cose` or
+    /// `application/jose+json`), as `notation sign` stores it: an OCI manifest with artifactType
+    /// `application/vnd.cncf.notary.signature`, the empty config, the envelope as its one layer and
+    /// `subject`; listed in the referrers tag-schema index (distribution 2.8 has no referrers API).
+    pub async fn push_notary_signature(
+        &mut self,
+        repo: &str,
+        subject: &PushedImage,
+        envelope_type: &str,
+        envelope: Vec<u8>,
+    ) -> PushedManifest {
+        let annotations = json!({"io.cncf.notary.x509chain.thumbprint#S256": "[\"test\"]"});
+        let mut m = self
+            .push_oci_artifact(
+                repo,
+                "",
+                Some(NOTARY_SIGNATURE),
+                empty_config(),
+                &[(envelope_type, Blob::new(envelope))],
+                Some((subject.descriptor(), annotations.clone())),
+            )
+            .await;
+        let entry = json!({
+            "mediaType": OCI_MANIFEST, "digest": m.digest.as_str(), "size": m.size,
+            "artifactType": NOTARY_SIGNATURE, "annotations": annotations,
+        });
+        self.add_to_referrers_tag(repo, &subject.digest, entry).await;
+        m.platform = None;
+        m
+    }
+
+    /// A cosign signature of `subject` as cosign 2 stores it by default: the simple-signing
+    /// `payload` as the one layer, its base64 signature in the layer annotation
+    /// `dev.cosignproject.cosign/signature`, at the tag `sha256-<hex>.sig`.
+    pub async fn push_cosign_signed(
+        &mut self,
+        repo: &str,
+        subject: &PushedImage,
+        payload: Vec<u8>,
+        signature_b64: &str,
+    ) -> Digest {
+        let payload = Blob::new(payload);
+        let config = Blob::new(
+            json!({"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": [payload.digest.as_str()]}})
+                .to_string()
+                .into_bytes(),
+        );
+        self.push_blob(repo, &config).await;
+        self.push_blob(repo, &payload).await;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config.digest.as_str(), "size": config.size()},
+            "layers": [{"mediaType": COSIGN_LAYER, "digest": payload.digest.as_str(), "size": payload.size(),
+                        "annotations": {"dev.cosignproject.cosign/signature": signature_b64}}],
+        });
+        let tag = format!("sha256-{}.sig", subject.digest.hex());
+        self.push_manifest(repo, &tag, OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).await
+    }
+
     /// Merges `entry` into the tag-schema referrers index of `subject`.
     pub async fn add_to_referrers_tag(&self, repo: &str, subject: &Digest, entry: Value) {
         let tag = format!("sha256-{}", subject.hex());
