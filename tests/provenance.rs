@@ -112,6 +112,19 @@ impl Env {
         notary_repos: &[&str],
         images: &[String],
     ) {
+        self.config_mapping(src, dst, mode, &format!("target: {prefix}\n    mode: copy"), notary_repos, images)
+    }
+
+    /// [`Env::config`] with the mapping's `target:` and `mode:` lines given.
+    fn config_mapping(
+        &self,
+        src: &TestRegistry,
+        dst: &TestRegistry,
+        mode: &str,
+        mapping: &str,
+        notary_repos: &[&str],
+        images: &[String],
+    ) {
         let scopes: Vec<String> = notary_repos.iter().map(|r| format!("{SRC}/{r}")).collect();
         let policy = json!({
             "version": "1.0",
@@ -127,7 +140,7 @@ impl Env {
         let list: String = images.iter().map(|i| format!("  - {i}\n")).collect();
         let cfg = format!(
             "registries:\n  - host: {SRC}\n    endpoint: {}\n  - host: {DST}\n    endpoint: {}\n\
-             target: {DST}\nmappings:\n  - source: \"*\"\n    target: {prefix}\n    mode: copy\nimages:\n{list}\
+             target: {DST}\nmappings:\n  - source: \"*\"\n    {mapping}\nimages:\n{list}\
              transfer: {{images: 4, retries: 0}}\n\
              signatures:\n  mode: {mode}\n  notation: {{trustPolicy: trustpolicy.json, trustStore: truststore}}\n\
              \x20 cosign:\n    - {{scope: \"{SRC}/cosign/*\", key: cosign.pub}}\n",
@@ -411,4 +424,35 @@ async fn bad_trust_material_ends_the_run_before_anything_is_written() {
     let catalog = support::http_client().get(format!("{}/v2/_catalog", dst.url())).send().await.unwrap();
     let catalog: Value = catalog.json().await.unwrap();
     assert_eq!(catalog["repositories"], json!([]), "nothing was written to the target");
+}
+
+/// Checks warm mode under `enforce`: the source's signature is checked before anything is read
+/// through the cache, so the unsigned image is `rejected` and the cache never fetches its
+/// layer, while the signed one is warmed (its blobs end up on the cache's disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_checks_the_source_signature_before_reading_through_the_cache() {
+    let src = TestRegistry::anonymous().await;
+    let cache = TestRegistry::proxy_cache(&src.url()).await;
+    let env = Env::new();
+    let mut seeder = Seeder::new(&src.url(), 21);
+    let good = seeder.push_random_image("signed/cose", "1", Format::Oci, &[400]).await;
+    let envelope = env.notary(&good, "cose", &[]);
+    seeder.push_notary_signature("signed/cose", &good, COSE, envelope).await;
+    let unsigned = seeder.push_random_image("signed/unsigned", "1", Format::Oci, &[400]).await;
+    let repos = ["signed/cose", "signed/unsigned"];
+    let refs: Vec<String> = repos.iter().map(|r| format!("{SRC}/{r}:1")).collect();
+    env.config_mapping(&src, &cache, "enforce", "target: \"\"\n    mode: warm", &repos, &refs);
+
+    let out = env.mirror(&["sync", "--report-json", "warm.json"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report = env.json("warm.json");
+    validate(&report);
+    assert_eq!(entry(&report, "signed/cose")["outcome"], "warmed", "{report:#}");
+    assert_eq!(entry(&report, "signed/unsigned")["outcome"], "rejected", "{report:#}");
+    let blobs: Vec<_> = good.blobs.iter().map(|(d, _)| d).collect();
+    cache.wait_for_blobs_on_disk(&blobs).await;
+    assert!(
+        !cache.has_blob_on_disk(&unsigned.blobs[1].0),
+        "the rejected image's layer was never read through the cache"
+    );
 }
