@@ -643,6 +643,33 @@ mod tests {
         assert!(text.contains("30 B"), "{text}");
     }
 
+    /// Checks the provenance gate's part of a sync report: a rejected image is counted, fails in
+    /// JUnit with its reason, the signature summary counts each outcome and keeps the notes, and
+    /// signer and reason reach the JSON; fails if a rejection passes as a success.
+    #[test]
+    fn rejected_images_fail_and_signatures_are_counted() {
+        use crate::plan::SignatureCheck;
+        use crate::provenance::Outcome as P;
+        let check = |outcome| Some(SignatureCheck { outcome, enforced: true });
+        let mut ok = result("a", Outcome::Copied, None);
+        ok.signature = check(P::Verified { signer: "CN=Signer".into() });
+        let mut bad = result("b", Outcome::Rejected, Some("signature invalid: expired"));
+        bad.signature = check(P::Invalid { reason: "expired".into() });
+        let mut free = result("c", Outcome::Copied, None);
+        free.signature = check(P::NotCovered);
+        let r = Report::new("sync", std::time::UNIX_EPOCH, 0, vec![ok, bad, free])
+            .with_signatures(SignatureMode::Enforce, vec!["revocation is not checked".into()]);
+        assert_eq!(r.summary.outcomes.as_ref().unwrap().rejected, 1);
+        let g = r.summary.signatures.clone().unwrap();
+        assert_eq!((g.verified, g.unsigned, g.invalid, g.not_covered), (1, 0, 1, 1));
+        let x = String::from_utf8(r.to_junit()).unwrap();
+        assert_eq!(x.matches("<failure type=\"rejected\" message=\"signature invalid: expired\"").count(), 1, "{x}");
+        let json: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
+        assert_eq!(json["images"][0]["signature"]["signer"], "CN=Signer");
+        assert_eq!(json["images"][1]["signature"]["reason"], "expired");
+        assert_eq!(json["summary"]["signatures"]["notes"][0], "revocation is not checked");
+    }
+
     #[test]
     fn a_failed_run_is_one_failed_case_naming_the_error() {
         // Checks the run-level failure report: status failed, the error in JSON and as the one
