@@ -10,7 +10,7 @@ use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
 use crate::app::SyncObserver;
 use crate::plan::ImagePlan;
 use crate::transfer::Context;
-use crate::transfer::pipeline::{ImageResult, Observer};
+use crate::transfer::pipeline::{ImageResult, Observer, Outcome};
 
 /// Follows a sync; it starts showing once the plan says how many images need work.
 pub struct Progress {
@@ -125,7 +125,8 @@ impl Observer for Progress {
             }
             b.images.inc(1);
             if let Some(e) = &r.error {
-                let _ = b.multi.println(format!("failed {}: {e}", r.target));
+                let what = if r.outcome == Outcome::Rejected { "rejected" } else { "failed" };
+                let _ = b.multi.println(format!("{what} {}: {e}", r.target));
             }
         });
         if !shown && r.error.is_none() {
