@@ -101,7 +101,7 @@ impl Env {
     }
 
     /// Writes `mirror.yaml`: every image copied from SRC to DST under `prefix`, and the
-    /// signatures section for `mode` (the trust policy covers `notary_repos` at level strict;
+    /// signatures section for `mode` (the trust policies cover `notary_repos` at level strict;
     /// cosign's key covers `src.test/cosign/*`).
     fn config(
         &self,
@@ -125,17 +125,29 @@ impl Env {
         notary_repos: &[&str],
         images: &[String],
     ) {
-        let scopes: Vec<String> = notary_repos.iter().map(|r| format!("{SRC}/{r}")).collect();
-        let policy = json!({
-            "version": "1.0",
-            "trustPolicies": [{
-                "name": "test-images",
-                "registryScopes": scopes,
-                "signatureVerification": {"level": "strict"},
-                "trustStores": ["ca:test", "tsa:test"],
-                "trustedIdentities": ["x509.subject: C=US, O=Test, CN=Signer"]
-            }]
-        });
+        // Two policies, both strict: with a `tsa` store a signature must carry a timestamp (as
+        // notation-go requires under the default `verifyTimestamp: always`), so only the
+        // timestamped cases are under the one that names it.
+        let mut policies = Vec::new();
+        for (name, timestamped, stores) in
+            [("test-images", false, json!(["ca:test"])), ("timestamped", true, json!(["ca:test", "tsa:test"]))]
+        {
+            let scopes: Vec<String> = notary_repos
+                .iter()
+                .filter(|r| r.contains("timestamped") == timestamped)
+                .map(|r| format!("{SRC}/{r}"))
+                .collect();
+            if !scopes.is_empty() {
+                policies.push(json!({
+                    "name": name,
+                    "registryScopes": scopes,
+                    "signatureVerification": {"level": "strict"},
+                    "trustStores": stores,
+                    "trustedIdentities": ["x509.subject: C=US, ST=WA, O=Test, CN=Signer"]
+                }));
+            }
+        }
+        let policy = json!({"version": "1.0", "trustPolicies": policies});
         std::fs::write(self.path("trustpolicy.json"), serde_json::to_vec_pretty(&policy).unwrap()).unwrap();
         let list: String = images.iter().map(|i| format!("  - {i}\n")).collect();
         let cfg = format!(

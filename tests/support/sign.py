@@ -9,7 +9,7 @@ signature-envelope-jws.md, signature-specification.md). Pinned in scripts/setup.
     sign.py pki DIR
         Writes a PKI into DIR: a trusted CA and a TSA root (in the trust store layout under
         DIR/truststore/x509/{ca,tsa}/test/), an untrusted CA, and signing certificates with their
-        keys: leaf (CN=Signer, valid now), expired (CN=Signer, valid only during 2020), other
+        keys: leaf (CN=Signer, ST=WA, O=Test, C=US; valid now), expired (CN=Signer, valid only during 2020), other
         (CN=Intruder, trusted CA) and rogue (CN=Signer, untrusted CA).
 
     sign.py sign DIR OUT --format cose|jws --subject JSON --cert NAME [--timestamp]
@@ -49,6 +49,7 @@ PAST = datetime.datetime(2020, 6, 1, tzinfo=UTC)
 
 def name(cn):
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Test"),
+                      x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "WA"),
                       x509.NameAttribute(NameOID.COUNTRY_NAME, "US")])
 
 
