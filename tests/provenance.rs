@@ -195,28 +195,29 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The cases of the issue, each an image of its own, and what the gate must find.
-const CASES: &[(&str, &str)] = &[
-    ("signed/cose", "verified"),
-    ("signed/jws", "verified"),
-    ("signed/tampered", "invalid"),
-    ("signed/rogue-ca", "invalid"),
-    ("signed/expired", "invalid"),
-    ("signed/expired-timestamped", "verified"),
-    ("signed/jws-expired-timestamped", "verified"),
-    ("signed/intruder", "invalid"),
-    ("signed/critical", "invalid"),
-    ("signed/unsigned", "unsigned"),
-    ("cosign/good", "verified"),
-    ("cosign/bad", "invalid"),
-    ("free/app", "not covered"),
+/// The cases of the issue, each an image of its own: what the gate must find, and a word of
+/// the reason an invalid one must give (so that each fails for its own reason, not another's).
+const CASES: &[(&str, &str, &str)] = &[
+    ("signed/cose", "verified", ""),
+    ("signed/jws", "verified", ""),
+    ("signed/tampered", "invalid", "is for sha256:0000"),
+    ("signed/rogue-ca", "invalid", "does not lead to a certificate"),
+    ("signed/expired", "invalid", "not valid at the time"),
+    ("signed/expired-timestamped", "verified", ""),
+    ("signed/jws-expired-timestamped", "verified", ""),
+    ("signed/intruder", "invalid", "not a trusted identity"),
+    ("signed/critical", "invalid", "unknown critical header"),
+    ("signed/unsigned", "unsigned", ""),
+    ("cosign/good", "verified", ""),
+    ("cosign/bad", "invalid", "does not verify"),
+    ("free/app", "not covered", ""),
 ];
 
 /// Pushes one small image per case into `src` and signs it as its case says.
 async fn seed(env: &Env, src: &TestRegistry) -> Vec<PushedImage> {
     let mut seeder = Seeder::new(&src.url(), 18);
     let mut pushed = Vec::new();
-    for (repo, _) in CASES {
+    for (repo, _, _) in CASES {
         let image = seeder.push_random_image(repo, "1", Format::Oci, &[700]).await;
         let other = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
         let notary: Option<(&str, Vec<&str>)> = match *repo {
@@ -251,11 +252,11 @@ async fn seed(env: &Env, src: &TestRegistry) -> Vec<PushedImage> {
 }
 
 fn references() -> Vec<String> {
-    CASES.iter().map(|(repo, _)| format!("{SRC}/{repo}:1")).collect()
+    CASES.iter().map(|(repo, _, _)| format!("{SRC}/{repo}:1")).collect()
 }
 
 fn notary_repos() -> Vec<&'static str> {
-    CASES.iter().map(|(r, _)| *r).filter(|r| r.starts_with("signed/")).collect()
+    CASES.iter().map(|(r, _, _)| *r).filter(|r| r.starts_with("signed/")).collect()
 }
 
 /// Checks the gate under `enforce` on every case of the issue: `plan` reports each image's
@@ -277,13 +278,17 @@ async fn enforce_copies_only_images_with_a_valid_signature() {
     assert_eq!(out.status.code(), Some(2), "drift: {}", stderr(&out));
     let plan = env.json("plan.json");
     validate(&plan);
-    for (repo, want) in CASES {
+    // The signer of a cosign signature is the fingerprint of its key, computed here with openssl.
+    let der = run("openssl", &["pkey", "-pubin", "-in", env.path("cosign.pub").to_str().unwrap(), "-outform", "DER"]);
+    let fingerprint = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der)));
+    for (repo, want, why) in CASES {
         let sig = &entry(&plan, repo)["signature"];
         assert_eq!(sig["outcome"], *want, "{repo}: {sig}");
         match *want {
-            "verified" => assert!(sig["signer"].as_str().is_some_and(|s| !s.is_empty()), "{repo}: {sig}"),
-            "invalid" => assert!(sig["reason"].as_str().is_some_and(|s| !s.is_empty()), "{repo}: {sig}"),
-            _ => {}
+            "verified" if repo.starts_with("cosign/") => assert_eq!(sig["signer"], fingerprint.as_str(), "{repo}"),
+            "verified" => assert!(sig["signer"].as_str().unwrap().contains("CN=Signer"), "{repo}: {sig}"),
+            "invalid" => assert!(sig["reason"].as_str().unwrap().contains(why), "{repo}: {sig} should say {why:?}"),
+            _ => assert!(sig["signer"].is_null() && sig["reason"].is_null(), "{repo}: {sig}"),
         }
     }
     let g = &plan["summary"]["signatures"];
@@ -304,7 +309,7 @@ async fn enforce_copies_only_images_with_a_valid_signature() {
     let sync = env.json("sync.json");
     validate(&sync);
     let junit = std::fs::read_to_string(env.path("sync.xml")).unwrap();
-    for ((repo, want), image) in CASES.iter().zip(&pushed) {
+    for ((repo, want, _), image) in CASES.iter().zip(&pushed) {
         let e = entry(&sync, repo);
         let in_target = images::manifest_digest(&dst.url(), &format!("mirror/{repo}"), "1", None).await;
         if matches!(*want, "verified" | "not covered") {
@@ -340,8 +345,8 @@ async fn enforce_copies_only_images_with_a_valid_signature() {
     // verify: the images that went in carry valid signatures in the target.
     let went_in: Vec<String> = CASES
         .iter()
-        .filter(|(_, w)| matches!(*w, "verified" | "not covered"))
-        .map(|(r, _)| format!("{SRC}/{r}:1"))
+        .filter(|(_, w, _)| matches!(*w, "verified" | "not covered"))
+        .map(|(r, _, _)| format!("{SRC}/{r}:1"))
         .collect();
     env.config(&src, &dst, "enforce", "mirror", &notary_repos(), &went_in);
     let out = env.mirror(&["verify", "--report-json", "verify.json", "--report-junit", "verify.xml"]).await;
