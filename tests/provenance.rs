@@ -125,6 +125,11 @@ impl Env {
         notary_repos: &[&str],
         images: &[String],
     ) {
+        self.config_urls(&src.url(), &dst.url(), mode, mapping, notary_repos, images)
+    }
+
+    /// [`Env::config_mapping`] with the registries' endpoints given.
+    fn config_urls(&self, src: &str, dst: &str, mode: &str, mapping: &str, notary_repos: &[&str], images: &[String]) {
         // Two policies, both strict: with a `tsa` store a signature must carry a timestamp (as
         // notation-go requires under the default `verifyTimestamp: always`), so only the
         // timestamped cases are under the one that names it.
@@ -156,8 +161,7 @@ impl Env {
              transfer: {{images: 4, retries: 0}}\n\
              signatures:\n  mode: {mode}\n  notation: {{trustPolicy: trustpolicy.json, trustStore: truststore}}\n\
              \x20 cosign:\n    - {{scope: \"{SRC}/cosign/*\", key: cosign.pub}}\n",
-            src.url(),
-            dst.url()
+            src, dst
         );
         std::fs::write(self.path("mirror.yaml"), cfg).unwrap();
     }
@@ -472,4 +476,48 @@ async fn warm_checks_the_source_signature_before_reading_through_the_cache() {
         !cache.has_blob_on_disk(&unsigned.blobs[1].0),
         "the rejected image's layer was never read through the cache"
     );
+}
+
+/// Checks the Referrers API path and locks the gate's cost: behind a proxy that answers the
+/// OCI 1.1 referrers API, a signed and an unsigned image are synced once with `mode: off` and
+/// once with `mode: audit` (into two fresh targets, so that no blob is mounted instead of read).
+/// The gate finds the COSE signature through the API, and costs the source exactly one
+/// referrers listing per image plus the signature's manifest and envelope: 4 requests, and
+/// nothing else; with `off` it asks for no envelope at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_referrers_api_is_used_and_the_cost_is_locked() {
+    let upstream = TestRegistry::anonymous().await;
+    let src = support::ReferrersProxy::start(&upstream.url()).await;
+    let env = Env::new();
+    let mut seeder = Seeder::new(&src.url(), 22);
+    let signed = seeder.push_random_image("signed/cose", "1", Format::Oci, &[300]).await;
+    let envelope = env.notary(&signed, "cose", &[]);
+    let sig = seeder.push_notary_signature("signed/cose", &signed, COSE, envelope).await;
+    seeder.push_random_image("signed/unsigned", "1", Format::Oci, &[300]).await;
+    assert_eq!(src.referrers("signed/cose", &signed.digest).len(), 1, "the proxy lists the signature");
+    let repos = ["signed/cose", "signed/unsigned"];
+    let refs: Vec<String> = repos.iter().map(|r| format!("{SRC}/{r}:1")).collect();
+
+    let mut counts = Vec::new();
+    for mode in ["off", "audit"] {
+        let dst = TestRegistry::anonymous().await;
+        // The proxy stands in for the source registry: the config points SRC at it.
+        env.config_urls(&src.url(), &dst.url(), mode, "target: mirror\n    mode: copy", &repos, &refs);
+        let before = src.requests().len();
+        let out = env.mirror(&["sync", "--report-json", &format!("{mode}.json")]).await;
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
+        let seen: Vec<(String, String)> = src.requests()[before..].to_vec();
+        counts.push(seen);
+    }
+    let audit = env.json("audit.json");
+    assert_eq!(entry(&audit, "signed/cose")["signature"]["outcome"], "verified", "{audit:#}");
+    assert_eq!(entry(&audit, "signed/unsigned")["signature"]["outcome"], "unsigned", "{audit:#}");
+    let envelope_reads = |seen: &[(String, String)]| {
+        let blob = format!("/blobs/{}", sig.blobs[1].0);
+        seen.iter().filter(|(m, p)| m == "GET" && p.contains(&blob)).count()
+    };
+    let (off, on) = (&counts[0], &counts[1]);
+    assert_eq!(envelope_reads(off), 1, "off: the copy reads the envelope once, to copy it: {off:?}");
+    assert_eq!(envelope_reads(on), 2, "audit: the gate reads it once more: {on:?}");
+    assert_eq!(on.len() - off.len(), 4, "the gate's requests: off {off:#?}\naudit {on:#?}");
 }
