@@ -251,7 +251,9 @@ impl Notation {
         // Integrity: the signing key's algorithm, the signature, the chain's internal
         // consistency, and the payload naming this image.
         let chain = x509::parse_chain(&env.chain).map_err(fail(Stage::Envelope))?;
-        let leaf = &chain[0];
+        let Some(leaf) = chain.first() else {
+            return Err(fail(Stage::Envelope)("the certificate chain is empty".into()));
+        };
         let key = leaf.public_key().map_err(fail(Stage::Integrity))?;
         let expected = key.kind.notary_scheme().map_err(fail(Stage::Integrity))?;
         if env.scheme != expected {
