@@ -376,31 +376,69 @@ fn made_cose(
     sign1.to_tagged_vec().unwrap()
 }
 
+/// A JWS envelope as the specification lays it out, signed with `signer`'s key.
+fn made_jws(signer: &MadeSigner, signing: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm, alg: &str, subject: &Subject) -> Vec<u8> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let protected = serde_json::json!({
+        "alg": alg,
+        "crit": [envelope::SIGNING_SCHEME],
+        "cty": envelope::PAYLOAD_CONTENT_TYPE,
+        envelope::SIGNING_SCHEME: "notary.x509",
+        envelope::SIGNING_TIME: "2025-01-01T00:00:00Z",
+    });
+    let protected = URL_SAFE_NO_PAD.encode(protected.to_string());
+    let payload = URL_SAFE_NO_PAD.encode(payload_for(subject));
+    let key = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(signing, &signer.pkcs8).unwrap();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let signature = key.sign(&rng, format!("{protected}.{payload}").as_bytes()).unwrap();
+    serde_json::json!({
+        "payload": payload,
+        "protected": protected,
+        "header": {"x5c": [STANDARD.encode(&signer.cert_der)], "io.cncf.notary.signingAgent": "acr-mirror tests"},
+        "signature": URL_SAFE_NO_PAD.encode(signature.as_ref()),
+    })
+    .to_string()
+    .into_bytes()
+}
+
 fn made_verifier(signer: &MadeSigner, identity: &str) -> Verifier {
     verifier_with_store(&policy("strict", &["ca:made"], &[identity], ""), signer.store.path())
 }
 
-/// Checks ECDSA envelopes made here (P-256 with ES256, P-384 with ES384) verify under strict
-/// with an `x509.subject` identity naming part of the subject; that an `alg` not matching the
-/// key (ES384 on a P-256 key) is refused; and that an unknown critical header makes an
-/// otherwise valid signature invalid.
+/// Checks ECDSA envelopes made here (COSE with P-256/ES256, P-384/ES384, P-521/ES512; JWS with
+/// P-384/ES384) verify under strict with an `x509.subject` identity naming part of the subject;
+/// that a JWS carrying another key's signature, and an `alg` not matching the key (ES384 on a
+/// P-256 key), are refused; and that an unknown critical header, or a signing scheme header not
+/// marked critical, makes an otherwise valid signature invalid.
 #[test]
 fn ecdsa_envelopes_alg_binding_and_unknown_critical_headers() {
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING};
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, ECDSA_P521_SHA512_FIXED_SIGNING};
     use coset::iana::Algorithm;
     let subject = mock_subject();
     let p256 = made_signer(&ECDSA_P256_SHA256_FIXED_SIGNING, &rcgen::PKCS_ECDSA_P256_SHA256);
     let p384 = made_signer(&ECDSA_P384_SHA384_FIXED_SIGNING, &rcgen::PKCS_ECDSA_P384_SHA384);
     let identity = "x509.subject: C=US, S=WA, O=Made Here";
     let scheme = [envelope::SIGNING_SCHEME];
-    for (signer, signing, alg) in
-        [(&p256, &ECDSA_P256_SHA256_FIXED_SIGNING, Algorithm::ES256), (&p384, &ECDSA_P384_SHA384_FIXED_SIGNING, Algorithm::ES384)]
-    {
+    let p521 = made_signer(&ECDSA_P521_SHA512_FIXED_SIGNING, &rcgen::PKCS_ECDSA_P521_SHA512);
+    for (signer, signing, alg) in [
+        (&p256, &ECDSA_P256_SHA256_FIXED_SIGNING, Algorithm::ES256),
+        (&p384, &ECDSA_P384_SHA384_FIXED_SIGNING, Algorithm::ES384),
+        (&p521, &ECDSA_P521_SHA512_FIXED_SIGNING, Algorithm::ES512),
+    ] {
         let env = made_cose(signer, signing, alg, &scheme, &subject);
         let who = verified_signer(made_verifier(signer, identity).verify(SOURCE, &subject, &[cose(env)], now()));
         // rcgen writes CN first; RFC 4514 text lists the RDNs last to first.
         assert_eq!(who, "O=Made Here,ST=WA,C=US,CN=signer");
     }
+    // The same in a JWS envelope (ES384), and with the signature of another key.
+    let env = made_jws(&p384, &ECDSA_P384_SHA384_FIXED_SIGNING, "ES384", &subject);
+    assert!(matches!(made_verifier(&p384, identity).verify(SOURCE, &subject, &[jws(env)], now()), Outcome::Verified { .. }));
+    let mut env: serde_json::Value = serde_json::from_slice(&made_jws(&p384, &ECDSA_P384_SHA384_FIXED_SIGNING, "ES384", &subject)).unwrap();
+    let other: serde_json::Value = serde_json::from_slice(&made_jws(&made_signer(&ECDSA_P384_SHA384_FIXED_SIGNING, &rcgen::PKCS_ECDSA_P384_SHA384), &ECDSA_P384_SHA384_FIXED_SIGNING, "ES384", &subject)).unwrap();
+    env["signature"] = other["signature"].clone();
+    let reason = invalid_reason(made_verifier(&p384, identity).verify(SOURCE, &subject, &[jws(env.to_string().into_bytes())], now()));
+    assert!(reason.contains("signature does not verify"), "{reason}");
     // ES384 claimed over a P-256 key: the signature is real but the algorithm is not the key's.
     let env = made_cose(&p256, &ECDSA_P256_SHA256_FIXED_SIGNING, Algorithm::ES384, &scheme, &subject);
     let reason = invalid_reason(made_verifier(&p256, identity).verify(SOURCE, &subject, &[cose(env)], now()));
