@@ -203,7 +203,7 @@ fn signature_for_another_image_is_invalid() {
 
 /// Checks a two-certificate chain (PS384, RSA 3072) to a CA store with an `x509.subject`
 /// identity, and the `io.cncf.notary.expiry` attribute: expired in 2022, it fails under strict
-/// and is only logged under permissive.
+/// and is only logged under permissive, and `override` moves it either way.
 #[test]
 fn ca_chain_identity_and_expiry_attribute() {
     let identity = ["x509.subject: C=US, ST=WA, O=Notary, CN=Notation Test Root"];
@@ -215,6 +215,11 @@ fn ca_chain_identity_and_expiry_attribute() {
     assert!(reason.contains("the signature expired at 2022-07-29T23:59:00Z"), "{reason}");
     let permissive = verifier(&policy("permissive", &["ca:valid-trust-store"], &identity, ""));
     assert!(matches!(permissive.verify(SOURCE, &mock_subject(), &expired, now()), Outcome::Verified { .. }));
+    // strict with `override: {expiry: log}` accepts it too; permissive with expiry enforced does not.
+    let relaxed = verifier(&policy("strict", &["ca:valid-trust-store"], &identity, ", \"override\": {\"expiry\": \"log\"}"));
+    assert!(matches!(relaxed.verify(SOURCE, &mock_subject(), &expired, now()), Outcome::Verified { .. }));
+    let tightened = verifier(&policy("permissive", &["ca:valid-trust-store"], &identity, ", \"override\": {\"expiry\": \"enforce\"}"));
+    assert!(matches!(tightened.verify(SOURCE, &mock_subject(), &expired, now()), Outcome::Invalid { .. }));
 }
 
 /// Checks the `notary.x509.signingAuthority` scheme: it verifies against a signingAuthority
