@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use der::Decode;
 use spki::SubjectPublicKeyInfoOwned;
 
-use super::ProvenanceError;
+use super::{ProvenanceError, Stage};
 use super::crypto::{Hash, KeyKind, PublicKey, Scheme};
 
 /// The `critical.type` of every cosign image signature payload.
@@ -63,8 +63,14 @@ impl CosignKey {
         self.scope.matches(source) || normalised.is_some_and(|n| self.scope.matches(n))
     }
 
-    /// Verifies a signature over `payload` and that the payload names `digest`.
-    pub(super) fn verify(&self, payload: &[u8], signature_b64: &str, digest: &str) -> Result<(), String> {
+    /// Verifies a signature over `payload` and that the payload names `digest`. The error says
+    /// whether the signature failed or, signed by this key, the payload does not fit.
+    pub(super) fn verify(&self, payload: &[u8], signature_b64: &str, digest: &str) -> Result<(), (Stage, String)> {
+        self.check_signature(payload, signature_b64).map_err(|e| (Stage::Integrity, e))?;
+        check_payload(payload, digest).map_err(|e| (Stage::Payload, e))
+    }
+
+    fn check_signature(&self, payload: &[u8], signature_b64: &str) -> Result<(), String> {
         let signature = STANDARD
             .decode(signature_b64.trim())
             .map_err(|_| "the signature annotation is not base64".to_string())?;
@@ -80,29 +86,34 @@ impl CosignKey {
         if !schemes.iter().any(|&s| self.key.verify(s, payload, &signature).is_ok()) {
             return Err(format!("the signature does not verify with key {}", self.fingerprint));
         }
-        #[derive(serde::Deserialize)]
-        struct SimpleSigning {
-            critical: Critical,
-        }
-        #[derive(serde::Deserialize)]
-        struct Critical {
-            #[serde(rename = "type")]
-            kind: String,
-            image: Image,
-        }
-        #[derive(serde::Deserialize)]
-        struct Image {
-            #[serde(rename = "docker-manifest-digest")]
-            digest: String,
-        }
-        let p: SimpleSigning =
-            serde_json::from_slice(payload).map_err(|e| format!("the signed payload is not a cosign simple-signing payload: {e}"))?;
-        if p.critical.kind != SIGNATURE_TYPE {
-            return Err(format!("the signed payload's type is {:?}, not {SIGNATURE_TYPE:?}", p.critical.kind));
-        }
-        if p.critical.image.digest != digest {
-            return Err(format!("the signature is for {}, not for {digest}", p.critical.image.digest));
-        }
         Ok(())
     }
+}
+
+/// The simple-signing payload must be a cosign image signature for `digest`.
+fn check_payload(payload: &[u8], digest: &str) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct SimpleSigning {
+        critical: Critical,
+    }
+    #[derive(serde::Deserialize)]
+    struct Critical {
+        #[serde(rename = "type")]
+        kind: String,
+        image: Image,
+    }
+    #[derive(serde::Deserialize)]
+    struct Image {
+        #[serde(rename = "docker-manifest-digest")]
+        digest: String,
+    }
+    let p: SimpleSigning =
+        serde_json::from_slice(payload).map_err(|e| format!("the signed payload is not a cosign simple-signing payload: {e}"))?;
+    if p.critical.kind != SIGNATURE_TYPE {
+        return Err(format!("the signed payload's type is {:?}, not {SIGNATURE_TYPE:?}", p.critical.kind));
+    }
+    if p.critical.image.digest != digest {
+        return Err(format!("the signature is for {}, not for {digest}", p.critical.image.digest));
+    }
+    Ok(())
 }

@@ -240,5 +240,5 @@ fn rsa_modulus_bits(der: &[u8]) -> Result<usize, String> {
     let key = RsaPublicKey::from_der(der).map_err(|e| format!("bad RSA public key: {e}"))?;
     let n = key.modulus.as_bytes();
     let lead = n.first().copied().unwrap_or(0);
-    Ok(n.len() * 8 - lead.leading_zeros() as usize)
+    Ok((n.len() * 8).saturating_sub(lead.leading_zeros() as usize))
 }

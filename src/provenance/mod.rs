@@ -145,20 +145,23 @@ impl Verifier {
             return Outcome::NotCovered;
         }
         let mut failures: Vec<Failure> = Vec::new();
+        let mut checked = 0;
         for signature in signatures {
             match signature {
                 Signature::Notation { envelope_media_type, envelope } => {
                     let Some((notation, policy)) = policy else { continue };
+                    checked += 1;
                     match notation.verify(policy, source, subject, envelope_media_type, envelope, now) {
                         Ok(signer) => return Outcome::Verified { signer: crate::sanitize::short(&signer) },
                         Err(f) => failures.push(f.context("Notary Project signature")),
                     }
                 }
                 Signature::Cosign { payload, signature_b64 } => {
+                    checked += usize::from(!keys.is_empty());
                     for key in &keys {
                         match key.verify(payload, signature_b64, &subject.digest) {
                             Ok(()) => return Outcome::Verified { signer: key.fingerprint.clone() },
-                            Err(reason) => failures.push(Failure { stage: Stage::Integrity, reason }.context("cosign signature")),
+                            Err((stage, reason)) => failures.push(Failure { stage, reason }.context("cosign signature")),
                         }
                     }
                 }
@@ -166,7 +169,6 @@ impl Verifier {
         }
         // The failure that got furthest says the most: "not a trusted identity" beats "not for
         // this digest" from an unrelated signature.
-        let checked = failures.len();
         match failures.into_iter().rev().max_by_key(|f| f.stage) {
             None => Outcome::Unsigned,
             Some(best) => {
@@ -251,7 +253,9 @@ impl Notation {
         // Integrity: the signing key's algorithm, the signature, the chain's internal
         // consistency, and the payload naming this image.
         let chain = x509::parse_chain(&env.chain).map_err(fail(Stage::Envelope))?;
-        let leaf = &chain[0];
+        let Some(leaf) = chain.first() else {
+            return Err(fail(Stage::Envelope)("the certificate chain is empty".into()));
+        };
         let key = leaf.public_key().map_err(fail(Stage::Integrity))?;
         let expected = key.kind.notary_scheme().map_err(fail(Stage::Integrity))?;
         if env.scheme != expected {

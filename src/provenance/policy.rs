@@ -357,3 +357,24 @@ pub(super) fn parse_dn(dn: &str) -> Result<BTreeMap<String, String>, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checks the specification's DN escapes (`\,`, `\;`, `\\`, `\ ` keeping an edge space),
+    /// `S` read as `ST`, case-insensitive types, and that a repeated type or a multi-valued RDN
+    /// is refused.
+    #[test]
+    fn distinguished_names_parse_with_escapes() {
+        let dn = parse_dn(r" C=US, s=WA , O=Acme\, Inc\; Ltd, OU=\ padded\ , CN=a\\b").unwrap();
+        let want: BTreeMap<String, String> = [("C", "US"), ("ST", "WA"), ("O", "Acme, Inc; Ltd"), ("OU", " padded "), ("CN", "a\\b")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(dn, want);
+        assert!(parse_dn("C=US, C=DE").unwrap_err().contains("named twice"));
+        assert!(parse_dn("C=US+O=x").unwrap_err().contains("multi-valued"));
+        assert!(parse_dn("C=US, nonsense").is_err());
+    }
+}

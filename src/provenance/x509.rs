@@ -55,8 +55,7 @@ impl Cert {
         // The signed bytes exactly as they came, not a re-encoding of the parsed structure.
         let tbs = (|| -> der::Result<Vec<u8>> {
             let mut r = SliceReader::new(der)?;
-            let outer = der::Header::decode(&mut r)?;
-            let _ = outer;
+            der::Header::decode(&mut r)?;
             Ok(r.tlv_bytes()?.to_vec())
         })()
         .map_err(|e| format!("not a DER X.509 certificate: {e}"))?;
@@ -276,7 +275,14 @@ pub(super) fn check_chain(chain: &[Cert], purpose: Purpose) -> Result<(), String
     Ok(())
 }
 
+/// Longer chains are refused before any is parsed: real ones have two to four certificates,
+/// and each costs a signature check.
+const MAX_CHAIN: usize = 10;
+
 /// Parses a list of DER certificates (an envelope's `x5chain`/`x5c`).
 pub(super) fn parse_chain(ders: &[Vec<u8>]) -> Result<Vec<Cert>, String> {
+    if ders.len() > MAX_CHAIN {
+        return Err(format!("the certificate chain has {} certificates, more than {MAX_CHAIN}", ders.len()));
+    }
     ders.iter().map(|d| Cert::from_der(d)).collect()
 }
