@@ -22,6 +22,10 @@ missing=()
 for n in "${needs[@]}"; do
   command -v "${n%%:*}" >/dev/null || missing+=("${n#*:}")
 done
+# Debian's python3 comes without the venv module the signing tools are installed into (below).
+if [ "$1" = test ] && command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  missing+=(python3-venv)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   # As root, or with sudo that needs no password (CI runners); never a password prompt.
   if [ "$EUID" -eq 0 ]; then as_root=(); else as_root=(sudo -n); fi

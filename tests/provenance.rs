@@ -30,7 +30,11 @@ fn python() -> PathBuf {
 fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Vec<u8> {
     let program = program.as_ref().to_owned();
     let out = std::process::Command::new(&program).args(args).output().expect("start the signing tool");
-    assert!(out.status.success(), "{program:?} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{program:?} {args:?} (scripts/setup.sh test installs what it needs): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
