@@ -4,7 +4,8 @@
 COSE envelopes are built with pycose (COSE_Sign1), JWS envelopes and every key, certificate and
 signature with cryptography, and RFC 3161 timestamp tokens (CMS SignedData over a TSTInfo) with
 asn1crypto, following the Notary Project specifications (signature-envelope-cose.md,
-signature-envelope-jws.md, signature-specification.md). Pinned in scripts/setup.sh.
+signature-envelope-jws.md, signature-specification.md). Versions pinned in
+tests/support/requirements.txt, installed by scripts/setup.sh test.
 
     sign.py pki DIR
         Writes a PKI into DIR: a trusted CA and a TSA root (in the trust store layout under
