@@ -615,3 +615,23 @@ fn bad_cosign_keys_are_refused_without_printing_them() {
         }
     }
 }
+
+/// Checks notation's signatures of the manifest in its OCI layout test data against the
+/// manifest's own bytes: the subject is computed from the blob (digest, size, media type), so
+/// the payload binding is tested against a real artifact, in both envelope formats; one byte
+/// more in the manifest and the same signatures are for another image.
+#[test]
+fn real_signatures_bind_to_the_real_manifest() {
+    let manifest = read("artifact/manifest-19dbd2e4.json");
+    let media_type = serde_json::from_slice::<serde_json::Value>(&manifest).unwrap()["mediaType"].as_str().unwrap().to_string();
+    let subject = Subject { media_type, digest: crate::digest::Digest::of(&manifest).to_string(), size: manifest.len() as u64 };
+    let v = verifier(&policy("strict", &["ca:from-envelopes"], &["x509.subject: C=US, ST=WA, O=Notary, CN=alpine"], ""));
+    let sigs = [cose(read("envelopes/cose_signature.sig")), jws(read("envelopes/jws_signature.sig"))];
+    for sig in &sigs {
+        assert_eq!(verified_signer(v.verify(SOURCE, &subject, std::slice::from_ref(sig), now())), "CN=alpine,O=Notary,L=Seattle,ST=WA,C=US");
+    }
+    let mut grown = manifest.clone();
+    grown.push(b'\n');
+    let other = Subject { digest: crate::digest::Digest::of(&grown).to_string(), size: grown.len() as u64, ..subject };
+    assert!(matches!(v.verify(SOURCE, &other, &sigs, now()), Outcome::Invalid { .. }));
+}
