@@ -508,6 +508,7 @@ fn cosign_signatures() {
     assert_eq!(who, format!("sha256:{}", hex::encode(crypto::Hash::Sha256.digest(&spki))));
     assert_eq!(v.verify("quay.io/other/image:1", &subject, std::slice::from_ref(&sig), now()), Outcome::NotCovered);
     assert!(v.covers("nginx:1.25"), "a scope matches the normalised reference too");
+    assert!(v.covers("ghcr.io/fluxcd/sub/image:1"), "`*` matches across '/', as docs/provenance.md says");
 
     let ed_sig = Signature::Cosign { payload: payload.clone(), signature_b64: b64(ed.sign(&payload).as_ref()) };
     assert!(matches!(v.verify("nginx:1.25", &subject, &[ed_sig], now()), Outcome::Verified { .. }));
