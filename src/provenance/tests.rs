@@ -320,6 +320,14 @@ struct MadeSigner {
 }
 
 fn made_signer(signing: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm, alg: &'static rcgen::SignatureAlgorithm) -> MadeSigner {
+    made_signer_for(signing, alg, rcgen::ExtendedKeyUsagePurpose::CodeSigning)
+}
+
+fn made_signer_for(
+    signing: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm,
+    alg: &'static rcgen::SignatureAlgorithm,
+    eku: rcgen::ExtendedKeyUsagePurpose,
+) -> MadeSigner {
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(signing, &rng).unwrap().as_ref().to_vec();
     let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.as_slice().into(), alg).unwrap();
@@ -330,7 +338,7 @@ fn made_signer(signing: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm, al
     params.distinguished_name.push(rcgen::DnType::CommonName, "signer");
     params.is_ca = rcgen::IsCa::ExplicitNoCa;
     params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+    params.extended_key_usages = vec![eku];
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2030, 1, 1);
     let cert = params.self_signed(&key).unwrap();
@@ -413,8 +421,8 @@ fn made_verifier(signer: &MadeSigner, identity: &str) -> Verifier {
 
 /// Checks ECDSA envelopes made here (COSE with P-256/ES256, P-384/ES384, P-521/ES512; JWS with
 /// P-384/ES384) verify under strict with an `x509.subject` identity naming part of the subject;
-/// that a JWS carrying another key's signature, and an `alg` not matching the key (ES384 on a
-/// P-256 key), are refused; and that an unknown critical header, or a signing scheme header not
+/// that a JWS carrying another key's signature, an `alg` not matching the key (ES384 on a
+/// P-256 key) and a signing certificate for TLS servers are refused; and that an unknown critical header, or a signing scheme header not
 /// marked critical, makes an otherwise valid signature invalid.
 #[test]
 fn ecdsa_envelopes_alg_binding_and_unknown_critical_headers() {
@@ -452,6 +460,11 @@ fn ecdsa_envelopes_alg_binding_and_unknown_critical_headers() {
     let env = made_cose(&p256, &ECDSA_P256_SHA256_FIXED_SIGNING, Algorithm::ES256, &[envelope::SIGNING_SCHEME, "com.example.mustUnderstand"], &subject);
     let reason = invalid_reason(made_verifier(&p256, identity).verify(SOURCE, &subject, &[cose(env)], now()));
     assert!(reason.contains("unknown critical header \"com.example.mustUnderstand\""), "{reason}");
+    // A certificate for TLS servers is no code signing certificate, even self-signed and trusted.
+    let tls = made_signer_for(&ECDSA_P256_SHA256_FIXED_SIGNING, &rcgen::PKCS_ECDSA_P256_SHA256, rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let env = made_cose(&tls, &ECDSA_P256_SHA256_FIXED_SIGNING, Algorithm::ES256, &scheme, &subject);
+    let reason = invalid_reason(made_verifier(&tls, identity).verify(SOURCE, &subject, &[cose(env)], now()));
+    assert!(reason.contains("is not allowed for code signing"), "{reason}");
     // The signing scheme header not marked critical.
     let env = made_cose(&p256, &ECDSA_P256_SHA256_FIXED_SIGNING, Algorithm::ES256, &[], &subject);
     let reason = invalid_reason(made_verifier(&p256, identity).verify(SOURCE, &subject, &[cose(env)], now()));
