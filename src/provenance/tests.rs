@@ -320,6 +320,14 @@ struct MadeSigner {
 }
 
 fn made_signer(signing: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm, alg: &'static rcgen::SignatureAlgorithm) -> MadeSigner {
+    made_signer_for(signing, alg, rcgen::ExtendedKeyUsagePurpose::CodeSigning)
+}
+
+fn made_signer_for(
+    signing: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm,
+    alg: &'static rcgen::SignatureAlgorithm,
+    eku: rcgen::ExtendedKeyUsagePurpose,
+) -> MadeSigner {
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(signing, &rng).unwrap().as_ref().to_vec();
     let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.as_slice().into(), alg).unwrap();
@@ -330,7 +338,7 @@ fn made_signer(signing: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm, al
     params.distinguished_name.push(rcgen::DnType::CommonName, "signer");
     params.is_ca = rcgen::IsCa::ExplicitNoCa;
     params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+    params.extended_key_usages = vec![eku];
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2030, 1, 1);
     let cert = params.self_signed(&key).unwrap();
@@ -413,8 +421,8 @@ fn made_verifier(signer: &MadeSigner, identity: &str) -> Verifier {
 
 /// Checks ECDSA envelopes made here (COSE with P-256/ES256, P-384/ES384, P-521/ES512; JWS with
 /// P-384/ES384) verify under strict with an `x509.subject` identity naming part of the subject;
-/// that a JWS carrying another key's signature, and an `alg` not matching the key (ES384 on a
-/// P-256 key), are refused; and that an unknown critical header, or a signing scheme header not
+/// that a JWS carrying another key's signature, an `alg` not matching the key (ES384 on a
+/// P-256 key) and a signing certificate for TLS servers are refused; and that an unknown critical header, or a signing scheme header not
 /// marked critical, makes an otherwise valid signature invalid.
 #[test]
 fn ecdsa_envelopes_alg_binding_and_unknown_critical_headers() {
@@ -452,6 +460,11 @@ fn ecdsa_envelopes_alg_binding_and_unknown_critical_headers() {
     let env = made_cose(&p256, &ECDSA_P256_SHA256_FIXED_SIGNING, Algorithm::ES256, &[envelope::SIGNING_SCHEME, "com.example.mustUnderstand"], &subject);
     let reason = invalid_reason(made_verifier(&p256, identity).verify(SOURCE, &subject, &[cose(env)], now()));
     assert!(reason.contains("unknown critical header \"com.example.mustUnderstand\""), "{reason}");
+    // A certificate for TLS servers is no code signing certificate, even self-signed and trusted.
+    let tls = made_signer_for(&ECDSA_P256_SHA256_FIXED_SIGNING, &rcgen::PKCS_ECDSA_P256_SHA256, rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let env = made_cose(&tls, &ECDSA_P256_SHA256_FIXED_SIGNING, Algorithm::ES256, &scheme, &subject);
+    let reason = invalid_reason(made_verifier(&tls, identity).verify(SOURCE, &subject, &[cose(env)], now()));
+    assert!(reason.contains("is not allowed for code signing"), "{reason}");
     // The signing scheme header not marked critical.
     let env = made_cose(&p256, &ECDSA_P256_SHA256_FIXED_SIGNING, Algorithm::ES256, &[], &subject);
     let reason = invalid_reason(made_verifier(&p256, identity).verify(SOURCE, &subject, &[cose(env)], now()));
@@ -508,6 +521,7 @@ fn cosign_signatures() {
     assert_eq!(who, format!("sha256:{}", hex::encode(crypto::Hash::Sha256.digest(&spki))));
     assert_eq!(v.verify("quay.io/other/image:1", &subject, std::slice::from_ref(&sig), now()), Outcome::NotCovered);
     assert!(v.covers("nginx:1.25"), "a scope matches the normalised reference too");
+    assert!(v.covers("ghcr.io/fluxcd/sub/image:1"), "`*` matches across '/', as docs/provenance.md says");
 
     let ed_sig = Signature::Cosign { payload: payload.clone(), signature_b64: b64(ed.sign(&payload).as_ref()) };
     assert!(matches!(v.verify("nginx:1.25", &subject, &[ed_sig], now()), Outcome::Verified { .. }));
@@ -614,4 +628,24 @@ fn bad_cosign_keys_are_refused_without_printing_them() {
             assert!(!err.contains(line), "the error prints key material: {err}");
         }
     }
+}
+
+/// Checks notation's signatures of the manifest in its OCI layout test data against the
+/// manifest's own bytes: the subject is computed from the blob (digest, size, media type), so
+/// the payload binding is tested against a real artifact, in both envelope formats; one byte
+/// more in the manifest and the same signatures are for another image.
+#[test]
+fn real_signatures_bind_to_the_real_manifest() {
+    let manifest = read("artifact/manifest-19dbd2e4.json");
+    let media_type = serde_json::from_slice::<serde_json::Value>(&manifest).unwrap()["mediaType"].as_str().unwrap().to_string();
+    let subject = Subject { media_type, digest: crate::digest::Digest::of(&manifest).to_string(), size: manifest.len() as u64 };
+    let v = verifier(&policy("strict", &["ca:from-envelopes"], &["x509.subject: C=US, ST=WA, O=Notary, CN=alpine"], ""));
+    let sigs = [cose(read("envelopes/cose_signature.sig")), jws(read("envelopes/jws_signature.sig"))];
+    for sig in &sigs {
+        assert_eq!(verified_signer(v.verify(SOURCE, &subject, std::slice::from_ref(sig), now())), "CN=alpine,O=Notary,L=Seattle,ST=WA,C=US");
+    }
+    let mut grown = manifest.clone();
+    grown.push(b'\n');
+    let other = Subject { digest: crate::digest::Digest::of(&grown).to_string(), size: grown.len() as u64, ..subject };
+    assert!(matches!(v.verify(SOURCE, &other, &sigs, now()), Outcome::Invalid { .. }));
 }
