@@ -52,8 +52,14 @@ pub fn man(args: &ManArgs) -> anyhow::Result<u8> {
 const EXIT_STATUS: [(u8, &str); 7] = [
     (exit::OK, "Success: the target is in sync, or everything was done."),
     (exit::ERROR, "Any other error: bad input, an unreachable registry, wrong credentials, a failed copy."),
-    (exit::DRIFT, "Drift found (plan, verify): the target lacks something."),
-    (exit::PARTIAL, "sync finished but some images failed (the rest were done)."),
+    (
+        exit::DRIFT,
+        "Drift found (plan, verify): the target lacks something (under signatures.mode enforce, verify also: a valid signature).",
+    ),
+    (
+        exit::PARTIAL,
+        "sync finished but some images failed, or were rejected for want of a valid signature (the rest were done).",
+    ),
     (exit::LOCKED, "Another run holds the run lock; nothing was done."),
     (130, "The run was stopped by SIGINT; reports written."),
     (143, "The run was stopped by SIGTERM; reports written."),

@@ -43,8 +43,8 @@ pub struct Cli {
 const EXIT_CODES: &str = "Exit codes (every command):
   0  success: in sync, or everything done
   1  error: bad input, unreachable registry, wrong credentials
-  2  drift: plan or verify found the target lacking something
-  3  sync finished but some images failed (the rest were done)
+  2  drift: plan or verify found the target lacking something (enforce: a valid signature too)
+  3  sync finished but some images failed or were rejected (the rest were done)
   4  another run holds the run lock; nothing was done
   130, 143  stopped by SIGINT or SIGTERM: reports written, lock released
 
