@@ -149,18 +149,23 @@ impl TestRegistry {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    /// Kills the registry and waits for it to exit. Its storage stays until drop.
+    /// Kills the registry and waits for it to exit. Its storage stays until drop. Panics if it
+    /// was not running (stopped already, or exited by itself): a test that stops a registry to
+    /// see what a client does then would otherwise test nothing.
     pub async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
+        let mut child = self.child.take().expect("stop: the registry was stopped already");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("stop: the registry had exited by itself ({status})\n{}", self.log());
         }
+        child.kill().await.expect("kill the registry");
     }
 
-    /// Kills the registry and starts it again on the same port with the same storage and
+    /// Starts the stopped registry again on the same port with the same storage and
     /// configuration (the same upload-state secret too), as a registry restarted by its
-    /// orchestrator comes back. Panics if it does not come up (the port taken meanwhile).
-    pub async fn restart(&mut self) {
-        self.stop().await;
+    /// orchestrator comes back. Panics if it is running, or if it does not come up (the port
+    /// taken meanwhile).
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "start_again: the registry is running");
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(self.dir.path().join("registry.log"))
