@@ -225,10 +225,8 @@ fn uses(file: &[String], text: &str) -> Vec<(usize, String)> {
                 }
                 braces.push(is_mod);
             }
-            "}" => {
-                if braces.pop() == Some(true) {
-                    module.pop();
-                }
+            "}" if braces.pop() == Some(true) => {
+                module.pop();
             }
             "crate" | "super" | "self" if at(i + 1) == "::" && (i == 0 || at(i - 1) != "::") => {
                 let mut base: Vec<String> = match token.as_str() {
