@@ -123,13 +123,13 @@ async fn image_manifests(reg: &Registry, repo: &str, tag: &str) -> Vec<acr_mirro
     all
 }
 
+/// Confirms the warm re-check's model (tests/support_azure/acr_api.rs adds the header to the
+/// first HEADs): a manifest the cache still serves from upstream carries
+/// `X-Azure-Origin: upstream`, any other value is unknown to us, and after a full pull
+/// (top manifest and every child, by digest) the header goes within two minutes.
 #[tokio::test]
 #[ignore = "live Azure: set MIRROR_LIVE_ACR and the check's MIRROR_LIVE_* variables, run with --ignored (docs/azure.md)"]
 async fn cached_manifests_say_x_azure_origin_upstream_until_imported() {
-    // Confirms the warm re-check's model (tests/support_azure/acr_api.rs adds the header to the
-    // first HEADs): a manifest the cache still serves from upstream carries
-    // `X-Azure-Origin: upstream`, any other value is unknown to us, and after a full pull
-    // (top manifest and every child, by digest) the header goes within two minutes.
     let live = live("X-Azure-Origin", &["MIRROR_LIVE_CACHE_IMAGE"]);
     let reg = live.registry();
     let (repo, tag) = live.cache_image();
@@ -141,12 +141,12 @@ async fn cached_manifests_say_x_azure_origin_upstream_until_imported() {
     recheck_origin(&reg, &reference, &digests, Duration::from_secs(120)).await.unwrap();
 }
 
+/// Confirms TransferError::CacheRule's trigger (is_cache_rule_refusal: 405, or 403 with DENIED
+/// or UNSUPPORTED on an upload or manifest PUT): a blob push into the cache rule's repository
+/// is refused at the POST or at the PUT, and the answer is one the crate recognises.
 #[tokio::test]
 #[ignore = "live Azure: set MIRROR_LIVE_ACR and the check's MIRROR_LIVE_* variables, run with --ignored (docs/azure.md)"]
 async fn a_push_under_a_cache_rule_is_refused_the_way_the_stand_in_refuses_it() {
-    // Confirms TransferError::CacheRule's trigger (is_cache_rule_refusal: 405, or 403 with DENIED
-    // or UNSUPPORTED on an upload or manifest PUT): a blob push into the cache rule's repository
-    // is refused at the POST or at the PUT, and the answer is one the crate recognises.
     let live = live("push under a cache rule", &["MIRROR_LIVE_CACHE_IMAGE"]);
     let reg = live.registry();
     let (repo, _) = live.cache_image();
@@ -167,14 +167,14 @@ async fn a_push_under_a_cache_rule_is_refused_the_way_the_stand_in_refuses_it() 
     assert!(is_cache_rule_refusal(&refusal), "not recognised as a cache-rule refusal: {refusal}");
 }
 
+/// Confirms the plan's fallback (acr_pages: a 401/403 means "no ACR API", list with /v2/) and
+/// the token stand-in (acr_standin.rs): /oauth2/token answers a refresh-token grant with an
+/// access token; one scoped to `pull` only is refused by /acr/v1/{repo}/_manifests with 401
+/// or 403, yet lists /v2/{repo}/tags/list. Also prints the refresh token's lifetime (the
+/// stand-in gives 3 h) and whether the answer carried `expires_in` (the stand-in's does not).
 #[tokio::test]
 #[ignore = "live Azure: set MIRROR_LIVE_ACR and the check's MIRROR_LIVE_* variables, run with --ignored (docs/azure.md)"]
 async fn a_token_without_metadata_read_is_refused_by_the_listing_api_but_lists_v2_tags() {
-    // Confirms the plan's fallback (acr_pages: a 401/403 means "no ACR API", list with /v2/) and
-    // the token stand-in (acr_standin.rs): /oauth2/token answers a refresh-token grant with an
-    // access token; one scoped to `pull` only is refused by /acr/v1/{repo}/_manifests with 401
-    // or 403, yet lists /v2/{repo}/tags/list. Also prints the refresh token's lifetime (the
-    // stand-in gives 3 h) and whether the answer carried `expires_in` (the stand-in's does not).
     let live = live("listing without metadata_read", &["MIRROR_LIVE_CACHE_IMAGE"]);
     let (repo, _) = live.cache_image();
     let refresh = live.refresh_token().await;
@@ -209,12 +209,12 @@ async fn read_blob(reg: &Registry, repo: &str, digest: &Digest, offset: u64) -> 
     chunks.concat()
 }
 
+/// Confirms resumed blob reads (get_blob with an offset, the docker-registry tests' Range):
+/// ACR redirects blob GETs to its storage, and a read from the middle of the largest layer
+/// returns exactly the rest of the blob whose whole read matches the digest.
 #[tokio::test]
 #[ignore = "live Azure: set MIRROR_LIVE_ACR and the check's MIRROR_LIVE_* variables, run with --ignored (docs/azure.md)"]
 async fn blob_reads_resume_from_an_offset_through_the_storage_redirect() {
-    // Confirms resumed blob reads (get_blob with an offset, the docker-registry tests' Range):
-    // ACR redirects blob GETs to its storage, and a read from the middle of the largest layer
-    // returns exactly the rest of the blob whose whole read matches the digest.
     let live = live("ranged blob read", &["MIRROR_LIVE_CACHE_IMAGE"]);
     let reg = live.registry();
     let (repo, tag) = live.cache_image();
@@ -228,13 +228,13 @@ async fn blob_reads_resume_from_an_offset_through_the_storage_redirect() {
     assert!(rest == whole[offset as usize..], "the read from {offset} is not the blob's tail");
 }
 
+/// Confirms chunked-upload resume (upload_status after a failed PATCH): after one 1 MiB PATCH
+/// the session's status GET reports exactly those bytes (`Range: 0-N`), the rest goes on from
+/// there and the finished blob has the right digest and size. Leaves one unreferenced 1.5 MiB
+/// blob in MIRROR_LIVE_PUSH_REPO.
 #[tokio::test]
 #[ignore = "live Azure: set MIRROR_LIVE_ACR and the check's MIRROR_LIVE_* variables, run with --ignored (docs/azure.md)"]
 async fn an_upload_resumes_from_what_the_session_says_it_holds() {
-    // Confirms chunked-upload resume (upload_status after a failed PATCH): after one 1 MiB PATCH
-    // the session's status GET reports exactly those bytes (`Range: 0-N`), the rest goes on from
-    // there and the finished blob has the right digest and size. Leaves one unreferenced 1.5 MiB
-    // blob in MIRROR_LIVE_PUSH_REPO.
     let live = live("upload resume", &["MIRROR_LIVE_PUSH_REPO"]);
     let reg = live.registry();
     let repo = var("MIRROR_LIVE_PUSH_REPO").unwrap();
