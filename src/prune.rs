@@ -205,6 +205,8 @@ pub struct ManifestDeletion {
     /// The deleted tags that pointed at it (for `Tagged`); it is deleted only if none of them
     /// moved since the listing.
     pub tags: Vec<String>,
+    /// For a child or a referrer: the manifest it goes with, which must be deleted first.
+    pub subject: Option<Digest>,
 }
 
 /// One repository's decisions.
@@ -344,7 +346,12 @@ fn plan_repo(l: &RepoListing, needed: &Needed, rules: &PruneRules, mode: DeleteM
     let mut seen: HashSet<Digest> = HashSet::new();
     for (d, names) in &going {
         if !held.contains_key(d) && seen.insert(d.clone()) {
-            manifests.push(ManifestDeletion { digest: d.clone(), role: ManifestRole::Tagged, tags: names.clone() });
+            manifests.push(ManifestDeletion {
+                digest: d.clone(),
+                role: ManifestRole::Tagged,
+                tags: names.clone(),
+                subject: None,
+            });
         }
     }
     // Signature and SBOM tags follow their subjects.
@@ -360,6 +367,7 @@ fn plan_repo(l: &RepoListing, needed: &Needed, rules: &PruneRules, mode: DeleteM
                     digest: t.digest.clone(),
                     role: ManifestRole::Referrer,
                     tags: vec![t.name.clone()],
+                    subject: Some(subject.clone()),
                 });
             } else if let Some(m) = manifests.iter_mut().find(|m| m.digest == t.digest) {
                 m.tags.push(t.name.clone());
@@ -377,14 +385,24 @@ fn plan_repo(l: &RepoListing, needed: &Needed, rules: &PruneRules, mode: DeleteM
     for s in &subjects {
         for r in l.referrers.get(s).into_iter().flatten() {
             if !held.contains_key(r) && seen.insert(r.clone()) {
-                manifests.push(ManifestDeletion { digest: r.clone(), role: ManifestRole::Referrer, tags: Vec::new() });
+                manifests.push(ManifestDeletion {
+                    digest: r.clone(),
+                    role: ManifestRole::Referrer,
+                    tags: Vec::new(),
+                    subject: Some(s.clone()),
+                });
             }
         }
     }
     for s in &subjects {
         for c in l.children.get(s).into_iter().flatten() {
             if !held.contains_key(c) && seen.insert(c.clone()) {
-                manifests.push(ManifestDeletion { digest: c.clone(), role: ManifestRole::Child, tags: Vec::new() });
+                manifests.push(ManifestDeletion {
+                    digest: c.clone(),
+                    role: ManifestRole::Child,
+                    tags: Vec::new(),
+                    subject: Some(s.clone()),
+                });
             }
         }
     }
