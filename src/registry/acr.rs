@@ -91,7 +91,7 @@ pub struct AcrTag {
     #[serde(default)]
     pub digest: Option<String>,
     /// When the tag last changed (RFC 3339): its age for `prune`.
-    #[serde(default)]
+    #[serde(default, rename = "lastUpdateTime")]
     pub last_update_time: Option<String>,
 }
 
