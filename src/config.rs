@@ -109,7 +109,10 @@ impl PruneConfig {
             .enumerate()
             .map(|(i, p)| {
                 regex::Regex::new(p).map_err(|e| {
-                    format!("prune.protect[{i}]: {p:?} is not a regular expression: {}", e.to_string().replace('\n', " "))
+                    format!(
+                        "prune.protect[{i}]: {p:?} is not a regular expression: {}",
+                        e.to_string().replace('\n', " ")
+                    )
                 })
             })
             .collect::<Result<_, _>>()?;

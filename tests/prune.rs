@@ -76,7 +76,8 @@ fn code(o: &Output) -> Option<i32> {
 }
 
 fn stdout_json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", support::output_text(o)))
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", support::output_text(o)))
 }
 
 /// `(tag, action, reasonCode, outcome)` of every tag of `repo` in a prune report.
@@ -239,7 +240,14 @@ async fn on_acr_old_tags_are_untagged_and_a_tag_moved_after_the_listing_is_left_
     acr.move_after_listing(APP, "moved", fresh.digest.as_str());
 
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), None, &acr.url, "{type: anonymous}", &["app:keep"], "prune: {minAge: 7d, keepRecent: 0}\n");
+    write_config(
+        dir.path(),
+        None,
+        &acr.url,
+        "{type: anonymous}",
+        &["app:keep"],
+        "prune: {minAge: 7d, keepRecent: 0}\n",
+    );
     let o = support::mirror_in(dir.path(), &["prune", "--apply", "-o", "json"]).await;
     assert_eq!(code(&o), Some(0), "{}", support::output_text(&o));
     assert!(acr.state.moved.load(Ordering::SeqCst), "the stand-in moved the tag after the listing");
@@ -247,7 +255,8 @@ async fn on_acr_old_tags_are_untagged_and_a_tag_moved_after_the_listing_is_left_
     validate(&report);
     let mut d: Vec<(String, String, String, Option<String>)> = decisions(&report, APP);
     d.sort();
-    let row = |t: &str, a: &str, r: &str, o: Option<&str>| (t.to_string(), a.to_string(), r.to_string(), o.map(String::from));
+    let row =
+        |t: &str, a: &str, r: &str, o: Option<&str>| (t.to_string(), a.to_string(), r.to_string(), o.map(String::from));
     assert_eq!(
         d,
         vec![
@@ -283,7 +292,14 @@ async fn a_registry_that_refuses_deletes_fails_cleanly() {
         push_dated(&s, APP, tag, "2020-01-01T00:00:00Z").await;
     }
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), None, &target.url(), "{type: anonymous}", &["app:new"], "prune: {minAge: 0s, keepRecent: 0}\n");
+    write_config(
+        dir.path(),
+        None,
+        &target.url(),
+        "{type: anonymous}",
+        &["app:new"],
+        "prune: {minAge: 0s, keepRecent: 0}\n",
+    );
     let o = support::mirror_in(dir.path(), &["prune", "--apply", "--report-json", "prune.json"]).await;
     assert_eq!(code(&o), Some(1), "{}", support::output_text(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);

@@ -107,7 +107,9 @@ async fn run(
         if req.stop.is_cancelled() {
             break;
         }
-        let (listing, mode) = list(&registry, repo, needed).await?;
+        // Listing writes nothing, so a stop abandons it at once.
+        let Some(listed) = super::unless_stopped(&req.stop, list(&registry, repo, needed)).await else { break };
+        let (listing, mode) = listed?;
         plan.repositories.extend(prune::plan(&[listing], needed, rules, mode, now).repositories);
         modes.insert(repo.clone(), mode);
     }
@@ -148,7 +150,11 @@ async fn run(
     } else if stopped {
         PruneEnding::Stopped
     } else if !req.apply {
-        if plan.tags_to_delete() + plan.manifests_to_delete() > 0 { PruneEnding::WouldPrune } else { PruneEnding::Complete }
+        if plan.tags_to_delete() + plan.manifests_to_delete() > 0 {
+            PruneEnding::WouldPrune
+        } else {
+            PruneEnding::Complete
+        }
     } else if s.failed + s.manifests_failed > 0 {
         PruneEnding::SomeFailed
     } else {
@@ -183,7 +189,10 @@ impl Scope {
 
     fn includes(&self, host: &str, repo: &str) -> bool {
         if !valid_repository(host, repo) {
-            tracing::warn!("prune: repository {} has a name that is not valid; left alone", crate::sanitize::short(repo));
+            tracing::warn!(
+                "prune: repository {} has a name that is not valid; left alone",
+                crate::sanitize::short(repo)
+            );
             return false;
         }
         repo != self.ledger && self.copy.iter().any(|p| p.is_match(repo)) && !self.warm.iter().any(|p| p.is_match(repo))
@@ -228,26 +237,31 @@ fn needed(resolved: &crate::imageset::Resolved, host: &str) -> Needed {
     n
 }
 
+/// A tag as a listing gives it: name, and where the listing says them, digest and last change.
+type RawTag = (String, Option<Digest>, Option<SystemTime>);
+
 /// Lists one repository: its tags with digests and ages, what each manifest refers to, and the
 /// referrers of manifests the image set does not need. ACR's `_tags` gives digests and
 /// `lastUpdateTime` (and means deletes can untag); elsewhere each tag is asked for its digest
 /// and each image for its config's `created`.
 async fn list(registry: &Registry, repo: &str, needed: &Needed) -> Result<(RepoListing, DeleteMode), AppError> {
     let mut listing = RepoListing { repository: repo.to_string(), ..Default::default() };
-    let (mode, raw): (DeleteMode, Vec<(String, Option<Digest>, Option<SystemTime>)>) =
-        match registry.acr_tags(repo).await? {
-            Some(tags) => (
-                DeleteMode::Untag,
-                tags.into_iter()
-                    .map(|t| {
-                        let digest = t.digest.as_deref().and_then(|d| Digest::parse(d).ok());
-                        let updated = t.last_update_time.as_deref().and_then(crate::time::parse_rfc3339);
-                        (t.name, digest, updated)
-                    })
-                    .collect(),
-            ),
-            None => (DeleteMode::ByDigest, registry.list_tags(repo).await?.into_iter().map(|t| (t, None, None)).collect()),
-        };
+    let (mode, raw): (DeleteMode, Vec<RawTag>) = match registry
+        .acr_tags(repo)
+        .await?
+    {
+        Some(tags) => (
+            DeleteMode::Untag,
+            tags.into_iter()
+                .map(|t| {
+                    let digest = t.digest.as_deref().and_then(|d| Digest::parse(d).ok());
+                    let updated = t.last_update_time.as_deref().and_then(crate::time::parse_rfc3339);
+                    (t.name, digest, updated)
+                })
+                .collect(),
+        ),
+        None => (DeleteMode::ByDigest, registry.list_tags(repo).await?.into_iter().map(|t| (t, None, None)).collect()),
+    };
     let mut manifests: HashMap<Digest, crate::manifest::Manifest> = HashMap::new();
     let mut created: HashMap<Digest, Option<SystemTime>> = HashMap::new();
     for (name, digest, updated) in raw {
@@ -406,7 +420,8 @@ async fn apply(
         let mkey = (repo.to_string(), m.digest.clone());
         // A child or referrer goes only after what it goes with; a manifest only if none of its
         // tags moved.
-        let ready = m.subject.as_ref().is_none_or(|s| deleted.contains(s)) && m.tags.iter().all(|t| confirmed.contains(t));
+        let ready =
+            m.subject.as_ref().is_none_or(|s| deleted.contains(s)) && m.tags.iter().all(|t| confirmed.contains(t));
         if !ready || stop.is_cancelled() {
             let why = if stop.is_cancelled() {
                 "the run was stopped"
@@ -477,7 +492,9 @@ mod tests {
     fn tag_names_follow_the_distribution_grammar() {
         // Checks that only names the grammar allows are ever put in a delete URL.
         assert!(valid_tag("v1.2.3-rc_1") && valid_tag("_x") && valid_tag(&"a".repeat(128)));
-        assert!(!valid_tag("") && !valid_tag(".x") && !valid_tag("-x") && !valid_tag("a/b") && !valid_tag("a\u{1b}[2J"));
+        assert!(
+            !valid_tag("") && !valid_tag(".x") && !valid_tag("-x") && !valid_tag("a/b") && !valid_tag("a\u{1b}[2J")
+        );
         assert!(!valid_tag(&"a".repeat(129)));
     }
 }

@@ -323,11 +323,14 @@ impl PruneReport {
             })
             .collect();
         if !rows.is_empty() {
-            let width = rows.iter().map(|(r, t)| r.repository.len() + t.tag.len() + 1).max().unwrap_or(10).clamp(10, 90);
+            let width =
+                rows.iter().map(|(r, t)| r.repository.len() + t.tag.len() + 1).max().unwrap_or(10).clamp(10, 90);
             writeln!(w, "{:<7} {:<width$} {:<19} {:<20}  REASON", "ACTION", "TAG", "DIGEST", "UPDATED")?;
             for (r, t) in rows {
                 let action = match t.outcome {
-                    Some(o) => serde_json::to_value(o).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                    Some(o) => {
+                        serde_json::to_value(o).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+                    }
                     None => t.action.to_string(),
                 };
                 let digest = &t.digest.hex()[..12.min(t.digest.hex().len())];
@@ -379,7 +382,8 @@ pub fn write_metrics(path: &Path, m: &metrics::RunMetrics, report: Option<&Prune
     if let Some(r) = report {
         let labels = format!("command=\"prune\",shard=\"{}\"", m.shard);
         let s = &r.summary;
-        let _ = writeln!(text, "# HELP acr_mirror_last_run_prune_tags Tags of the last prune by what it decided or did.");
+        let _ =
+            writeln!(text, "# HELP acr_mirror_last_run_prune_tags Tags of the last prune by what it decided or did.");
         let _ = writeln!(text, "# TYPE acr_mirror_last_run_prune_tags gauge");
         for (action, n) in [
             ("kept", s.tags_kept),
