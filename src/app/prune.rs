@@ -246,10 +246,7 @@ type RawTag = (String, Option<Digest>, Option<SystemTime>);
 /// and each image for its config's `created`.
 async fn list(registry: &Registry, repo: &str, needed: &Needed) -> Result<(RepoListing, DeleteMode), AppError> {
     let mut listing = RepoListing { repository: repo.to_string(), ..Default::default() };
-    let (mode, raw): (DeleteMode, Vec<RawTag>) = match registry
-        .acr_tags(repo)
-        .await?
-    {
+    let (mode, raw): (DeleteMode, Vec<RawTag>) = match registry.acr_tags(repo).await? {
         Some(tags) => (
             DeleteMode::Untag,
             tags.into_iter()
