@@ -281,7 +281,10 @@ impl PruneReport {
                             message: t.error.clone().unwrap_or_default(),
                             detail: t.reason.clone(),
                         },
-                        Some(Done::Moved | Done::Skipped) => Verdict::Skipped(format!("{:?}", t.outcome)),
+                        Some(Done::Moved) => Verdict::Skipped("left alone: the tag moved since the listing".into()),
+                        Some(Done::Skipped) => {
+                            Verdict::Skipped(t.error.clone().unwrap_or_else(|| "not attempted".into()))
+                        }
                         _ => Verdict::Passed,
                     },
                 })
