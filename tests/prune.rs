@@ -307,6 +307,7 @@ async fn a_registry_that_refuses_deletes_fails_cleanly() {
     let report: Value = serde_json::from_slice(&std::fs::read(dir.path().join("prune.json")).unwrap()).unwrap();
     validate(&report);
     assert_eq!((report["status"].as_str(), report["summary"]["deleted"].as_u64()), (Some("failed"), Some(0)));
+    assert_eq!(report["summary"]["skipped"], 3, "every tag reported as not attempted: {report:#}");
     let tags = skopeo_list_tags(&format!("{}/{APP}", target.host()), &SkopeoAuth::None).await;
     assert_eq!(tags, ["old1", "old2", "old3"].map(String::from).to_vec());
 }

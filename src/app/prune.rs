@@ -131,8 +131,14 @@ async fn run(
                 }
             }
         }
+        if error.is_some() {
+            not_attempted(&plan, &mut outcomes, "not attempted: the registry refuses deletes");
+        }
     }
     let stopped = req.stop.is_cancelled();
+    if req.apply && stopped {
+        not_attempted(&plan, &mut outcomes, "not attempted: the run was stopped");
+    }
     let report = PruneReport::new(
         req.apply,
         started.at,
@@ -161,6 +167,20 @@ async fn run(
         PruneEnding::Complete
     };
     Ok(PruneOutcome { ending, report, records: None })
+}
+
+/// Marks every deletion of `plan` that has no outcome yet as skipped, saying `why`.
+fn not_attempted(plan: &PrunePlan, out: &mut Outcomes, why: &str) {
+    for r in &plan.repositories {
+        for t in r.tags.iter().filter(|t| t.deletes()) {
+            let key = (r.repository.clone(), t.tag.name.clone());
+            out.tags.entry(key).or_insert_with(|| (Done::Skipped, Some(why.into())));
+        }
+        for m in &r.manifests {
+            let key = (r.repository.clone(), m.digest.clone());
+            out.manifests.entry(key).or_insert_with(|| (Done::Skipped, Some(why.into())));
+        }
+    }
 }
 
 /// Which repositories of the target a prune may touch: those under a `copy` mapping's target,
