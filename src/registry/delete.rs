@@ -98,3 +98,39 @@ pub fn is_refusal(e: &RegistryError) -> bool {
         || matches!(e.status(), Some(401 | 403 | 405))
         || matches!(e.code(), Some("UNSUPPORTED" | "DENIED" | "UNAUTHORIZED"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::error::StatusError;
+
+    fn status(status: u16, code: Option<&str>) -> RegistryError {
+        RegistryError::status_error(StatusError {
+            registry: "r".into(),
+            method: "DELETE".into(),
+            url: "u".into(),
+            status,
+            code: code.map(String::from),
+            message: String::new(),
+            retry_after: None,
+        })
+    }
+
+    #[test]
+    fn a_refusal_is_told_from_one_failed_delete() {
+        // Checks the answers that mean "this client may not delete here" (which stop a prune
+        // before it touches anything else) against those that fail one deletion only.
+        for refused in [
+            status(405, Some("UNSUPPORTED")),
+            status(404, Some("UNSUPPORTED")),
+            status(403, Some("DENIED")),
+            status(401, None),
+            RegistryError::Unauthorized { registry: "r".into(), scope: "s".into(), message: "m".into() },
+        ] {
+            assert!(is_refusal(&refused), "{refused}");
+        }
+        for one in [status(500, None), status(429, Some("TOOMANYREQUESTS")), status(400, Some("DIGEST_INVALID"))] {
+            assert!(!is_refusal(&one), "{one}");
+        }
+    }
+}
