@@ -1,6 +1,7 @@
 //! `mirror prune` against real registries: the CNCF distribution registry (deletes enabled, behind
-//! token auth), the same refusing deletes, and the ACR stand-in (`_tags` with `lastUpdateTime`,
-//! the untag `DELETE`) in front of one. Results are checked with skopeo and raw HTTP, never with
+//! token auth), the same refusing deletes, the same behind ACR's token service stand-in granting
+//! no `delete`, and the ACR API stand-in (`_tags` with `lastUpdateTime`, the untag `DELETE`) in
+//! front of one. Results are checked with skopeo and raw HTTP, never with
 //! the crate's own client.
 
 mod support;
@@ -16,6 +17,8 @@ use serde_json::{Value, json};
 use support::images::{self, SkopeoAuth, manifest_digest, skopeo_list_tags};
 use support::{Blob, PushedImage, Seeder, TestRegistry, TokenService, Users};
 use support_azure::acr_api::AcrApiStandIn;
+use support_azure::acr_standin::{AcrStandIn, MintAccess, Scope};
+use support_azure::entra::FakeEntra;
 
 const SRC: &str = "src.example";
 const ACR: &str = "myacr.azurecr.io";
@@ -310,6 +313,47 @@ async fn a_registry_that_refuses_deletes_fails_cleanly() {
     assert_eq!(report["summary"]["skipped"], 3, "every tag reported as not attempted: {report:#}");
     let tags = skopeo_list_tags(&format!("{}/{APP}", target.host()), &SkopeoAuth::None).await;
     assert_eq!(tags, ["old1", "old2", "old3"].map(String::from).to_vec());
+}
+
+/// An identity that may pull and push but not delete (AcrPush without AcrDelete: ACR's token
+/// service stand-in grants every action asked for but `delete`), in front of distribution
+/// behind token auth: the first delete is refused with 401 although the token was asked for the
+/// `delete` scope, the run ends with exit 1 naming the registry, and every tag stays.
+#[tokio::test]
+async fn an_identity_without_delete_rights_is_refused_cleanly() {
+    let tokens = TokenService::start(Users::new().anonymous(false)).await;
+    let signer = tokens.clone();
+    let mint: MintAccess = std::sync::Arc::new(move |sub: &str, scopes: &[Scope]| {
+        let access: Vec<_> = scopes
+            .iter()
+            .map(|s| {
+                let actions =
+                    s.actions.iter().filter(|a| s.kind != "repository" || !matches!(a.as_str(), "delete" | "*"));
+                (s.kind.clone(), s.name.clone(), actions.cloned().collect())
+            })
+            .collect();
+        signer.sign(sub, &access)
+    });
+    let acr = AcrStandIn::start(tokens.service(), FakeEntra::new(), mint).await;
+    acr.state.basic_users.lock().unwrap().push(("admin".into(), "pw".into(), None));
+    let target = TestRegistry::with_token_realm(&tokens, acr.realm().as_str()).await;
+    let s = Seeder::new(&target.url(), 5).with_token_service(&tokens);
+    for tag in ["old1", "old2"] {
+        push_dated(&s, APP, tag, "2020-01-01T00:00:00Z").await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "pw").unwrap();
+    let auth = format!("{{type: basic, username: admin, passwordFile: {}}}", dir.path().join("pw").display());
+    write_config(dir.path(), None, &target.url(), &auth, &["app:new"], "prune: {minAge: 0s, keepRecent: 0}\n");
+    let o = support::mirror_in(dir.path(), &["prune", "--apply"]).await;
+    assert_eq!(code(&o), Some(1), "{}", support::output_text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains(&format!("registry {ACR} refuses deletes")) && stderr.contains("401"), "{stderr}");
+    let asked: Vec<Scope> = acr.state.access_grants.lock().unwrap().iter().flat_map(|g| g.1.clone()).collect();
+    assert!(asked.iter().any(|s| s.name == APP && s.actions.iter().any(|a| a == "delete")), "{asked:?}");
+    let pull = SkopeoAuth::Token(tokens.mint(&[(APP, "pull")]));
+    let tags = skopeo_list_tags(&format!("{}/{APP}", target.host()), &pull).await;
+    assert_eq!(tags, ["old1", "old2"].map(String::from).to_vec());
 }
 
 /// Bad `prune:` values end the run with exit 1 naming the key, before any registry is asked:

@@ -126,7 +126,16 @@ async fn run(
             match apply(&registry, r, modes[&r.repository], &req.stop, &mut outcomes).await {
                 Ok(()) => {}
                 Err(e) => {
-                    error = Some(format!("registry {} refuses deletes, so nothing more was deleted: {e}", scope.host));
+                    let why = match e.status() {
+                        Some(405) | Some(404) => "deletes are turned off on it (distribution: storage.delete.enabled)",
+                        _ => {
+                            "this identity may not delete there (ACR: AcrDelete, or Repository Contributor on ABAC registries)"
+                        }
+                    };
+                    error = Some(format!(
+                        "registry {} refuses deletes ({why}), so nothing more was deleted: {e}",
+                        scope.host
+                    ));
                     break;
                 }
             }
