@@ -60,30 +60,40 @@ pub struct PruneOutcome {
 pub async fn prune(file: &ConfigFile, req: &PruneRequest) -> Result<PruneOutcome, AppError> {
     let started = Started::now();
     let cfg = &file.config;
-    // Checked when the file was loaded; a config built in code is checked here, before any read.
-    let rules = cfg.prune.rules().map_err(AppError::Config)?;
-    let scope = Scope::of(cfg)?;
-    // A tag rule that chooses nothing is an error here: otherwise a source that lists no tags
-    // for a night would make every tag it once chose look unneeded.
-    let needed = needed(&super::resolve_tagged(file, true).await?, &scope.host);
+    let prepared = async {
+        // Checked when the file was loaded; a config built in code is checked here, before any read.
+        let rules = cfg.prune.rules().map_err(AppError::Config)?;
+        let scope = Scope::of(cfg)?;
+        // A tag rule that chooses nothing is an error here: otherwise a source that lists no
+        // tags for a night would make every tag it once chose look unneeded.
+        let needed = needed(&super::resolve_tagged(file, true).await?, &scope.host);
+        Ok((rules, scope, needed))
+    }
+    .await;
+    let (rules, scope, needed) = match prepared {
+        Ok(p) => p,
+        Err(e) => return failed(cfg, req, started, e).await,
+    };
     let lock = match req.apply {
         true => records::lock(cfg, None, "prune").await?,
         false => None,
     };
-    let result = run(cfg, req, &scope, &needed, &rules, started).await;
-    let result = match result {
+    let result = match run(cfg, req, &scope, &needed, &rules, started).await {
         Ok(mut outcome) => {
             outcome.records = records::upload_prune(cfg, started, &outcome.report).await;
             Ok(outcome)
         }
-        Err(e) => {
-            let report = PruneReport::failed_run(req.apply, started.at, Some(&cfg.prune), e.to_string());
-            let _ = records::upload_prune(cfg, started, &report).await;
-            Err(e)
-        }
+        Err(e) => failed(cfg, req, started, e).await,
     };
     records::release(lock).await;
     result
+}
+
+/// A run that failed before it had a plan: its records (when configured) name the error.
+async fn failed(cfg: &Config, req: &PruneRequest, started: Started, e: AppError) -> Result<PruneOutcome, AppError> {
+    let report = PruneReport::failed_run(req.apply, started.at, Some(&cfg.prune), e.to_string());
+    let _ = records::upload_prune(cfg, started, &report).await;
+    Err(e)
 }
 
 async fn run(
@@ -383,7 +393,12 @@ async fn image_created(
         },
         false => m,
     };
-    Ok(registry.image_created(repo, image).await?)
+    match registry.image_created(repo, image).await {
+        Ok(created) => Ok(created),
+        // A config the repository lacks (a partial image) leaves the age unknown: kept under minAge.
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Deletes what one repository's plan says, re-reading each tag first. `Err` only when the
