@@ -38,5 +38,5 @@ pub mod config;
 pub mod report;
 
 internal_modules!(
-    azure, digest, exit, imageset, ledger, manifest, plan, reference, registry, sanitize, shard, time, transfer
+    azure, digest, exit, imageset, ledger, manifest, plan, prune, reference, registry, sanitize, shard, time, transfer
 );

@@ -21,6 +21,7 @@ use crate::plan::{ImagePlan, Plan, Status};
 use crate::transfer::pipeline::{ImageResult, Outcome};
 
 pub mod metrics;
+pub mod prune;
 
 /// The version of the report document; raised when a field changes meaning or goes away (new
 /// fields may appear without it).

@@ -20,8 +20,8 @@ const LAYERS: &[&[&str]] = &[
     &["azure"],
     // Which images are needed; which warms are complete (the warm ledger in the target registry).
     &["imageset", "ledger"],
-    // What the target lacks.
-    &["plan"],
+    // What the target lacks; what it holds that the image set no longer needs.
+    &["plan", "prune"],
     // Moving it.
     &["transfer"],
     // What happened, for people and CI systems.

@@ -648,3 +648,74 @@ async fn junit_files_of_real_runs_follow_the_jenkins_schema() {
         validate_junit(&env.path(&file));
     }
 }
+
+/// Checks the prune documents: a report with every outcome kind and a failed run against
+/// schema/prune.v1.json, their JUnit against the Jenkins schema's rules (a failed deletion is a
+/// failure, a moved tag a skip), and the metrics file with the Prometheus parser (every series
+/// a documented gauge labelled `command="prune"`, the prune series present).
+#[test]
+fn prune_reports_follow_their_schema() {
+    use acr_mirror::config::PruneConfig;
+    use acr_mirror::digest::Digest;
+    use acr_mirror::prune::{DeleteMode, ListedTag, Needed, RepoListing, plan};
+    use acr_mirror::report::prune::{Done, Outcomes, PruneReport, write_metrics};
+    let dir = tempfile::tempdir().unwrap();
+    let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    let tag = |name: &str, n: u8| ListedTag { name: name.into(), digest: Digest::of(&[n]), updated: Some(old) };
+    let repo = "mirror/app";
+    let listing = RepoListing {
+        repository: repo.into(),
+        tags: vec![tag("keep", 1), tag("broken", 2), tag("moved", 3), tag("done", 4)],
+        ..Default::default()
+    };
+    let mut needed = Needed::default();
+    needed.tags.insert(repo.into(), ["keep".to_string()].into_iter().collect());
+    let cfg = PruneConfig { min_age: "0s".into(), keep_recent: 0, protect: vec![] };
+    let p = plan(&[listing], &needed, &cfg.rules().unwrap(), DeleteMode::Untag, SystemTime::now());
+    let mut o = Outcomes::default();
+    let t = |n: &str| (repo.to_string(), n.to_string());
+    o.tags.insert(t("broken"), (Done::Failed, Some("DELETE … HTTP 500 <oops>".into())));
+    o.tags.insert(t("moved"), (Done::Moved, Some("now sha256:…".into())));
+    o.tags.insert(t("done"), (Done::Deleted, None));
+    o.manifests.insert((repo.into(), Digest::of(&[4])), (Done::Deleted, None));
+    let report = PruneReport::new(true, SystemTime::now(), 12, "myacr.azurecr.io", &cfg, &p, &o, false, None);
+    let doc: Value = serde_json::from_slice(&report.to_json()).unwrap();
+    validate("prune.v1.json", &doc);
+    assert_eq!((doc["summary"]["deleted"].as_u64(), doc["summary"]["failed"].as_u64()), (Some(1), Some(1)));
+    let path = dir.path().join("prune.xml");
+    std::fs::write(&path, report.to_junit()).unwrap();
+    check_junit(&path);
+    let junit = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        junit.contains("failures=\"1\"") && junit.contains("skipped=\"1\"") && junit.contains("&lt;oops&gt;"),
+        "{junit}"
+    );
+
+    let failed = PruneReport::failed_run(false, SystemTime::now(), None, "no config file: pass -c mirror.yaml".into());
+    validate("prune.v1.json", &serde_json::from_slice(&failed.to_json()).unwrap());
+    std::fs::write(&path, failed.to_junit()).unwrap();
+    check_junit(&path);
+
+    let metrics_path = dir.path().join("prune.prom");
+    let m = acr_mirror::report::metrics::RunMetrics {
+        command: "prune",
+        shard: "0/1".into(),
+        report: None,
+        exit_code: 3,
+        finished: SystemTime::now(),
+        duration_seconds: 1.5,
+    };
+    write_metrics(&metrics_path, &m, Some(&report)).unwrap();
+    let text = std::fs::read_to_string(&metrics_path).unwrap();
+    use prometheus_parse::{Scrape, Value as Sample};
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    for s in &scrape.samples {
+        assert!(matches!(s.value, Sample::Gauge(_)) && scrape.docs.contains_key(&s.metric), "{}", s.metric);
+        assert_eq!(s.labels.get("command"), Some("prune"), "{}", s.metric);
+    }
+    assert!(
+        text.contains("acr_mirror_last_run_prune_tags{command=\"prune\",shard=\"0/1\",action=\"failed\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("acr_mirror_last_run_prune_bytes_to_free{"), "{text}");
+}

@@ -1,4 +1,4 @@
-//! The application: `plan`, `sync` and `verify` as calls that take a configuration and a request
+//! The application: `plan`, `sync`, `verify` and `prune` as calls that take a configuration and a request
 //! and give back what happened, for the command line today and for a library user, a
 //! long-running service or a Kubernetes operator tomorrow.
 //!
@@ -12,6 +12,7 @@
 //! report); none of them imports it.
 
 mod check;
+mod prune;
 mod records;
 mod sync;
 
@@ -30,6 +31,7 @@ use crate::report::Report;
 use crate::shard::Shard;
 
 pub use check::{plan, verify};
+pub use prune::{PruneEnding, PruneOutcome, PruneRequest, prune};
 pub use sync::{SyncObserver, sync};
 
 /// A configuration file as loaded: its content, and where it is, since its relative paths
@@ -128,6 +130,9 @@ pub enum AppError {
     Locked(LockHeld),
     #[error("cannot take the run lock: {0}")]
     Lock(StorageError),
+    /// The configuration cannot be used for this command (`prune:` rules, mappings).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The image set of `file`, as `resolve` shows it. Its warnings are logged.

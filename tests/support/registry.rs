@@ -1,5 +1,6 @@
 //! Real `docker-registry` (CNCF distribution 2.8.2) processes on loopback ports, each with its
-//! own temporary storage, in one of three roles: an open registry (standing in for MCR), a
+//! own temporary storage and deletes enabled (except [`TestRegistry::refusing_deletes`]), in one
+//! of three roles: an open registry (standing in for MCR), a
 //! registry behind token auth (standing in for ACR), and a pull-through cache (standing in
 //! for an ACR cache rule).
 //!
@@ -80,6 +81,19 @@ impl TestRegistry {
     /// another realm (a token service that signs with `tokens`, such as our ACR stand-in).
     pub async fn with_token_realm(tokens: &TokenService, realm: &str) -> Self {
         Self::start(Mode::token(tokens, realm), Storage::Own).await
+    }
+
+    /// An open registry with deletes turned off, as distribution ships (`storage.delete.enabled`
+    /// false): every `DELETE` is answered 405 `UNSUPPORTED`.
+    pub async fn refusing_deletes() -> Self {
+        let mut r = Self::anonymous().await;
+        let config = r.dir.path().join("config.yml");
+        let yaml = std::fs::read_to_string(&config).expect("read registry config");
+        let off = yaml.replace("  delete:\n    enabled: true\n", "  delete:\n    enabled: false\n");
+        assert_ne!(off, yaml, "the registry config has the delete switch");
+        std::fs::write(&config, off).expect("write registry config");
+        r.restart().await;
+        r
     }
 
     /// A pull-through cache of `upstream_url` (an anonymous registry, e.g. another `TestRegistry`'s `url()`).
