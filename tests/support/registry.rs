@@ -92,7 +92,8 @@ impl TestRegistry {
         let off = yaml.replace("  delete:\n    enabled: true\n", "  delete:\n    enabled: false\n");
         assert_ne!(off, yaml, "the registry config has the delete switch");
         std::fs::write(&config, off).expect("write registry config");
-        r.restart().await;
+        r.stop().await;
+        r.start_again().await;
         r
     }
 
