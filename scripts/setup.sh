@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 # The commands each use needs, as "command:Debian package". docker-registry is the CNCF
 # distribution registry every integration test and the demo start on loopback; skopeo is the
 # independent client the tests check what mirror wrote with; xmllint checks the JUnit reports
-# against the Jenkins schema (tests/reports.rs); openssl makes cosign keys and signatures and python3
-# runs tests/support/sign.py, which makes Notary Project signatures (tests/provenance.rs).
+# against the Jenkins schema (the ignored schema tests of tests/reports.rs, which .ci/run runs);
+# openssl makes cosign keys and signatures and python3 runs tests/support/sign.py, which makes
+# Notary Project signatures (tests/provenance.rs).
 case "${1:-}" in
   demo) needs=(docker-registry:docker-registry curl:curl) ;;
   test) needs=(docker-registry:docker-registry skopeo:skopeo xmllint:libxml2-utils openssl:openssl python3:python3-venv) ;;

@@ -57,6 +57,9 @@ pub struct Config {
     /// (see docs/provenance.md).
     #[serde(default)]
     pub signatures: SignaturesConfig,
+    /// The guard rails of `mirror prune`: what it keeps although the image set no longer needs it.
+    #[serde(default)]
+    pub prune: PruneConfig,
 }
 
 /// `signatures:`: verify Notary Project and cosign signatures of source images. Paths are
@@ -118,6 +121,68 @@ pub struct CosignKeyConfig {
     pub scope: String,
     /// A PEM public key: ECDSA P-256/P-384, Ed25519 or RSA.
     pub key: PathBuf,
+}
+
+/// `prune:`: what `mirror prune` keeps of the tags the image set no longer needs. Read as
+/// written (`minAge` text, `keepRecent` signed) so that a wrong value is refused naming its key
+/// rather than as a YAML type error; [`PruneConfig::rules`] gives the checked values.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PruneConfig {
+    /// Never delete a tag younger than this (`90m`, `36h`, `7d`, `0s`).
+    #[serde(default = "default_min_age")]
+    pub min_age: String,
+    /// Per repository, keep this many of the most recent tags the image set does not need.
+    #[serde(default = "default_keep_recent")]
+    pub keep_recent: i64,
+    /// Regular expressions of tags never deleted (matched against the whole tag unless anchored otherwise).
+    #[serde(default)]
+    pub protect: Vec<String>,
+}
+
+/// `prune:` checked: the values the planner takes.
+#[derive(Debug, Clone)]
+pub struct PruneRules {
+    pub min_age: std::time::Duration,
+    pub keep_recent: usize,
+    pub protect: Vec<regex::Regex>,
+}
+
+fn default_min_age() -> String {
+    "7d".into()
+}
+fn default_keep_recent() -> i64 {
+    3
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        PruneConfig { min_age: default_min_age(), keep_recent: default_keep_recent(), protect: Vec::new() }
+    }
+}
+
+impl PruneConfig {
+    /// The checked rules, or an error naming the key (`prune.minAge`, `prune.keepRecent`,
+    /// `prune.protect[i]`).
+    pub fn rules(&self) -> Result<PruneRules, String> {
+        let min_age = crate::time::parse_duration(&self.min_age).map_err(|e| format!("prune.minAge: {e}"))?;
+        let keep_recent = usize::try_from(self.keep_recent)
+            .map_err(|_| format!("prune.keepRecent: {} is negative; write 0 or more", self.keep_recent))?;
+        let protect = self
+            .protect
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                regex::Regex::new(p).map_err(|e| {
+                    format!(
+                        "prune.protect[{i}]: {p:?} is not a regular expression: {}",
+                        e.to_string().replace('\n', " ")
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(PruneRules { min_age, keep_recent, protect })
+    }
 }
 
 /// `warmLedger:`: the repository of the target registry that records completed warms.
@@ -626,6 +691,7 @@ impl Config {
         if let Some(n) = sig.cosign.iter().position(|k| k.scope.trim().is_empty()) {
             return Err(format!("signatures.cosign[{n}].scope is empty"));
         }
+        self.prune.rules()?;
         if self.transfer.concurrency == 0 {
             return Err("transfer.concurrency must be at least 1".into());
         }
@@ -793,5 +859,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 3") && e.contains("unknown field `tag`"), "{e}");
+    }
+
+    /// Checks `prune:`: the defaults, a full section, and that a negative `keepRecent`, an
+    /// unreadable `minAge` and an invalid regex are each refused naming their key.
+    #[test]
+    fn prune_rules_are_checked_naming_the_key() {
+        let rules = Config::parse("{}", Path::new("m.yaml")).unwrap().prune.rules().unwrap();
+        assert_eq!((rules.min_age.as_secs(), rules.keep_recent, rules.protect.len()), (7 * 86_400, 3, 0));
+        let cfg = Config::parse(
+            "prune:\n  minAge: 36h\n  keepRecent: 0\n  protect: [\"^v?\\\\d+\\\\.\\\\d+$\"]\n",
+            Path::new("m.yaml"),
+        )
+        .unwrap();
+        let rules = cfg.prune.rules().unwrap();
+        assert_eq!((rules.min_age.as_secs(), rules.keep_recent), (36 * 3600, 0));
+        assert!(rules.protect[0].is_match("v1.2") && !rules.protect[0].is_match("1.2.3"));
+        for (yaml, key) in [
+            ("prune: {keepRecent: -1}", "prune.keepRecent"),
+            ("prune: {minAge: 7 days}", "prune.minAge"),
+            ("prune: {minAge: 7}", "prune.minAge"),
+            ("prune: {protect: [ok, \"(\"]}", "prune.protect[1]"),
+        ] {
+            let e = Config::parse(yaml, Path::new("m.yaml")).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("m.yaml"), "{yaml}: {e}");
+        }
+        let e = Config::parse("prune: {keepRecnt: 1}", Path::new("m.yaml")).unwrap_err().to_string();
+        assert!(e.contains("keepRecnt"), "{e}");
     }
 }

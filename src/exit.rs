@@ -4,8 +4,8 @@
 //! |---|---|
 //! | 0 | success: in sync, or everything done |
 //! | 1 | any other error: bad input, unreachable registry, wrong credentials, a failed copy |
-//! | 2 | drift found (`plan`, `verify`): the target lacks something (`signatures.mode: enforce`: `verify` also when a covered image lacks a valid signature there) |
-//! | 3 | `sync` finished but some images failed, or were rejected for want of a valid signature (the rest were done) |
+//! | 2 | drift found (`plan`, `verify`): the target lacks something (`signatures.mode: enforce`: `verify` also when a covered image lacks a valid signature there); `prune` (dry run): something would be deleted |
+//! | 3 | `sync` finished but some images failed or were rejected for want of a valid signature, or `prune --apply` some deletions (the rest were done) |
 //! | 4 | another run holds the run lock (`lock: {azureBlob: …}`); nothing was done |
 //! | 130 | stopped by SIGINT: reports written, records uploaded, lock released |
 //! | 143 | stopped by SIGTERM: the same |

@@ -40,6 +40,6 @@ pub mod config;
 pub mod report;
 
 internal_modules!(
-    azure, digest, exit, imageset, ledger, manifest, plan, provenance, reference, registry, sanitize, shard, time,
-    transfer
+    azure, digest, exit, imageset, ledger, manifest, plan, provenance, prune, reference, registry, sanitize, shard,
+    time, transfer
 );

@@ -22,6 +22,7 @@ use crate::provenance::Outcome as Provenance;
 use crate::transfer::pipeline::{ImageResult, Outcome};
 
 pub mod metrics;
+pub mod prune;
 
 /// The version of the report document; raised when a field changes meaning or goes away (new
 /// fields may appear without it).

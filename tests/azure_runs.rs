@@ -1,6 +1,6 @@
 //! The nightly job's run lock and run records, through the `mirror` binary against Azurite:
-//! two overlapping `mirror sync` runs (the second exits with code 4 naming the holder), the
-//! reports of the run landing as blobs, the lock released at the end, and a failed upload
+//! two overlapping `mirror sync` runs (the second, and a `prune --apply`, exit with code 4 naming
+//! the holder), the reports of the run (and of a prune) landing as blobs, the lock released at the end, and a failed upload
 //! turning only an otherwise successful run into exit code 1.
 
 mod support;
@@ -119,6 +119,8 @@ async fn a_second_sync_while_the_first_holds_the_lock_exits_4_and_the_first_uplo
     assert!(matches!(seen, Ok(Ok(_))), "the first sync never said it took the lock");
     assert_eq!(lease_state(&azurite).await.as_deref(), Some("leased"));
     let second = mirror(&cfg, &azurite, &["sync"]).output().await.unwrap();
+    // `prune --apply` takes the same lock, and is refused the same way.
+    let prune = mirror(&cfg, &azurite, &["prune", "--apply"]).output().await.unwrap();
     open.send_replace(true);
     let mut first_out = first.wait_with_output().await.unwrap();
     first_out.stderr = first_log.await.unwrap().into_bytes();
@@ -127,6 +129,8 @@ async fn a_second_sync_while_the_first_holds_the_lock_exits_4_and_the_first_uplo
     assert!(msg.contains("another run holds the lock"), "{msg}");
     assert!(msg.contains(&format!("pid {first_pid} (mirror sync)")), "the holder is not named: {msg}");
     assert_eq!(first_out.status.code(), Some(0), "{}", text(&first_out));
+    assert_eq!(prune.status.code(), Some(4), "{}", text(&prune));
+    assert!(String::from_utf8_lossy(&prune.stderr).contains("another run holds the lock"), "{}", text(&prune));
 
     assert_eq!(lease_state(&azurite).await.as_deref(), Some("available"), "the lock was not released");
     let names = azurite.blob_names("runs", "nightly/").await;
@@ -138,6 +142,21 @@ async fn a_second_sync_while_the_first_holds_the_lock_exits_4_and_the_first_uplo
     let report: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(report["command"], "sync");
     assert_eq!(report["summary"]["outcomes"]["copied"], 1, "{report}");
+
+    // Once the lock is free, `prune --apply` runs (nothing to prune: exit 0), releases it, and
+    // its own report lands as the run's records (another container, so the folders named by
+    // start time to the second can never collide with the sync's).
+    azurite.create_container("prunes").await;
+    std::fs::write(&cfg, config(&gated, &target.url(), &azurite, "prunes")).unwrap();
+    let prune = mirror(&cfg, &azurite, &["prune", "--apply"]).output().await.unwrap();
+    assert_eq!(prune.status.code(), Some(0), "{}", text(&prune));
+    assert_eq!(lease_state(&azurite).await.as_deref(), Some("available"), "prune did not release the lock");
+    let names = azurite.blob_names("prunes", "nightly/").await;
+    let json_name = names.iter().find(|n| n.ends_with("/report.json")).expect("prune's report.json uploaded");
+    assert!(names.iter().any(|n| n.ends_with("/junit.xml")), "{names:?}");
+    let (_, body) = azurite.get(&format!("prunes/{json_name}")).await;
+    let report: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((report["command"].as_str(), report["apply"].as_bool()), (Some("prune"), Some(true)), "{report}");
 }
 
 #[tokio::test]

@@ -4,12 +4,15 @@
 //! SIGKILL, two runs at once). Each test asserts the exit code, that no tag in the target points
 //! at content that is not all there (checked with raw HTTP against the target registry itself,
 //! not through the proxy nor the crate's client), and what a clean rerun moves (the report's
-//! bytes). Timeouts are short and nothing asserts wall-clock time.
+//! bytes), and that its fault fired (the proxy's count of faulted requests, the killed process's
+//! signal). Timeouts are short and nothing asserts wall-clock time; every wait is bounded by
+//! [`HANG`].
 
 mod support;
 
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use acr_mirror::digest::Digest;
@@ -17,6 +20,7 @@ use serde_json::Value;
 use support::images;
 use support::proxy::Change;
 use support::{FaultProxy, Format, PushedImage, Seeder, TestRegistry};
+use tokio::process::Child;
 
 const MCR: &str = "mcr.microsoft.com";
 const ACR: &str = "myacr.azurecr.io";
@@ -73,28 +77,26 @@ impl Setup {
         self.dir.path().join(name)
     }
 
-    fn command(&self, report: &str) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirror"));
-        cmd.arg("-c")
+    /// Starts `mirror sync`, writing the JSON report to `report`; its output is collected by
+    /// [`finish`].
+    fn spawn(&self, report: &str) -> Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
+            .arg("-c")
             .arg(self.path("mirror.yaml"))
             .args(["sync", "--report-json"])
             .arg(self.path(report))
             .env("MIRROR_LOG", "warn")
             .env("DOCKER_CONFIG", self.dir.path())
-            .kill_on_drop(true);
-        cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
     }
 
     /// Runs `mirror sync`, writing the JSON report to `report`.
     async fn sync(&self, report: &str) -> Output {
-        let out = tokio::time::timeout(HANG, self.command(report).output()).await.expect("the run hung").unwrap();
-        eprintln!(
-            "mirror sync: {:?}\n--- stdout\n{}--- stderr\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        finish(self.spawn(report)).await
     }
 
     fn report(&self, name: &str) -> Value {
@@ -149,6 +151,32 @@ impl Setup {
     }
 }
 
+/// Waits for a run's end (at most [`HANG`]) and collects its output, printed for a failing test.
+async fn finish(child: Child) -> Output {
+    let out = tokio::time::timeout(HANG, child.wait_with_output()).await.expect("the run hung").unwrap();
+    eprintln!(
+        "mirror sync: {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Polls `ready` every 10 ms while `child` runs, until it holds: the moment to inject a fault.
+/// Panics if the run ends first (the fault would never meet it) or if `ready` does not hold
+/// within [`HANG`].
+async fn wait_while_running(child: &mut Child, what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + HANG;
+    while !ready().await {
+        assert!(tokio::time::Instant::now() < deadline, "no {what} within {HANG:?}");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            status = child.wait() => panic!("the run ended ({status:?}) before {what}: the fault was never injected"),
+        }
+    }
+}
+
 fn blob_path(digest: &Digest) -> String {
     format!("/blobs/{digest}")
 }
@@ -169,6 +197,7 @@ async fn source_reset_mid_blob_is_retried() {
     let layer = &s.large.blobs[1].0;
     s.src.change_answers("GET", &blob_path(layer), 1, Change::Reset(100_000));
     assert_eq!(s.sync("run.json").await.status.code(), Some(0));
+    assert_eq!(s.src.faulted("GET", &blob_path(layer)), 1, "the first read was reset");
     assert_eq!(s.src.count("GET", &blob_path(layer)), 2, "the blob was read again after the reset");
     assert_eq!(s.clean_rerun().await, 0);
 }
@@ -180,6 +209,7 @@ async fn target_reset_mid_blob_is_resumed() {
     let s = Setup::new(102).await;
     s.dst.cut_patch(2, 1000);
     assert_eq!(s.sync("run.json").await.status.code(), Some(0));
+    assert_eq!(s.dst.faulted("PATCH", "/blobs/uploads/"), 1, "the second PATCH was cut");
     s.assert_consistent().await;
     assert_eq!(s.clean_rerun().await, 0);
 }
@@ -247,6 +277,10 @@ async fn altered_manifest_bytes_fail_the_image() {
     s.src.change_answers("GET", "/oss/multi/manifests/", 100, Change::AppendSpace);
     let out = s.sync("run.json").await;
     assert_eq!(out.status.code(), Some(3));
+    assert!(s.src.faulted("GET", "/oss/multi/manifests/") >= 1, "a manifest was altered");
+    let errors: Vec<Value> =
+        s.report("run.json")["images"].as_array().unwrap().iter().map(|i| i["error"].clone()).collect();
+    assert!(errors.iter().filter(|e| e.is_string()).count() == 1, "only the altered image failed: {errors:?}");
     assert_eq!(images::manifest_digest(&s.acr.url(), "mirror/oss/multi", "1", None).await, None);
     s.assert_consistent().await;
     let moved = s.clean_rerun().await;
@@ -263,6 +297,9 @@ async fn throttled_pushes_are_waited_out() {
     s.dst.fail_every("PATCH", "/blobs/uploads/", 3, 429, Some(1));
     s.dst.fail_every("PUT", "/blobs/uploads/", 3, 429, Some(1));
     assert_eq!(s.sync("run.json").await.status.code(), Some(0));
+    assert_eq!(s.dst.faulted("PUT", "/manifests/"), 2, "both throttled manifest PUTs");
+    assert!(s.dst.faulted("PATCH", "/blobs/uploads/") >= 1, "a PATCH was throttled");
+    assert!(s.dst.faulted("PUT", "/blobs/uploads/") >= 1, "an upload PUT was throttled");
     s.assert_consistent().await;
     assert_eq!(s.clean_rerun().await, 0);
 }
@@ -274,6 +311,7 @@ async fn a_throttled_first_chunk_resumes_from_the_start() {
     let s = Setup::new(108).await;
     s.dst.fail_with("PATCH", "/blobs/uploads/", 1, 429, Some(1));
     assert_eq!(s.sync("run.json").await.status.code(), Some(0));
+    assert_eq!(s.dst.faulted("PATCH", "/blobs/uploads/"), 1, "the first PATCH was throttled");
     assert_eq!(s.dst.count("DELETE", "/blobs/uploads/"), 0, "the upload went on in its session, none was given up");
     assert_eq!(s.clean_rerun().await, 0);
 }
@@ -285,6 +323,7 @@ async fn server_errors_on_the_final_put_are_retried() {
     let s = Setup::with_retries(109, 5).await;
     s.dst.fail_every("PUT", "/blobs/uploads/", 3, 500, None);
     assert_eq!(s.sync("run.json").await.status.code(), Some(0));
+    assert!(s.dst.faulted("PUT", "/blobs/uploads/") >= 1, "an upload PUT met a 500");
     s.assert_consistent().await;
     assert_eq!(s.clean_rerun().await, 0);
 }
@@ -295,6 +334,7 @@ async fn a_slow_body_is_not_an_error() {
     let s = Setup::new(110).await;
     s.src.change_answers("GET", "/blobs/", 100, Change::Slow(Duration::from_millis(5)));
     assert_eq!(s.sync("run.json").await.status.code(), Some(0));
+    assert!(s.src.faulted("GET", "/blobs/") >= 1, "blob bodies were slowed");
     assert_eq!(s.clean_rerun().await, 0);
 }
 
@@ -306,6 +346,7 @@ async fn a_lying_docker_content_digest_fails_the_image() {
     s.dst.change_answers("PUT", "/oss/small/manifests/", 100, Change::WrongDigest);
     let out = s.sync("run.json").await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(s.dst.faulted("PUT", "/oss/small/manifests/") >= 1, "a manifest PUT was answered with another digest");
     s.assert_consistent().await;
     assert_eq!(s.clean_rerun().await, 0, "the blobs went in before the manifest");
 }
@@ -317,15 +358,12 @@ async fn a_lying_docker_content_digest_fails_the_image() {
 async fn a_target_that_goes_down_and_comes_back_mid_sync() {
     let s = Setup::with_retries(118, 5).await;
     s.src.change_answers("GET", "/blobs/", 1000, Change::Slow(Duration::from_millis(5)));
-    let dst = &s.dst;
-    let outage = async {
-        while dst.count("PATCH", "/blobs/uploads/") == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        dst.go_down(4);
-    };
-    let (out, ()) = tokio::join!(s.sync("run.json"), outage);
+    let mut child = s.spawn("run.json");
+    wait_while_running(&mut child, "upload PATCH", async || s.dst.count("PATCH", "/blobs/uploads/") > 0).await;
+    s.dst.go_down(4);
+    let out = finish(child).await;
     assert_eq!(out.status.code(), Some(0));
+    assert_eq!(s.dst.faulted_all(), 4, "the outage met four requests of the run");
     s.assert_consistent().await;
     assert_eq!(s.clean_rerun().await, 0);
 }
@@ -338,14 +376,17 @@ async fn a_target_that_goes_down_and_comes_back_mid_sync() {
 async fn a_target_registry_restarted_mid_sync() {
     let mut s = Setup::with_retries(119, 5).await;
     s.src.change_answers("GET", "/blobs/", 1000, Change::Slow(Duration::from_millis(5)));
-    let mut child = s.command("run.json").spawn().unwrap();
-    let uploading = || s.dst.count("PATCH", "/blobs/uploads/") + s.dst.count("PUT", "/blobs/uploads/");
-    while uploading() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    s.acr.restart().await;
-    let status = tokio::time::timeout(HANG, child.wait()).await.expect("the run hung").unwrap();
-    assert_eq!(status.code(), Some(0), "{}", s.acr.log());
+    let mut child = s.spawn("run.json");
+    let dst = &s.dst;
+    let uploading = async || dst.count("PATCH", "/blobs/uploads/") + dst.count("PUT", "/blobs/uploads/") > 0;
+    wait_while_running(&mut child, "upload", uploading).await;
+    s.acr.stop().await; // panics unless the registry was running
+    // Down until a request of the run has met the dead port (through the proxy: a 502).
+    let met = async || s.dst.upstream_failures() > 0;
+    wait_while_running(&mut child, "request meeting the stopped registry", met).await;
+    s.acr.start_again().await;
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(0), "{}", s.acr.log());
     s.assert_consistent().await;
     assert_eq!(s.clean_rerun().await, 0);
 }
@@ -357,18 +398,15 @@ async fn a_rerun_after_sigkill_moves_only_what_is_missing() {
     let s = Setup::new(112).await;
     // Slow the source so the run is still going when some blobs are in.
     s.src.change_answers("GET", "/blobs/", 1000, Change::Slow(Duration::from_millis(20)));
-    let mut child = s.command("killed.json").spawn().unwrap();
+    let mut child = s.spawn("killed.json");
     // Kill once the target itself holds some of the blobs: asked of the registry, not counted
     // at the proxy, where a PUT is seen before the registry has committed it.
     let total = s.total_bytes();
-    while s.dst.count("PUT", "/blobs/uploads/") == 0 || s.missing_bytes().await == total {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            status = child.wait() => panic!("the run ended before it was killed: {status:?}"),
-        }
-    }
+    let some_in = async || s.dst.count("PUT", "/blobs/uploads/") > 0 && s.missing_bytes().await < total;
+    wait_while_running(&mut child, "blob in the target", some_in).await;
     child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    let status = finish(child).await.status;
+    assert_eq!(status.signal(), Some(9), "the run was killed, it had not ended: {status}");
     s.assert_consistent().await;
     let missing = s.missing_bytes().await;
     assert!(missing < total, "some blobs were in before the kill");
@@ -382,18 +420,14 @@ async fn a_rerun_after_sigkill_moves_only_what_is_missing() {
 async fn two_syncs_without_a_lock_share_the_work() {
     let s = Setup::new(113).await;
     s.src.change_answers("GET", "/blobs/", 1000, Change::Slow(Duration::from_millis(10)));
-    let mut first = s.command("first.json").spawn().unwrap();
+    let mut first = s.spawn("first.json");
     let layer = &s.large.blobs[1].0;
-    while !images::blob_exists(&s.acr.url(), "mirror/oss/large", layer, None).await {
-        assert!(first.try_wait().unwrap().is_none(), "the first run ended before the layer was in");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let second = s.command("second.json").output();
-    let (first, second) = tokio::time::timeout(HANG, async { tokio::join!(first.wait_with_output(), second) })
-        .await
-        .expect("the runs hung");
-    assert_eq!(first.unwrap().status.code(), Some(0));
-    assert_eq!(second.unwrap().status.code(), Some(0));
+    let layer_in = async || images::blob_exists(&s.acr.url(), "mirror/oss/large", layer, None).await;
+    wait_while_running(&mut first, "large layer in the target", layer_in).await;
+    let second = s.spawn("second.json");
+    let (first, second) = tokio::join!(finish(first), finish(second));
+    assert_eq!(first.status.code(), Some(0));
+    assert_eq!(second.status.code(), Some(0));
     s.assert_consistent().await;
     let moved = s.report("second.json")["summary"]["bytes"].as_u64().unwrap();
     assert!(moved < LARGE as u64, "the second run moved {moved} bytes: the large layer again");
@@ -406,6 +440,8 @@ async fn a_throttled_first_request_is_waited_out() {
     let s = Setup::new(114).await;
     s.dst.fail_with("GET", "/v2/", 1, 429, Some(2));
     assert_eq!(s.sync("run.json").await.status.code(), Some(0));
+    assert_eq!(s.dst.faulted_all(), 1);
+    assert_eq!(s.dst.requests().first(), s.dst.faulted_requests().first(), "the first request was throttled");
     assert_eq!(s.clean_rerun().await, 0);
 }
 
@@ -418,6 +454,9 @@ async fn a_503_burst_at_the_start_is_retried() {
     s.dst.fail_503("GET", "/v2/", 4);
     s.dst.fail_503("HEAD", "/v2/", 4);
     assert_eq!(s.sync("run.json").await.status.code(), Some(0));
+    assert_eq!((s.dst.faulted("GET", "/v2/"), s.dst.faulted("HEAD", "/v2/")), (4, 4), "every 503 was met");
+    let first: Vec<(String, String)> = s.dst.requests().into_iter().take(4).collect();
+    assert_eq!(first, vec![("GET".to_string(), "/v2/".to_string()); 4], "the ping met four 503s in a row");
     assert_eq!(s.clean_rerun().await, 0);
 }
 
@@ -430,6 +469,7 @@ async fn a_stalled_body_is_given_up_after_the_idle_timeout() {
     s.src.change_answers("GET", &blob_path(layer), 100, Change::Stall);
     let out = s.sync("run.json").await;
     assert_eq!(out.status.code(), Some(3));
+    assert!(s.src.faulted("GET", &blob_path(layer)) >= 2, "the stalled read was retried, and stalled again");
     assert!(s.report("run.json")["images"].to_string().contains(MCR));
     s.assert_consistent().await;
     let moved = s.clean_rerun().await;
@@ -480,16 +520,21 @@ async fn a_stop_abandons_transfers_after_the_grace_period_and_cancels_their_sess
         grace: Duration::from_millis(300),
     };
     let stop = opts.stop.clone();
-    let dst = &s.dst;
-    let signal = async {
-        // The large layer's first chunk is on its way: stop now.
-        while dst.count("PATCH", "/mirror/oss/large/blobs/uploads/") == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    let run = acr_mirror::transfer::pipeline::run(&registries, &ctx, &plan, &opts, &NoProgress);
+    let results = tokio::time::timeout(HANG, async {
+        let mut run = std::pin::pin!(run);
+        // Stop once the large layer's first chunk is on its way (and not if the run ends first).
+        while s.dst.count("PATCH", "/mirror/oss/large/blobs/uploads/") == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = &mut run => panic!("the run ended before the large layer's upload: nothing was stopped"),
+            }
         }
         stop.cancel();
-    };
-    let run = acr_mirror::transfer::pipeline::run(&registries, &ctx, &plan, &opts, &NoProgress);
-    let (results, ()) = tokio::time::timeout(HANG, async { tokio::join!(run, signal) }).await.expect("the run hung");
+        run.await
+    })
+    .await
+    .expect("the run hung");
     let large = results.iter().find(|r| r.target.contains("oss/large")).unwrap();
     assert_eq!(large.outcome, Outcome::Interrupted, "{large:?}");
     assert_eq!(images::manifest_digest(&s.acr.url(), "mirror/oss/large", "1", None).await, None);

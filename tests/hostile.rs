@@ -152,6 +152,11 @@ async fn an_endless_blob_fails_the_copy_and_commits_nothing() {
     let cfg_dir = dir.path();
     let out = copy(cfg_dir, &target.url(), &hostile_source.url(), "", "hostile.test/app:1", "src.test/app:1").await;
     assert!(!out.status.success(), "{}", text(&out));
+    let seen = hostile_source.seen();
+    assert!(
+        seen.iter().any(|s| s.method == "GET" && s.path.contains("/blobs/")),
+        "the endless blob was read: {seen:?}"
+    );
     assert!(support::images::manifest_digest(&target.url(), "app", "1", None).await.is_none(), "nothing committed");
 }
 
@@ -237,6 +242,7 @@ async fn odd_token_lifetimes_are_not_fatal() {
         let hostile = Hostile::start(Mode::OddExpiresIn(odd.clone()), &upstream.url(), &elsewhere).await;
         let tags = registry(dir.path(), &hostile.url(), "").list_tags("app").await;
         assert_eq!(tags.unwrap_or_else(|e| panic!("expires_in {odd}: {e}")), ["1"]);
+        assert!(hostile.seen().iter().any(|s| s.path.starts_with("/token")), "expires_in {odd} was never served");
     }
 }
 
@@ -254,6 +260,8 @@ async fn throttling_and_unavailability_at_the_start_are_waited_out() {
     src_front.fail_503("GET", "/v2/", 3);
     let out = copy(dir.path(), &src_front.url(), &front.url(), "", "src.test/app:1", "hostile.test/app:1").await;
     assert!(out.status.success(), "{}", text(&out));
+    let met = (front.faulted("GET", "/v2/"), front.faulted("HEAD", "/v2/"), src_front.faulted("GET", "/v2/"));
+    assert_eq!(met, (1, 3, 3), "every 429 and 503 was met");
     support::images::assert_image_present(&target.url(), "app", &image, None).await;
 }
 
@@ -266,4 +274,5 @@ async fn reset_connections_at_the_start_are_retried() {
     let flaky = Flaky::start(upstream.host().parse().unwrap(), 2).await;
     let r = registry(dir.path(), &flaky.url(), "");
     assert_eq!(r.list_tags("app").await.unwrap(), ["1"]);
+    assert_eq!(flaky.resets(), 2, "both resets were met");
 }

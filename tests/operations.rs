@@ -614,7 +614,7 @@ fn every_command_and_argument_has_help() {
     assert!(missing.is_empty(), "{missing:#?}");
     // And the walk does see the commands (an empty walk would pass the check above).
     let names: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).collect();
-    for n in ["copy", "plan", "sync", "verify", "resolve", "rewrite", "lists", "completions", "man"] {
+    for n in ["copy", "plan", "sync", "verify", "prune", "resolve", "rewrite", "lists", "completions", "man"] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
 }

@@ -188,18 +188,6 @@ fn validate(doc: &Value) {
     assert!(errors.is_empty(), "not valid against schema/report.v1.json:\n{}\n{doc:#}", errors.join("\n"));
 }
 
-/// Checks a JUnit file with `xmllint --schema` against the Jenkins schema (read from
-/// `shared/data/junit/` beside the repository or a folder above it, as tests/reports.rs does).
-fn validate_junit(path: &Path) {
-    let xsd = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/data/junit/jenkins-junit.xsd"))
-        .find(|p| p.is_file())
-        .expect("shared/data/junit/jenkins-junit.xsd not found beside the repository or a folder above it");
-    let out = std::process::Command::new("xmllint").args(["--noout", "--schema"]).arg(xsd).arg(path).output().unwrap();
-    assert!(out.status.success(), "{} is not valid JUnit: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-}
-
 /// The report entry of the image whose source repository is `repo`.
 fn entry<'a>(report: &'a Value, repo: &str) -> &'a Value {
     let source = format!("{SRC}/{repo}:1");
@@ -328,7 +316,6 @@ async fn enforce_copies_only_images_with_a_valid_signature() {
     assert_eq!(out.status.code(), Some(3), "rejected images make the run partial: {}", stderr(&out));
     let sync = env.json("sync.json");
     validate(&sync);
-    validate_junit(&env.path("sync.xml"));
     let junit = std::fs::read_to_string(env.path("sync.xml")).unwrap();
     for ((repo, want, _), image) in CASES.iter().zip(&pushed) {
         let e = entry(&sync, repo);
@@ -388,7 +375,6 @@ async fn enforce_copies_only_images_with_a_valid_signature() {
     assert_eq!(out.status.code(), Some(2), "no signature in the target is drift under enforce: {}", stderr(&out));
     let bare = env.json("bare.json");
     assert_eq!(entry(&bare, "signed/cose")["signature"]["outcome"], "unsigned", "{bare:#}");
-    validate_junit(&env.path("bare.xml"));
     let junit = std::fs::read_to_string(env.path("bare.xml")).unwrap();
     assert!(junit.contains("<failure type=\"signature\""), "{junit}");
 }

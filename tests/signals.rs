@@ -205,8 +205,10 @@ async fn sigint_during_a_plan_stops_it_at_once_with_130_and_its_reports() {
     let mut run =
         mirror(dir.path(), "", &["plan", "--report-json", "r.json", "--report-junit", "j.xml"]).spawn().unwrap();
     // The plan has asked the source once the proxy has seen a request.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while slow.requests().is_empty() {
         assert!(run.try_wait().unwrap().is_none(), "the plan ended before asking the source");
+        assert!(tokio::time::Instant::now() < deadline, "the plan did not ask the source within 60 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     signal(&run, "INT");
@@ -272,9 +274,14 @@ async fn a_second_signal_ends_a_run_waiting_out_its_grace_at_once() {
             .expect("the run ended early");
         serde_json::from_str(&line).unwrap()
     };
-    while !next_event().await["fields"]["target_image"].is_string() {}
-    signal(&run, "TERM");
-    while !message(&next_event().await).starts_with("stopping") {}
+    // Each line comes within 60 s; a run that keeps logging other lines is bounded here.
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while !next_event().await["fields"]["target_image"].is_string() {}
+        signal(&run, "TERM");
+        while !message(&next_event().await).starts_with("stopping") {}
+    })
+    .await
+    .expect("no image started, or no graceful stop logged, within 120 s");
     signal(&run, "TERM");
     let status = tokio::time::timeout(Duration::from_secs(60), run.wait())
         .await

@@ -1,4 +1,4 @@
-//! The application: `plan`, `sync` and `verify` as calls that take a configuration and a request
+//! The application: `plan`, `sync`, `verify` and `prune` as calls that take a configuration and a request
 //! and give back what happened, for the command line today and for a library user, a
 //! long-running service or a Kubernetes operator tomorrow.
 //!
@@ -12,6 +12,7 @@
 //! report); none of them imports it.
 
 mod check;
+mod prune;
 mod records;
 mod sync;
 
@@ -32,6 +33,7 @@ use crate::report::Report;
 use crate::shard::Shard;
 
 pub use check::{plan, verify};
+pub use prune::{PruneEnding, PruneOutcome, PruneRequest, prune};
 pub use sync::{SyncObserver, sync};
 
 /// A configuration file as loaded: its content, and where it is, since its relative paths
@@ -134,6 +136,9 @@ pub enum AppError {
     /// read from a registry or written.
     #[error("{}: signatures: {error}", file.display())]
     Signatures { file: PathBuf, error: ProvenanceError },
+    /// The configuration cannot be used for this command (`prune:` rules, mappings).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The provenance gate of `file` for a command, `None` when `signatures.mode` is `off`. Loaded

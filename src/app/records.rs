@@ -7,6 +7,7 @@ use crate::azure::storage::UploadedRecords;
 use crate::azure::{BlobLocation, RunLock, StorageError, upload_run_records};
 use crate::config::{BlobConfig, Config};
 use crate::report::Report;
+use crate::report::prune::PruneReport;
 use crate::shard::Shard;
 
 /// Uploads the records of a run that ended with `result` when the config asks for them: the
@@ -22,15 +23,27 @@ pub(super) async fn upload(
     let Some(section) = &cfg.report else { return result };
     match result {
         Ok(mut outcome) => {
-            outcome.records = Some(put(section, shard, started, &outcome.report).await);
+            let report = &outcome.report;
+            outcome.records = Some(put(section, shard, started, report.to_json(), report.to_junit()).await);
             Ok(outcome)
         }
         Err(AppError::Locked(held)) => Err(AppError::Locked(held)),
         Err(e) => {
-            let _ = put(section, shard, started, &Report::failed_run(command, started.at, e.to_string())).await;
+            let report = Report::failed_run(command, started.at, e.to_string());
+            let _ = put(section, shard, started, report.to_json(), report.to_junit()).await;
             Err(e)
         }
     }
+}
+
+/// Uploads the records of a `prune` run (its own report document) when the config asks for them.
+pub(super) async fn upload_prune(
+    cfg: &Config,
+    started: Started,
+    report: &PruneReport,
+) -> Option<Result<UploadedRecords, StorageError>> {
+    let section = cfg.report.as_ref()?;
+    Some(put(section, None, started, report.to_json(), report.to_junit()).await)
 }
 
 /// Uploads one report; the result is logged either way.
@@ -38,11 +51,12 @@ async fn put(
     section: &BlobConfig,
     shard: Option<Shard>,
     started: Started,
-    report: &Report,
+    json: Vec<u8>,
+    junit: Vec<u8>,
 ) -> Result<UploadedRecords, StorageError> {
     let result = async {
         let location = BlobLocation::from_config(&per_shard(section, shard, "/"))?;
-        upload_run_records(&location, started.at, report.to_json().into(), report.to_junit().into()).await
+        upload_run_records(&location, started.at, json.into(), junit.into()).await
     }
     .await;
     match &result {

@@ -51,14 +51,17 @@ pub fn man(args: &ManArgs) -> anyhow::Result<u8> {
 /// The exit codes every command shares (see `crate::exit`), for the EXIT STATUS section.
 const EXIT_STATUS: [(u8, &str); 7] = [
     (exit::OK, "Success: the target is in sync, or everything was done."),
-    (exit::ERROR, "Any other error: bad input, an unreachable registry, wrong credentials, a failed copy."),
+    (
+        exit::ERROR,
+        "Any other error: bad input, an unreachable registry, wrong credentials, a failed copy, a registry refusing deletes.",
+    ),
     (
         exit::DRIFT,
-        "Drift found (plan, verify): the target lacks something (under signatures.mode enforce, verify also: a valid signature).",
+        "Drift found (plan, verify): the target lacks something (under signatures.mode enforce, verify also: a valid signature); prune (dry run): something would be deleted.",
     ),
     (
         exit::PARTIAL,
-        "sync finished but some images failed, or were rejected for want of a valid signature (the rest were done).",
+        "sync finished but some images failed or were rejected for want of a valid signature, or prune --apply some deletions (the rest were done).",
     ),
     (exit::LOCKED, "Another run holds the run lock; nothing was done."),
     (130, "The run was stopped by SIGINT; reports written."),

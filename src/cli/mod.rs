@@ -14,6 +14,7 @@ mod docs;
 mod lists;
 mod output;
 mod progress;
+mod prune;
 pub(crate) mod resolve;
 mod rewrite;
 mod run;
@@ -43,8 +44,8 @@ pub struct Cli {
 const EXIT_CODES: &str = "Exit codes (every command):
   0  success: in sync, or everything done
   1  error: bad input, unreachable registry, wrong credentials
-  2  drift: plan or verify found the target lacking something (enforce: a valid signature too)
-  3  sync finished but some images failed or were rejected (the rest were done)
+  2  drift: plan or verify found the target lacking something (enforce: a valid signature too); a prune dry run found tags to delete
+  3  sync finished but some images failed or were rejected, or prune --apply some deletions (the rest were done)
   4  another run holds the run lock; nothing was done
   130, 143  stopped by SIGINT or SIGTERM: reports written, lock released
 
@@ -68,6 +69,8 @@ pub enum Command {
     Sync(run::SyncArgs),
     /// Check, read-only and deep, that every needed manifest and blob is in the target (exit 2 if not).
     Verify(run::VerifyArgs),
+    /// List (or with --apply delete) the tags under copy mappings the image set no longer needs (exit 2 when a dry run finds any).
+    Prune(prune::PruneArgs),
     /// Print the image set: every image, its target and mode, and why it is needed.
     Resolve(resolve::ResolveArgs),
     /// Point workload manifests at the private registry, pinned by digest.
@@ -104,6 +107,7 @@ pub fn main() -> ExitCode {
             Command::Plan(args) => run::plan(&cli, args).await,
             Command::Sync(args) => run::sync(&cli, args).await,
             Command::Verify(args) => run::verify(&cli, args).await,
+            Command::Prune(args) => prune::run(&cli, args).await,
             Command::Resolve(args) => resolve::run(&cli, args).await,
             Command::Rewrite(args) => rewrite::run(&cli, args),
             Command::Lists(args) => lists::run(args),

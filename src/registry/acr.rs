@@ -90,6 +90,9 @@ pub struct AcrTag {
     pub name: String,
     #[serde(default)]
     pub digest: Option<String>,
+    /// When the tag last changed (RFC 3339): its age for `prune`.
+    #[serde(default, rename = "lastUpdateTime")]
+    pub last_update_time: Option<String>,
 }
 
 impl Registry {

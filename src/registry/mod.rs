@@ -12,6 +12,7 @@
 pub mod acr;
 pub mod auth;
 pub mod blobs;
+pub mod delete;
 pub mod docker_config;
 pub mod error;
 pub mod manifests;

@@ -7,6 +7,7 @@
 //! registry without them (the upstream is open).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -328,6 +329,7 @@ impl Silent {
 pub struct Flaky {
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    reset: Arc<AtomicUsize>,
 }
 
 impl Drop for Flaky {
@@ -339,11 +341,12 @@ impl Drop for Flaky {
 impl Flaky {
     pub async fn start(upstream: SocketAddr, n: usize) -> Self {
         let (listener, addr) = bind_loopback().await;
+        let reset = Arc::new(AtomicUsize::new(0));
+        let refused = reset.clone();
         let task = tokio::spawn(async move {
-            let mut refused = 0;
             while let Ok((mut conn, _)) = listener.accept().await {
-                if refused < n {
-                    refused += 1;
+                if refused.load(Ordering::SeqCst) < n {
+                    refused.fetch_add(1, Ordering::SeqCst);
                     // Linger 0: closing sends RST, which the client sees as a reset. (Deprecated
                     // because a non-zero linger blocks on drop; zero does not.)
                     #[allow(deprecated)]
@@ -358,7 +361,12 @@ impl Flaky {
                 });
             }
         });
-        Flaky { addr, task }
+        Flaky { addr, task, reset }
+    }
+
+    /// How many connections were reset so far.
+    pub fn resets(&self) -> usize {
+        self.reset.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {

@@ -833,6 +833,18 @@ pub async fn skopeo_inspect_raw(reference: &str, auth: &SkopeoAuth) -> Vec<u8> {
     skopeo(&args).await
 }
 
+/// Every tag of `repository` (`host/repo`) as `skopeo list-tags` sees it, sorted.
+pub async fn skopeo_list_tags(repository: &str, auth: &SkopeoAuth) -> Vec<String> {
+    let mut args = vec!["list-tags".to_string(), "--tls-verify=false".into()];
+    args.extend(auth.args(""));
+    args.push(format!("docker://{repository}"));
+    let v: Value = serde_json::from_slice(&skopeo(&args).await).expect("skopeo list-tags JSON");
+    let mut tags: Vec<String> =
+        v["Tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect();
+    tags.sort();
+    tags
+}
+
 /// The digest of the manifest at `reference`, hashed from the bytes skopeo fetched.
 pub async fn skopeo_inspect_digest(reference: &str, auth: &SkopeoAuth) -> Digest {
     sha256(&skopeo_inspect_raw(reference, auth).await)

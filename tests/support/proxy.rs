@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -87,6 +87,10 @@ struct ProxyState {
     http: reqwest::Client,
     faults: Mutex<Vec<Fault>>,
     log: Mutex<Vec<(Method, String)>>,
+    /// The requests a fault was applied to: (method, path with query).
+    faulted: Mutex<Vec<(Method, String)>>,
+    /// Requests the upstream did not answer (refused or dropped connection): answered 502.
+    upstream_failures: AtomicUsize,
     delay: Duration,
     /// Referrers recorded from manifest PUTs, by (repository, subject digest); `None` when
     /// the referrers API is not emulated.
@@ -121,6 +125,8 @@ impl FaultProxy {
             http: super::http_client(),
             faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            faulted: Mutex::new(Vec::new()),
+            upstream_failures: AtomicUsize::new(0),
             delay,
             referrers: referrers.then(|| Mutex::new(HashMap::new())),
         });
@@ -200,6 +206,29 @@ impl FaultProxy {
     /// Faulted requests count too.
     pub fn count(&self, method: &str, path: &str) -> usize {
         self.state.log.lock().unwrap().iter().filter(|(m, p)| m.as_str() == method && p.contains(path)).count()
+    }
+
+    /// How many requests with this method and a path (with query) containing `path` a fault was
+    /// applied to: what a fault test asserts to show its fault fired. Counts survive
+    /// [`FaultProxy::clear_faults`].
+    pub fn faulted(&self, method: &str, path: &str) -> usize {
+        self.state.faulted.lock().unwrap().iter().filter(|(m, p)| m.as_str() == method && p.contains(path)).count()
+    }
+
+    /// How many requests, of any method, a fault was applied to.
+    pub fn faulted_all(&self) -> usize {
+        self.state.faulted.lock().unwrap().len()
+    }
+
+    /// Every request a fault was applied to, in order: (method, path with query).
+    pub fn faulted_requests(&self) -> Vec<(String, String)> {
+        self.state.faulted.lock().unwrap().iter().map(|(m, p)| (m.to_string(), p.clone())).collect()
+    }
+
+    /// How many requests the upstream did not answer (its port refused or the connection
+    /// dropped before an answer), each answered 502: a registry that was down meanwhile.
+    pub fn upstream_failures(&self) -> usize {
+        self.state.upstream_failures.load(Ordering::SeqCst)
     }
 
     /// Every request seen: (method, path with query).
@@ -391,7 +420,11 @@ async fn forward(State(state): State<Arc<ProxyState>>, ConnectInfo(conn): Connec
     }
 
     let mut change = None;
-    let cut_after = match decide(&state, &method, &path) {
+    let action = decide(&state, &method, &path);
+    if !matches!(action, Action::Forward) {
+        state.faulted.lock().unwrap().push((method.clone(), path.clone()));
+    }
+    let cut_after = match action {
         Action::Answer(status, retry_after) => {
             let code = if status == 429 { "TOOMANYREQUESTS" } else { "UNAVAILABLE" };
             let mut resp = (
@@ -448,7 +481,10 @@ async fn forward(State(state): State<Arc<ProxyState>>, ConnectInfo(conn): Connec
 
     let upstream = match builder.send().await {
         Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response(),
+        Err(e) => {
+            state.upstream_failures.fetch_add(1, Ordering::SeqCst);
+            return (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response();
+        }
     };
     if !state.delay.is_zero() {
         tokio::time::sleep(state.delay).await;

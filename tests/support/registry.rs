@@ -1,5 +1,6 @@
 //! Real `docker-registry` (CNCF distribution 2.8.2) processes on loopback ports, each with its
-//! own temporary storage, in one of three roles: an open registry (standing in for MCR), a
+//! own temporary storage and deletes enabled (except [`TestRegistry::refusing_deletes`]), in one
+//! of three roles: an open registry (standing in for MCR), a
 //! registry behind token auth (standing in for ACR), and a pull-through cache (standing in
 //! for an ACR cache rule).
 //!
@@ -82,6 +83,20 @@ impl TestRegistry {
         Self::start(Mode::token(tokens, realm), Storage::Own).await
     }
 
+    /// An open registry with deletes turned off, as distribution ships (`storage.delete.enabled`
+    /// false): every `DELETE` is answered 405 `UNSUPPORTED`.
+    pub async fn refusing_deletes() -> Self {
+        let mut r = Self::anonymous().await;
+        let config = r.dir.path().join("config.yml");
+        let yaml = std::fs::read_to_string(&config).expect("read registry config");
+        let off = yaml.replace("  delete:\n    enabled: true\n", "  delete:\n    enabled: false\n");
+        assert_ne!(off, yaml, "the registry config has the delete switch");
+        std::fs::write(&config, off).expect("write registry config");
+        r.stop().await;
+        r.start_again().await;
+        r
+    }
+
     /// A pull-through cache of `upstream_url` (an anonymous registry, e.g. another `TestRegistry`'s `url()`).
     pub async fn proxy_cache(upstream_url: &str) -> Self {
         Self::start(Mode::Proxy { remote: upstream_url.trim_end_matches('/').to_string() }, Storage::Own).await
@@ -149,18 +164,23 @@ impl TestRegistry {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    /// Kills the registry and waits for it to exit. Its storage stays until drop.
+    /// Kills the registry and waits for it to exit. Its storage stays until drop. Panics if it
+    /// was not running (stopped already, or exited by itself): a test that stops a registry to
+    /// see what a client does then would otherwise test nothing.
     pub async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
+        let mut child = self.child.take().expect("stop: the registry was stopped already");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("stop: the registry had exited by itself ({status})\n{}", self.log());
         }
+        child.kill().await.expect("kill the registry");
     }
 
-    /// Kills the registry and starts it again on the same port with the same storage and
+    /// Starts the stopped registry again on the same port with the same storage and
     /// configuration (the same upload-state secret too), as a registry restarted by its
-    /// orchestrator comes back. Panics if it does not come up (the port taken meanwhile).
-    pub async fn restart(&mut self) {
-        self.stop().await;
+    /// orchestrator comes back. Panics if it is running, or if it does not come up (the port
+    /// taken meanwhile).
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "start_again: the registry is running");
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(self.dir.path().join("registry.log"))

@@ -7,6 +7,13 @@
 //!   (`Repositories`, `TagList`, `AcrManifests` with `ManifestAttributesBase` items and
 //!   `references` for indexes), paged with `n`/`last` and a `Link: <…>; rel="next"` header, and a
 //!   404 `NAME_UNKNOWN` JSON error for a repository that does not exist;
+//! - gives each tag in `_tags` a `lastUpdateTime` (a fixed old time unless a test sets one with
+//!   [`AcrApiStandIn::set_tag_time`]);
+//! - answers ACR's untag, `DELETE /acr/v1/{name}/_tags/{reference}` (202; 404 `TAG_UNKNOWN`),
+//!   by removing the tag from the registry's storage (`repositories/{name}/_manifests/tags/{tag}`),
+//!   which leaves the manifest as ACR does: distribution has no untag API of its own;
+//! - can move a tag right after serving a `_tags` listing ([`AcrApiStandIn::move_after_listing`]),
+//!   so a test can put a change between a client's listing and its next request;
 //! - forwards everything else (`/v2/…`) untouched, rewriting `Location` headers to itself;
 //! - can add `X-Azure-Origin: upstream` to the first N answers (`GET` or `HEAD`) for each
 //!   manifest, as ACR does on both while a cache rule still serves a manifest from upstream
@@ -55,6 +62,14 @@ pub struct ApiState {
     answers_seen: Mutex<HashMap<String, usize>>,
     /// Every request: (method, path and query).
     log: Mutex<Vec<(String, String)>>,
+    /// `lastUpdateTime` per (repository, tag), where a test set one.
+    tag_times: Mutex<HashMap<(String, String), String>>,
+    /// The storage root of the registry behind, for untagging.
+    storage: Mutex<Option<std::path::PathBuf>>,
+    /// After the next `_tags` listing of this repository: point this tag at this digest.
+    move_tag: Mutex<Option<(String, String, String)>>,
+    /// Set once `move_tag` was carried out.
+    pub moved: std::sync::atomic::AtomicBool,
 }
 
 pub struct AcrApiStandIn {
@@ -74,6 +89,10 @@ impl AcrApiStandIn {
             upstream_answers: AtomicUsize::new(0),
             answers_seen: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
+            tag_times: Mutex::new(HashMap::new()),
+            storage: Mutex::new(None),
+            move_tag: Mutex::new(None),
+            moved: false.into(),
         });
         let router = axum::Router::new().fallback(handle).with_state(state.clone());
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -96,6 +115,24 @@ impl AcrApiStandIn {
         self.state.log.lock().unwrap().clear();
     }
 
+    /// Makes ACR's untag available: `storage` is the registry's storage root
+    /// (`TestRegistry::storage_dir`).
+    pub fn untag_in(&self, storage: &std::path::Path) {
+        *self.state.storage.lock().unwrap() = Some(storage.to_path_buf());
+    }
+
+    /// The `lastUpdateTime` `_tags` gives `repo:tag` (RFC 3339).
+    pub fn set_tag_time(&self, repo: &str, tag: &str, time: &str) {
+        self.state.tag_times.lock().unwrap().insert((repo.into(), tag.into()), time.into());
+    }
+
+    /// Right after the next `_tags` listing of `repo` is built, points `tag` at the manifest
+    /// `digest` (already in the repository), as a push landing between a client's listing and
+    /// its next request would. `state.moved` says when it happened.
+    pub fn move_after_listing(&self, repo: &str, tag: &str, digest: &str) {
+        *self.state.move_tag.lock().unwrap() = Some((repo.into(), tag.into(), digest.into()));
+    }
+
     /// Requests whose method is `method` and whose path contains `part`.
     pub fn count(&self, method: &str, part: &str) -> usize {
         self.requests().iter().filter(|(m, p)| m == method && p.contains(part)).count()
@@ -112,6 +149,12 @@ async fn handle(State(s): State<Arc<ApiState>>, req: Request) -> Response {
     let query: HashMap<String, String> =
         url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
     s.log.lock().unwrap().push((method.to_string(), req.uri().path_and_query().map(|p| p.to_string()).unwrap()));
+    if s.acr_api.load(Ordering::SeqCst)
+        && method == Method::DELETE
+        && let Some((repo, tag)) = path.strip_prefix("/acr/v1/").and_then(|r| r.rsplit_once("/_tags/"))
+    {
+        return untag(&s, repo, tag);
+    }
     if s.acr_api.load(Ordering::SeqCst) && method == Method::GET {
         if path == "/acr/v1/_catalog" {
             return catalog(&s, &query).await;
@@ -218,15 +261,44 @@ async fn tags(s: &ApiState, repo: &str, q: &HashMap<String, String>) -> Response
     let mut out = Vec::new();
     for t in chunk {
         let Some((digest, _, _)) = manifest(s, repo, &t).await else { continue };
+        let updated = s.tag_times.lock().unwrap().get(&(repo.to_string(), t.clone())).cloned();
         out.push(json!({
-            "name": t, "digest": digest, "createdTime": CREATED, "lastUpdateTime": CREATED,
+            "name": t, "digest": digest, "createdTime": CREATED, "lastUpdateTime": updated.as_deref().unwrap_or(CREATED),
             "signed": false, "changeableAttributes": changeable(),
         }));
+    }
+    let pending = s.move_tag.lock().unwrap().take_if(|(r, _, _)| r == repo);
+    if let Some((_, tag, digest)) = pending {
+        let (_, media_type, bytes) = manifest(s, repo, &digest).await.expect("the manifest to move the tag to");
+        let put = s
+            .http
+            .put(format!("{}/v2/{repo}/manifests/{tag}", s.upstream))
+            .header(header::CONTENT_TYPE, media_type)
+            .body(bytes)
+            .send()
+            .await
+            .expect("PUT the moved tag");
+        assert_eq!(put.status(), StatusCode::CREATED, "moving {repo}:{tag}");
+        s.moved.store(true, Ordering::SeqCst);
     }
     with_link(
         json!({"registry": s.own.lock().unwrap().trim_start_matches("http://"), "imageName": repo, "tags": out}),
         link,
     )
+}
+
+/// `DELETE /acr/v1/{repo}/_tags/{tag}`: the tag's folder goes from the registry's storage, the
+/// manifest stays (ACR's untag).
+fn untag(s: &ApiState, repo: &str, tag: &str) -> Response {
+    let Some(storage) = s.storage.lock().unwrap().clone() else {
+        return acr_error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "untag is not set up in this stand-in");
+    };
+    let dir = storage.join("docker/registry/v2/repositories").join(repo).join("_manifests/tags").join(tag);
+    if tag.is_empty() || tag.starts_with('.') || tag.contains('/') || !dir.is_dir() {
+        return acr_error(StatusCode::NOT_FOUND, "TAG_UNKNOWN", "the specified tag does not exist");
+    }
+    std::fs::remove_dir_all(&dir).expect("remove the tag from storage");
+    StatusCode::ACCEPTED.into_response()
 }
 
 async fn manifests(s: &ApiState, repo: &str, q: &HashMap<String, String>) -> Response {
