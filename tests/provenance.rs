@@ -218,6 +218,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("signed/unsigned", "unsigned", ""),
     ("cosign/good", "verified", ""),
     ("cosign/bad", "invalid", "does not verify"),
+    ("cosign/referrer", "verified", ""),
     ("free/app", "not covered", ""),
 ];
 
@@ -253,6 +254,10 @@ async fn seed(env: &Env, src: &TestRegistry) -> Vec<PushedImage> {
         if let Some(key) = cosign_key {
             let (payload, sig) = env.cosign(&image, repo, key);
             seeder.push_cosign_signed(repo, &image, payload, &sig).await;
+        }
+        if *repo == "cosign/referrer" {
+            let (payload, sig) = env.cosign(&image, repo, "cosign");
+            seeder.push_cosign_referrer(repo, &image, payload, &sig).await;
         }
         pushed.push(image);
     }
@@ -302,7 +307,7 @@ async fn enforce_copies_only_images_with_a_valid_signature() {
     let g = &plan["summary"]["signatures"];
     assert_eq!(
         (g["mode"].as_str(), g["verified"].as_u64(), g["unsigned"].as_u64()),
-        (Some("enforce"), Some(5), Some(1))
+        (Some("enforce"), Some(6), Some(1))
     );
     assert_eq!((g["invalid"].as_u64(), g["notCovered"].as_u64()), (Some(6), Some(1)));
     assert!(g["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("revocation")), "{g}");
@@ -342,7 +347,7 @@ async fn enforce_copies_only_images_with_a_valid_signature() {
     assert_eq!(junit.matches("<failure type=\"rejected\"").count(), 7, "{junit}");
     let prom = std::fs::read_to_string(env.path("sync.prom")).unwrap();
     assert!(prom.contains("outcome=\"rejected\"} 7"), "{prom}");
-    assert!(prom.contains("signature=\"verified\"} 5") && prom.contains("signature=\"not covered\"} 1"), "{prom}");
+    assert!(prom.contains("signature=\"verified\"} 6") && prom.contains("signature=\"not covered\"} 1"), "{prom}");
     // The signatures travelled with the images: the referrers index and the cosign tag.
     let cose = &pushed[0];
     let referrers_tag = format!("sha256-{}", cose.digest.hex());
@@ -361,7 +366,7 @@ async fn enforce_copies_only_images_with_a_valid_signature() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let verify = env.json("verify.json");
     validate(&verify);
-    assert_eq!(verify["summary"]["signatures"]["verified"].as_u64(), Some(5), "{verify:#}");
+    assert_eq!(verify["summary"]["signatures"]["verified"].as_u64(), Some(6), "{verify:#}");
 
     // An image copied without its signatures (audit lets it in): verify under enforce finds it
     // unsigned in the target, though the source has a valid signature.

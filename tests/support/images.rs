@@ -488,6 +488,40 @@ impl Seeder {
         self.push_manifest(repo, &tag, OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).await
     }
 
+    /// A cosign signature of `subject` in cosign's OCI 1.1 referrer form
+    /// (`--registry-referrers-mode=oci-1-1`): artifactType
+    /// `application/vnd.dev.cosign.artifact.sig.v1+json`, the empty config, the simple-signing
+    /// `payload` as the one layer with its signature annotation, and `subject`; listed in the
+    /// referrers tag-schema index.
+    pub async fn push_cosign_referrer(
+        &mut self,
+        repo: &str,
+        subject: &PushedImage,
+        payload: Vec<u8>,
+        signature_b64: &str,
+    ) -> Digest {
+        const COSIGN_SIG_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+        let payload = Blob::new(payload);
+        let (config_type, config) = empty_config();
+        self.push_blob(repo, &config).await;
+        self.push_blob(repo, &payload).await;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": COSIGN_SIG_ARTIFACT,
+            "config": {"mediaType": config_type, "digest": config.digest.as_str(), "size": config.size()},
+            "layers": [{"mediaType": COSIGN_LAYER, "digest": payload.digest.as_str(), "size": payload.size(),
+                        "annotations": {"dev.cosignproject.cosign/signature": signature_b64}}],
+            "subject": subject.descriptor(),
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let digest = sha256(&bytes);
+        self.push_manifest(repo, digest.as_str(), OCI_MANIFEST, &bytes).await;
+        let entry = json!({"mediaType": OCI_MANIFEST, "digest": digest.as_str(), "size": bytes.len(), "artifactType": COSIGN_SIG_ARTIFACT});
+        self.add_to_referrers_tag(repo, &subject.digest, entry).await;
+        digest
+    }
+
     /// Merges `entry` into the tag-schema referrers index of `subject`.
     pub async fn add_to_referrers_tag(&self, repo: &str, subject: &Digest, entry: Value) {
         let tag = format!("sha256-{}", subject.hex());
