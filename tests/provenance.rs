@@ -189,14 +189,15 @@ fn validate(doc: &Value) {
 }
 
 /// The report entry of the image whose source repository is `repo`.
+/// (`SRC/repo:1`, or `SRC/repo@…` for a reference pinned by digest).
 fn entry<'a>(report: &'a Value, repo: &str) -> &'a Value {
-    let source = format!("{SRC}/{repo}:1");
+    let (tagged, pinned) = (format!("{SRC}/{repo}:1"), format!("{SRC}/{repo}@"));
     report["images"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i["source"] == source.as_str())
-        .unwrap_or_else(|| panic!("{source} not in the report: {report:#}"))
+        .find(|i| i["source"] == tagged.as_str() || i["source"].as_str().unwrap().starts_with(&pinned))
+        .unwrap_or_else(|| panic!("{tagged} not in the report: {report:#}"))
 }
 
 fn stderr(out: &Output) -> String {
@@ -385,7 +386,9 @@ async fn enforce_copies_only_images_with_a_valid_signature() {
 }
 
 /// Checks `audit`: every image is copied whatever its signature, the report still says what
-/// each signature proved, and the exit code is as without the gate (0).
+/// each signature proved, and the exit code is as without the gate (0). One image is named by
+/// digest, so the plan has no `HEAD` answer to take its descriptor from: the gate reads the
+/// manifest for it, and the signature still verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_copies_everything_and_reports_the_outcomes() {
     let (src, dst) = (TestRegistry::anonymous().await, TestRegistry::anonymous().await);
@@ -398,9 +401,20 @@ async fn audit_copies_everything_and_reports_the_outcomes() {
     let envelope = env.notary(&bad, "jws", &["--critical-extra"]);
     seeder.push_notary_signature("signed/critical", &bad, JWS, envelope).await;
     seeder.push_random_image("signed/unsigned", "1", Format::Oci, &[300]).await;
+    let pinned = seeder.push_random_image("signed/pinned", "1", Format::Oci, &[300]).await;
+    let envelope = env.notary(&pinned, "jws", &[]);
+    seeder.push_notary_signature("signed/pinned", &pinned, JWS, envelope).await;
     let repos = ["signed/cose", "signed/critical", "signed/unsigned"];
-    let refs: Vec<String> = repos.iter().map(|r| format!("{SRC}/{r}:1")).collect();
-    env.config(&src, &dst, "audit", "mirror", &repos, &refs);
+    let mut refs: Vec<String> = repos.iter().map(|r| format!("{SRC}/{r}:1")).collect();
+    refs.push(pinned.by_digest(SRC));
+    env.config(
+        &src,
+        &dst,
+        "audit",
+        "mirror",
+        &["signed/cose", "signed/critical", "signed/unsigned", "signed/pinned"],
+        &refs,
+    );
 
     let out = env.mirror(&["sync", "--report-json", "sync.json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -412,6 +426,10 @@ async fn audit_copies_everything_and_reports_the_outcomes() {
         assert!(images::manifest_digest(&dst.url(), &format!("mirror/{repo}"), "1", None).await.is_some());
     }
     assert_eq!(sync["summary"]["signatures"]["mode"], "audit");
+    let e = entry(&sync, "signed/pinned");
+    assert_eq!((e["outcome"].as_str(), e["signature"]["outcome"].as_str()), (Some("copied"), Some("verified")), "{e}");
+    let copied = images::manifest_digest(&dst.url(), "mirror/signed/pinned", pinned.digest.as_str(), None).await;
+    assert_eq!(copied.as_ref(), Some(&pinned.digest));
 }
 
 /// Checks that a malformed trust policy, a trust store without certificates and a key file
