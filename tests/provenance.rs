@@ -188,7 +188,7 @@ fn validate(doc: &Value) {
     assert!(errors.is_empty(), "not valid against schema/report.v1.json:\n{}\n{doc:#}", errors.join("\n"));
 }
 
-/// The report entry of the image whose source repository is `repo`.
+/// The report entry of the image whose source repository is `repo`
 /// (`SRC/repo:1`, or `SRC/repo@…` for a reference pinned by digest).
 fn entry<'a>(report: &'a Value, repo: &str) -> &'a Value {
     let (tagged, pinned) = (format!("{SRC}/{repo}:1"), format!("{SRC}/{repo}@"));
