@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{AppError, ConfigFile, Ending, RunOutcome, Started, SyncRequest, records, stopped_before_plan};
 use super::{unless_stopped, wanted};
+use crate::config::SignatureMode;
 use crate::plan::{self, Gate, GateFor, Plan, PlanOptions};
 use crate::report::Report;
 use crate::transfer::pipeline::{self, Observer, RunOptions};
@@ -29,6 +30,10 @@ pub async fn sync(file: &ConfigFile, req: &SyncRequest, observer: &dyn SyncObser
     let started = Started::now();
     let shard = req.run.shard;
     let gate = super::gate(file, GateFor::Sync)?;
+    if gate.as_ref().is_some_and(|g| g.mode == SignatureMode::Enforce) && !req.run.referrers {
+        // The signatures stay behind, so `verify` under `enforce` will find the images unsigned.
+        tracing::warn!("--no-referrers with signatures.mode enforce: signatures are not copied, and verify will fail");
+    }
     let wanted = match wanted(file, &req.run).await {
         Ok(w) => w,
         Err(e) => return records::upload(&file.config, shard, "sync", started, Err(e)).await,
