@@ -1170,4 +1170,242 @@ spec:
         let e = extract(text, "w.yaml", &Injected::default()).unwrap_err().to_string();
         assert!(e.contains("w.yaml") && e.contains("line 5"), "{e}");
     }
+
+    /// Every image of a written input with its provenance text, and the warnings.
+    fn by_rule(text: &str) -> (Vec<String>, Vec<String>) {
+        let got = extract(text, "r.yaml", &Injected::default()).unwrap();
+        let images = got
+            .images
+            .iter()
+            .map(|f| format!("{} {} {} @{} {}", f.reference, f.kind, f.field, f.line, f.via.as_deref().unwrap_or("-")))
+            .collect();
+        (images, got.warnings)
+    }
+
+    // Checks rule 1: any container variable whose name says image, literal values; and its
+    // guard: switches, versions and pull policies under such names are never taken, a tagged
+    // name without host or path is a warning, a template a warning (not an error).
+    #[test]
+    fn rule_1_variables() {
+        let text = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: op}
+spec:
+  template:
+    spec:
+      containers:
+      - name: manager
+        image: ghcr.io/acme/op:1
+        env:
+        - {name: AGENT_IMAGE, value: ghcr.io/acme/agent:1}
+        - {name: DRIVER_IMAGE-580, value: \"nvcr.io/nvidia/driver@sha256:fbbd829db234885d6f0026ca6fb6369f6875b0b91fc5e98d7752f31aeab5e470\"}
+        - {name: SKIP_IMAGE_PULL, value: \"true\"}
+        - {name: OP_IMAGE_VERSION, value: v1.2.3}
+        - {name: IMAGE_PULL_POLICY, value: IfNotPresent}
+        - {name: HELPER_IMAGE, value: busybox:1.36}
+        - {name: DEFAULT_IMAGE, value: \"${REGISTRY}/acme/x:1\"}
+        - {name: WATCH_NAMESPACE, value: ghcr.io/not/an-image:1}
+";
+        let (images, warnings) = by_rule(text);
+        assert_eq!(
+            images,
+            [
+                "ghcr.io/acme/op:1 Deployment spec.template.spec.containers[0].image @9 -",
+                "ghcr.io/acme/agent:1 Deployment spec.template.spec.containers[0].env[0].value @11 variable AGENT_IMAGE",
+                "nvcr.io/nvidia/driver@sha256:fbbd829db234885d6f0026ca6fb6369f6875b0b91fc5e98d7752f31aeab5e470 Deployment spec.template.spec.containers[0].env[1].value @12 variable DRIVER_IMAGE-580",
+            ]
+        );
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("env[5].value: \"busybox:1.36\"") && warnings[0].contains("names no registry host or path"));
+        assert!(warnings[1].contains("${REGISTRY}") && warnings[1].contains("template"), "{}", warnings[1]);
+    }
+
+    // Checks rule 2: a variable read from a ConfigMap key is resolved through the ConfigMaps of
+    // the same input and namespace, standing where the ConfigMap value does (so `rewrite`
+    // changes that); one that cannot be resolved (other namespace, missing key) is a warning
+    // naming container, variable, ConfigMap and key.
+    #[test]
+    fn rule_2_config_map_key_refs() {
+        let text = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ctl, namespace: ev}
+spec:
+  template:
+    spec:
+      containers:
+      - name: controller
+        image: gcr.io/k/ctl:1
+        env:
+        - name: TIMER_IMAGE
+          valueFrom: {configMapKeyRef: {name: settings, key: timer}}
+        - name: LOG_IMAGE
+          valueFrom: {configMapKeyRef: {name: settings, key: log}}
+        - name: OTHER_IMAGE
+          valueFrom: {configMapKeyRef: {name: elsewhere, key: x}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: ev}
+data:
+  timer: gcr.io/k/timer:2
+  unrelated: gcr.io/k/unrelated:3
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: elsewhere, namespace: other}
+data: {x: gcr.io/k/x:4}
+";
+        let (images, warnings) = by_rule(text);
+        assert_eq!(
+            images,
+            [
+                "gcr.io/k/ctl:1 Deployment spec.template.spec.containers[0].image @9 -",
+                "gcr.io/k/timer:2 ConfigMap data.timer @22 read by Deployment ctl container controller variable TIMER_IMAGE (configMapKeyRef)",
+            ]
+        );
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        for (w, var, cm, key) in [(&warnings[0], "LOG_IMAGE", "ev/settings", "log"), (&warnings[1], "OTHER_IMAGE", "ev/elsewhere", "x")] {
+            assert!(
+                w.contains("container controller") && w.contains(&format!("variable {var}")) && w.contains(&format!("ConfigMap {cm} key {key}")),
+                "{w}"
+            );
+        }
+    }
+
+    // Checks rule 3: every value of a ConfigMap named for images that names a registry host,
+    // values under keys that say image in any ConfigMap, and images inside YAML or JSON held in
+    // a value; and its guards: a path without a host in an image ConfigMap, switches under image
+    // keys, Knative's `_example` blocks, other keys of other ConfigMaps are never taken; a
+    // template is a warning.
+    #[test]
+    fn rule_3_config_maps() {
+        let text = "\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: csi-image-set}
+data:
+  provisioner: \"registry.k8s.io/sig-storage/csi-provisioner:v6.2.0\"
+  format: text/plain
+  replicas: \"2\"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-deployment}
+data:
+  queue-sidecar-image: gcr.io/k/queue@sha256:a3cc71ce80dbc6df8781f15eac2cf3531a4c9815271799afd8776bef9e6aeaf2
+  volumes-image: disabled
+  default-image: \"{{ .Values.image }}\"
+  registry: quay.io/acme/thing:1
+  _example: |
+    queue-sidecar-image: gcr.io/k/old:0
+  config.yaml: |
+    executor:
+      image: quay.io/argoproj/argoexec:v3.6.7
+      resources: {}
+  sidecars.json: '{\"images\": [\"ghcr.io/a/one:1\", \"ghcr.io/a/two:2\"], \"replicas\": 2}'
+";
+        let (images, warnings) = by_rule(text);
+        assert_eq!(
+            images,
+            [
+                "registry.k8s.io/sig-storage/csi-provisioner:v6.2.0 ConfigMap data.provisioner @5 ConfigMap named for images",
+                "gcr.io/k/queue@sha256:a3cc71ce80dbc6df8781f15eac2cf3531a4c9815271799afd8776bef9e6aeaf2 ConfigMap data.queue-sidecar-image @13 ConfigMap key queue-sidecar-image",
+                "quay.io/argoproj/argoexec:v3.6.7 ConfigMap data.config.yaml > executor.image @21 ConfigMap key names an image",
+                "ghcr.io/a/one:1 ConfigMap data.sidecars.json > images[0] @23 ConfigMap key names an image",
+                "ghcr.io/a/two:2 ConfigMap data.sidecars.json > images[1] @23 ConfigMap key names an image",
+            ]
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("data.default-image") && warnings[0].contains("template"), "{}", warnings[0]);
+    }
+
+    // Checks rule 4: the four flag forms for any flag whose name ends in image, in `args` and
+    // `command`; and its guard: other flags' values and non-references are never taken.
+    #[test]
+    fn rule_4_flags() {
+        let text = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tekton-pipelines-controller}
+spec:
+  template:
+    spec:
+      containers:
+      - name: controller
+        image: ghcr.io/t/controller:1
+        command: [/ko-app/controller, --nop-image=ghcr.io/t/nop:1]
+        args:
+        - -entrypoint-image
+        - ghcr.io/t/entrypoint:1
+        - -shell-image=cgr.dev/chainguard/busybox@sha256:19f02276bf8dbdd62f069b922f10c65262cc34b710eea26ff928129a736be791
+        - --workingdirinit-image
+        - ghcr.io/t/workingdirinit:1
+        - --image-pull-policy
+        - ghcr.io/not/an-image:1
+        - --pull-image=true
+        - --other
+        - ghcr.io/not/this:1
+";
+        let (images, warnings) = by_rule(text);
+        assert_eq!(
+            images,
+            [
+                "ghcr.io/t/controller:1 Deployment spec.template.spec.containers[0].image @9 -",
+                "ghcr.io/t/nop:1 Deployment spec.template.spec.containers[0].command[1] @10 flag --nop-image",
+                "ghcr.io/t/entrypoint:1 Deployment spec.template.spec.containers[0].args[1] @13 flag -entrypoint-image",
+                "cgr.dev/chainguard/busybox@sha256:19f02276bf8dbdd62f069b922f10c65262cc34b710eea26ff928129a736be791 Deployment spec.template.spec.containers[0].args[2] @14 flag -shell-image",
+                "ghcr.io/t/workingdirinit:1 Deployment spec.template.spec.containers[0].args[4] @16 flag --workingdirinit-image",
+            ]
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    // Checks rule 5: a ClusterServiceVersion's relatedImages and the pod spec of the deployment
+    // it embeds, with the OLM variables of that deployment; and its guard: a relatedImages entry
+    // that is no reference is a warning, an empty one nothing.
+    #[test]
+    fn rule_5_olm_bundles() {
+        let text = "\
+apiVersion: operators.coreos.com/v1alpha1
+kind: ClusterServiceVersion
+metadata:
+  name: op.v1.0.0
+  annotations: {containerImage: quay.io/acme/op:1}
+spec:
+  relatedImages:
+  - {name: op, image: quay.io/acme/op:1}
+  - {name: agent, image: quay.io/acme/agent:1}
+  - {name: broken, image: quay.io/acme/Agent:1}
+  - {name: none, image: \"\"}
+  install:
+    strategy: deployment
+    spec:
+      deployments:
+      - name: op
+        spec:
+          template:
+            spec:
+              containers:
+              - name: manager
+                image: quay.io/acme/op:1
+                env:
+                - {name: RELATED_IMAGE_AGENT, value: quay.io/acme/agent:1}
+";
+        let (images, warnings) = by_rule(text);
+        assert_eq!(
+            images,
+            [
+                "quay.io/acme/op:1 ClusterServiceVersion spec.relatedImages[0].image @8 OLM relatedImages op",
+                "quay.io/acme/agent:1 ClusterServiceVersion spec.relatedImages[1].image @9 OLM relatedImages agent",
+                "quay.io/acme/op:1 ClusterServiceVersion spec.install.spec.deployments[0].spec.template.spec.containers[0].image @22 -",
+                "quay.io/acme/agent:1 ClusterServiceVersion spec.install.spec.deployments[0].spec.template.spec.containers[0].env[0].value @24 variable RELATED_IMAGE_AGENT",
+            ]
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("relatedImages[2]") && warnings[0].contains("lowercase"), "{}", warnings[0]);
+        let got = extract(text, "r.yaml", &Injected::default()).unwrap().images;
+        assert_eq!(got.iter().map(|f| f.injected).collect::<Vec<_>>(), [true, true, false, true], "pod specs are not injected");
+    }
 }
