@@ -5,12 +5,17 @@
 //! on the same files: every ConfigMap value, variable and flag points at the private registry,
 //! keeping the digest.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use acr_mirror::config::Config;
 use acr_mirror::digest::Digest;
 use acr_mirror::imageset::{self, Provenance, Resolved, rewrite};
+use serde_json::{Value, json};
+use support::images::{OCI_INDEX, manifest_digest};
+use support::{Format, Seeder, TestRegistry};
 
 fn resolve(files: &[&str]) -> Resolved {
     let list: Vec<String> = files.iter().map(|f| format!("operators/{f}")).collect();
@@ -309,4 +314,82 @@ fn rewrite_reaches_every_rule() {
     let kafka = format!("{m}/quay.io/strimzi/kafka:1.2.0-kafka-4.3.1@{pin}");
     assert_eq!(out[0].matches(&kafka).count(), 5, "two variables and three list items");
     assert!(!out[0].contains("=quay.io") && !out[0].contains("value: quay.io"), "{}", out[0]);
+}
+
+/// Pushes to `repo:tag` an index whose only manifest is the Windows one of a fresh multi-arch
+/// image (a helper an operator ships for Windows nodes).
+async fn push_windows_only(seeder: &mut Seeder, repo: &str, tag: &str) -> Digest {
+    let all = seeder.push_multiarch(repo, "all-platforms", Format::Oci).await;
+    let win = all.children.iter().find(|c| c.platform.as_ref().is_some_and(|p| p.os == "windows")).unwrap();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": win.media_type, "digest": win.digest.as_str(), "size": win.size,
+            "platform": {"os": "windows", "architecture": "amd64"}}],
+    });
+    seeder.push_manifest(repo, tag, OCI_INDEX, &serde_json::to_vec_pretty(&index).unwrap()).await
+}
+
+// Checks rule 6 against real registries with `sync`: an image named only by an operator's
+// variable that has no manifest for the configured platform (linux/amd64) is reported
+// `skipped` with that reason, is not copied, and does not fail the run (under either index
+// policy); the same state for an image a pod spec names stays a failure (under `rewrite`, the
+// policy that narrows indexes to the platforms; `preserve` copies indexes whole, as before).
+// The target is checked with raw HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_only_injected_images_are_skipped_not_failed() {
+    let (src, dst) = (TestRegistry::anonymous().await, TestRegistry::anonymous().await);
+    let mut seeder = Seeder::new(&src.url(), 20);
+    seeder.push_multiarch("acme/operator", "1", Format::Oci).await;
+    push_windows_only(&mut seeder, "acme/win-helper", "1").await;
+    push_windows_only(&mut seeder, "acme/win-app", "1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = |manifests: &str, policy: &str| {
+        format!(
+            "target: acr.example.io\nplatforms: [linux/amd64]\nindexPolicy: {policy}\nregistries:\n  - {{host: src.example.io, endpoint: {}, auth: {{type: anonymous}}}}\n  - {{host: acr.example.io, endpoint: {}, auth: {{type: anonymous}}}}\nworkloads: {{manifests: [{manifests}]}}\n",
+            src.url(),
+            dst.url()
+        )
+    };
+    std::fs::write(
+        dir.path().join("operator.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: op}\nspec:\n  template:\n    spec:\n      containers:\n      - name: manager\n        image: src.example.io/acme/operator:1\n        env:\n        - {name: WINDOWS_HELPER_IMAGE, value: src.example.io/acme/win-helper:1}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: app, image: src.example.io/acme/win-app:1}\n",
+    )
+    .unwrap();
+    let report =
+        |name: &str| -> Value { serde_json::from_slice(&std::fs::read(dir.path().join(name)).unwrap()).unwrap() };
+    let image = |r: &Value, repo: &str| -> Value {
+        r["images"].as_array().unwrap().iter().find(|i| i["source"].as_str().unwrap().contains(repo)).unwrap().clone()
+    };
+
+    std::fs::write(dir.path().join("mirror.yaml"), config("operator.yaml", "preserve")).unwrap();
+    let out = support::mirror_in(dir.path(), &["sync", "--report-json", "one.json"]).await;
+    assert!(out.status.success(), "a skipped helper is no failure: {}", support::output_text(&out));
+    let r = report("one.json");
+    let helper = image(&r, "win-helper");
+    assert_eq!(
+        (helper["planned"].as_str(), helper["outcome"].as_str()),
+        (Some("skipped"), Some("skipped")),
+        "{helper}"
+    );
+    let why = helper["error"].as_str().unwrap();
+    assert!(why.contains("no manifest for linux/amd64") && why.contains("windows/amd64"), "{why}");
+    assert_eq!(image(&r, "acme/operator")["outcome"], "copied");
+    assert_eq!(r["summary"]["planned"]["skipped"], 1);
+    let target = |repo: &str| format!("mirror/src.example.io/acme/{repo}");
+    assert!(manifest_digest(&dst.url(), &target("operator"), "1", None).await.is_some());
+    assert!(manifest_digest(&dst.url(), &target("win-helper"), "1", None).await.is_none(), "not copied");
+
+    std::fs::write(dir.path().join("mirror.yaml"), config("operator.yaml, app.yaml", "rewrite")).unwrap();
+    let out = support::mirror_in(dir.path(), &["sync", "--report-json", "two.json"]).await;
+    assert!(!out.status.success(), "a pod-spec image with no platform fails the run");
+    let app = image(&report("two.json"), "win-app");
+    assert_eq!(app["outcome"], "failed", "{app}");
+    assert!(app["error"].as_str().unwrap().contains("no platform"), "{app}");
+    assert!(manifest_digest(&dst.url(), &target("win-app"), "1", None).await.is_none());
 }
