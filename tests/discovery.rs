@@ -384,6 +384,11 @@ async fn windows_only_injected_images_are_skipped_not_failed() {
     let target = |repo: &str| format!("mirror/src.example.io/acme/{repo}");
     assert!(manifest_digest(&dst.url(), &target("operator"), "1", None).await.is_some());
     assert!(manifest_digest(&dst.url(), &target("win-helper"), "1", None).await.is_none(), "not copied");
+    let out = support::mirror_in(dir.path(), &["plan", "-o", "json"]).await;
+    assert!(out.status.success(), "in sync: the skipped helper is no drift");
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(image(&plan, "win-helper")["planned"], "skipped");
+    assert_eq!(image(&plan, "acme/operator")["planned"], "present");
 
     std::fs::write(dir.path().join("mirror.yaml"), config("operator.yaml, app.yaml", "rewrite")).unwrap();
     let out = support::mirror_in(dir.path(), &["sync", "--report-json", "two.json"]).await;

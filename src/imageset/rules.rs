@@ -22,10 +22,18 @@ pub(crate) enum Says {
     Images,
 }
 
+/// Last words of a variable name that say it holds a part of a reference or a pull setting, not
+/// an image (`OPERATOR_IMAGE_REPOSITORY: quay.io/acme/op` would otherwise be taken as
+/// `quay.io/acme/op:latest`). OLM's `RELATED_IMAGE_*` names are always whole images.
+const PART_WORDS: &[&str] = &["REPO", "REPOSITORY", "REGISTRY", "TAG", "VERSION", "DIGEST", "POLICY", "SECRET", "SECRETS"];
+
 /// Whether an environment variable's name says it holds an image (rule 1).
 pub(crate) fn variable_says(name: &str) -> Option<Says> {
     let up = name.to_ascii_uppercase();
     let words: Vec<&str> = up.split(|c: char| !c.is_ascii_alphanumeric()).collect();
+    if !up.starts_with("RELATED_IMAGE_") && words.last().is_some_and(|w| PART_WORDS.contains(w)) {
+        return None;
+    }
     if up.ends_with("IMAGES") || words.contains(&"IMAGES") {
         Some(Says::Images)
     } else if up.ends_with("IMAGE") || words.contains(&"IMAGE") {
@@ -128,14 +136,24 @@ mod tests {
 
     // Checks the variable names rule 1 takes and leaves: `IMAGE` at the end or as a word, the
     // OLM convention, NVIDIA's `DRIVER_IMAGE-580`, lists under `IMAGES`; never a name that merely
-    // contains the letters.
+    // contains the letters, nor one whose last word names a part of a reference.
     #[test]
     fn variable_names() {
         for n in ["CSI_ATTACHER_IMAGE", "RELATED_IMAGE_AGENT", "DRIVER_IMAGE-580", "sidecarImage", "X_IMAGE_REF"] {
             assert_eq!(variable_says(n), Some(Says::Image), "{n}");
         }
         assert_eq!(variable_says("STRIMZI_KAFKA_IMAGES"), Some(Says::Images));
-        for n in ["IMAGINARY", "PULL_IMAGESECRET_X", "WATCH_NAMESPACE", "IMAGEPULLPOLICY"] {
+        assert_eq!(variable_says("RELATED_IMAGE_REGISTRY"), Some(Says::Image), "OLM names are whole images");
+        for n in [
+            "IMAGINARY",
+            "PULL_IMAGESECRET_X",
+            "WATCH_NAMESPACE",
+            "IMAGEPULLPOLICY",
+            "OPERATOR_IMAGE_REPOSITORY",
+            "AGENT_IMAGE_TAG",
+            "IMAGE_PULL_POLICY",
+            "IMAGE_REGISTRY",
+        ] {
             assert_eq!(variable_says(n), None, "{n}");
         }
     }

@@ -1183,8 +1183,9 @@ spec:
     }
 
     // Checks rule 1: any container variable whose name says image, literal values; and its
-    // guard: switches, versions and pull policies under such names are never taken, a tagged
-    // name without host or path is a warning, a template a warning (not an error).
+    // guards: switches, versions and pull policies under such names are never taken, nor a
+    // repository under a name that says so (`_REPOSITORY`), a tagged name without host or path
+    // is a warning, a template a warning (not an error).
     #[test]
     fn rule_1_variables() {
         let text = "\
@@ -1201,7 +1202,8 @@ spec:
         - {name: AGENT_IMAGE, value: ghcr.io/acme/agent:1}
         - {name: DRIVER_IMAGE-580, value: \"nvcr.io/nvidia/driver@sha256:fbbd829db234885d6f0026ca6fb6369f6875b0b91fc5e98d7752f31aeab5e470\"}
         - {name: SKIP_IMAGE_PULL, value: \"true\"}
-        - {name: OP_IMAGE_VERSION, value: v1.2.3}
+        - {name: FALLBACK_IMAGE, value: v1.2.3}
+        - {name: OP_IMAGE_REPOSITORY, value: quay.io/acme/op}
         - {name: IMAGE_PULL_POLICY, value: IfNotPresent}
         - {name: HELPER_IMAGE, value: busybox:1.36}
         - {name: DEFAULT_IMAGE, value: \"${REGISTRY}/acme/x:1\"}
@@ -1217,7 +1219,7 @@ spec:
             ]
         );
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].contains("env[5].value: \"busybox:1.36\"") && warnings[0].contains("names no registry host or path"));
+        assert!(warnings[0].contains("env[6].value: \"busybox:1.36\"") && warnings[0].contains("names no registry host or path"));
         assert!(warnings[1].contains("${REGISTRY}") && warnings[1].contains("template"), "{}", warnings[1]);
     }
 
