@@ -6,7 +6,8 @@
 //! cost linear in the size of the file. Parser limits grow with the input; alias expansion is
 //! bounded by a ratio to the input's size, so YAML bombs are still refused. The line an image
 //! stands on is then found from a one-pass index of the document's text (the n-th time the walk
-//! meets a string is matched to its n-th occurrence, preferring `image:` lines).
+//! meets a string is matched to its n-th occurrence, preferring `image:` lines; a value handed
+//! to an operator goes to a line where it stands after its key, `value:` or `--flag=`).
 //!
 //! What is an image is decided by evidence, not by the name `image` alone:
 //! - a **container**: an element of a `containers`, `initContainers` or `ephemeralContainers`
@@ -14,17 +15,21 @@
 //!   an `image` string and a field of a Kubernetes container (`command`, `args`, `env`, …: Argo
 //!   `container`/`script` templates, Tekton steps);
 //! - an **image volume**: a pod volume's `image.reference` (Kubernetes 1.31+ `ImageVolume`);
-//! - an **injected image**: the value of a known operator flag or environment variable in a
-//!   container (built-in table below, extended by `workloads.injectedImages`), never any other
-//!   argument;
+//! - an **injected image**, handed to an operator outside any pod spec, found by rule
+//!   ([`super::rules`]): a container variable or flag whose name says `image`, a variable read
+//!   from a ConfigMap of the same input (`configMapKeyRef`), a ConfigMap named for images or a
+//!   key that says `image` (also inside YAML or JSON held in a value), an OLM bundle's
+//!   `relatedImages`; plus the few flags and variables of the built-in table (names that do not
+//!   say `image`) and `workloads.injectedImages`. Never any other argument;
 //! - in **custom resources**: every `image` string of a kind known to run it (Prometheus,
 //!   Alertmanager, ThanosRuler, KubeVirt VMs, Argo workflows, Tekton), a KubeVirt
 //!   `containerDisk`, or an `image` that is a fully qualified reference (registry host and tag
 //!   or digest). Other `image` values of custom resources, and empty ones (an operator's
 //!   default), are warnings, not images. CRDs, `metadata` and `status` are skipped.
 //!
-//! An empty image in a core kind is an error; so is a templated one (`{{ … }}`, `${…}`), said to
-//! be an unrendered template.
+//! An empty image in a core kind is an error; so is a templated one (`{{ … }}`, `${…}`) in an
+//! `image` field, said to be an unrendered template. A templated value handed to an operator is
+//! a warning: operators keep defaults in them.
 
 use std::collections::HashMap;
 use std::io::Read as _;
