@@ -264,7 +264,9 @@ fn nvidia_gpu_operator_bundle() {
 // Checks that `rewrite` points every image found by rule at the private registry on its own
 // line — ConfigMap values (named for images, by key, read through configMapKeyRef), literal
 // variables, list items, flags in both forms, relatedImages — keeping a digest the source
-// pinned, and that the rewritten files give the same set again (the rewrite's own check).
+// pinned, and that the rewritten files give the same set again (the rewrite's own check);
+// and that a kustomize block leaves those values out, saying how many (kustomize's image
+// override changes container `image` fields only).
 #[test]
 fn rewrite_reaches_every_rule() {
     let r = resolve(&[
@@ -311,6 +313,11 @@ fn rewrite_reaches_every_rule() {
     for (text, before) in out.iter().zip(&r.workloads) {
         assert_eq!(text.lines().count(), before.text.lines().count(), "{}: only image strings change", before.name);
     }
+    // Kustomize's image override cannot reach these values, so its block has pod specs only:
+    // the four Kafka tags (one name, four digests) would otherwise be refused as a conflict.
+    let k = rewrite::kustomize_images(&r.workloads[..1], r.mapper.as_ref().unwrap(), &digests).unwrap();
+    assert!(k.contains("# Not here: 9 images handed to operators"), "{k}");
+    assert_eq!(k.matches("  - name: ").count(), 1, "only the operator's own image: {k}");
     let kafka = format!("{m}/quay.io/strimzi/kafka:1.2.0-kafka-4.3.1@{pin}");
     assert_eq!(out[0].matches(&kafka).count(), 5, "two variables and three list items");
     assert!(!out[0].contains("=quay.io") && !out[0].contains("value: quay.io"), "{}", out[0]);
