@@ -325,6 +325,8 @@ async fn examine_inner(
 ) -> Result<Status, RegistryError> {
     let src = registries.get(&w.source.registry)?;
     let dst = registries.get(&w.target.registry)?;
+    // The source manifest when it was read for the check below (then it also gives the digest).
+    let mut read: Option<Manifest> = None;
     if w.injected && !w.platforms.is_empty() {
         // An image an operator names may be for platforms the cluster does not run (its
         // Windows helper). Such an image is skipped here, the one place that decides it; an
@@ -342,6 +344,7 @@ async fn examine_inner(
             ));
             return Ok(Status::Skipped);
         }
+        read = Some(top);
     }
     // See the early return below: without ACR's listing a warm image is missing whatever the
     // target answers.
@@ -355,16 +358,22 @@ async fn examine_inner(
     let source_digest = match (&w.source.digest, rewrite) {
         (Some(d), false) => d.clone(),
         _ if rewrite => {
-            let m = src.get_manifest(&w.source.repository, &w.source.selector()).await?;
+            let m = match read {
+                Some(m) => m,
+                None => src.get_manifest(&w.source.repository, &w.source.selector()).await?,
+            };
             p.expected_digest = Some(expected_rewrite(&m, &w.platforms).map_err(|e| RegistryError::Protocol {
                 registry: src.host.clone(),
                 message: format!("{}: {e}", w.source),
             })?);
             m.digest
         }
-        _ => match src.head_manifest(&w.source.repository, &w.source.selector()).await? {
-            Some(h) => h.digest,
-            None => return Err(RegistryError::no_such_image(&src.host, &w.source.to_string())),
+        _ => match read {
+            Some(m) => m.digest,
+            None => match src.head_manifest(&w.source.repository, &w.source.selector()).await? {
+                Some(h) => h.digest,
+                None => return Err(RegistryError::no_such_image(&src.host, &w.source.to_string())),
+            },
         },
     };
     p.source_digest = Some(source_digest.clone());
