@@ -24,6 +24,15 @@ fn resolve(files: &[&str]) -> Resolved {
     imageset::resolve(&cfg, &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")).unwrap()
 }
 
+/// Checks `doc` against `schema/NAME`, failing with every violation listed.
+fn validate(name: &str, doc: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").join(name);
+    let schema: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "not valid against schema/{name}:\n{}", errors.join("\n"));
+}
+
 fn sources(r: &Resolved) -> Vec<String> {
     r.images.iter().map(|e| e.source.to_string()).collect()
 }
@@ -378,6 +387,7 @@ async fn windows_only_injected_images_are_skipped_not_failed() {
     let out = support::mirror_in(dir.path(), &["sync", "--report-json", "one.json"]).await;
     assert!(out.status.success(), "a skipped helper is no failure: {}", support::output_text(&out));
     let r = report("one.json");
+    validate("report.v1.json", &r);
     let helper = image(&r, "win-helper");
     assert_eq!(
         (helper["planned"].as_str(), helper["outcome"].as_str()),
@@ -404,4 +414,30 @@ async fn windows_only_injected_images_are_skipped_not_failed() {
     assert_eq!(app["outcome"], "failed", "{app}");
     assert!(app["error"].as_str().unwrap().contains("no platform"), "{app}");
     assert!(manifest_digest(&dst.url(), &target("win-app"), "1", None).await.is_none());
+}
+
+// Checks `resolve -o json` on every operator manifest against schema/resolve.v1.json: the
+// rules' `via` texts and `injected: true` are part of the documented shape.
+#[test]
+fn resolve_json_of_the_rules_follows_its_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/operators");
+    std::fs::write(
+        dir.path().join("mirror.yaml"),
+        format!("target: acr.example.io\nworkloads: {{manifests: [{}]}}\n", data.display()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
+        .args(["resolve", "-c", "mirror.yaml", "-o", "json"])
+        .current_dir(dir.path())
+        .env_remove("MIRROR_CONFIG")
+        .env("DOCKER_CONFIG", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    validate("resolve.v1.json", &doc);
+    let images = doc["images"].as_array().unwrap();
+    assert_eq!(images.len(), 68, "the six lists above, without overlaps");
+    assert!(images.iter().any(|i| i["injected"] == true) && images.iter().any(|i| i.get("injected").is_none()));
 }
