@@ -375,4 +375,52 @@ spec:
         assert!(m.contains_key("a.io/b:c"));
         assert!(parse_digests("[1]").is_err());
     }
+
+    // Checks that rewrite reaches values found by rule, each on its own line: YAML and JSON
+    // held in a ConfigMap value, a ConfigMap value read through configMapKeyRef, a variable, a
+    // flag; a pinned digest is kept; and the result extracts to the same images again.
+    #[test]
+    fn rewrites_values_handed_to_operators() {
+        let text = "\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data:
+  config.yaml: |
+    executor:
+      image: quay.io/argoproj/argoexec:v3.6.7
+  sidecars.json: '{\"images\": [\"ghcr.io/a/one:1\"]}'
+  timer: gcr.io/k/timer@sha256:45af6d4df89c379656ef482f048d559cd8d8d4e286b3e440ef9a6c94fcc8d920
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: op}
+spec:
+  template:
+    spec:
+      containers:
+      - name: op
+        image: ghcr.io/a/op:1
+        args: [--helper-image=ghcr.io/a/helper:1]
+        env:
+        - {name: AGENT_IMAGE, value: ghcr.io/a/agent:1}
+        - name: TIMER_IMAGE
+          valueFrom: {configMapKeyRef: {name: settings, key: timer}}
+";
+        let mapper = Mapper::new(Some("acr.io"), &[]).unwrap();
+        let f = file(text);
+        assert_eq!(f.images.len(), 6);
+        let d = Digest::parse(&format!("sha256:{}", "7".repeat(64))).unwrap();
+        let digests: BTreeMap<String, Digest> = f.images.iter().map(|i| (i.reference.to_string(), d.clone())).collect();
+        let out = rewrite_file(&f, &mapper, &digests).unwrap();
+        for line in [
+            format!("      image: acr.io/mirror/quay.io/argoproj/argoexec:v3.6.7@{d}\n"),
+            format!("  sidecars.json: '{{\"images\": [\"acr.io/mirror/ghcr.io/a/one:1@{d}\"]}}'\n"),
+            "  timer: acr.io/mirror/gcr.io/k/timer@sha256:45af6d4df89c379656ef482f048d559cd8d8d4e286b3e440ef9a6c94fcc8d920\n".to_string(),
+            format!("        args: [--helper-image=acr.io/mirror/ghcr.io/a/helper:1@{d}]\n"),
+            format!("        - {{name: AGENT_IMAGE, value: acr.io/mirror/ghcr.io/a/agent:1@{d}}}\n"),
+        ] {
+            assert!(out.contains(&line), "{line:?} not in\n{out}");
+        }
+    }
 }
