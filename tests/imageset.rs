@@ -437,7 +437,7 @@ fn more_manifests() -> imageset::Resolved {
 // anywhere (pod specs, JobSet's nested templates, Argo container/script templates), image
 // volumes, KubeVirt container disks, known custom resource kinds, fully qualified references in
 // other custom resources, and images handed to operators by flag (both `--f=x` and `--f x`) or
-// environment variable (built in and from the config). A regression that misses a place, or
+// environment variable (by rule, and from the config). A regression that misses a place, or
 // takes the Crossplane GCE image, changes this exact set.
 #[test]
 fn images_found_by_evidence() {
