@@ -543,11 +543,18 @@ impl LineIndex {
         if !image.chars().all(is_ref_char) {
             return doc.lines().position(|l| l.contains(image));
         }
+        self.tier_lines(image, total, taken)?.get(n).copied()
+    }
+
+    /// The lines the `total` uses of `image` are matched to, in order: those of the first tier
+    /// that has enough of them, leaving out lines `taken` by other uses. `None` when no tier
+    /// has enough.
+    fn tier_lines(&self, image: &str, total: usize, taken: &dyn Fn(usize) -> bool) -> Option<Vec<usize>> {
         let lines = self.at.get(image)?;
         (1..=3).find_map(|tier| {
             let found: Vec<usize> =
                 lines.iter().filter(|(l, t)| *t <= tier && !taken(*l)).map(|(l, _)| *l).collect();
-            (found.len() >= total).then(|| found.get(n).copied()).flatten()
+            (found.len() >= total).then_some(found)
         })
     }
 }
@@ -571,14 +578,19 @@ fn assign_lines(doc: &str, hits: &[Hit]) -> Vec<Option<usize>> {
         }
     }
     let mut used: HashMap<(&str, &str), usize> = HashMap::new();
+    // The lines of each (image, hint), found once: an image handed to 10,000 containers of one
+    // `kind: List` must not cost a scan of its lines per container.
+    let mut candidates: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
     for (i, h) in hits.iter().enumerate() {
         let Some(hint) = &h.hint else { continue };
         let key = (h.image.as_str(), hint.as_str());
-        let lines: Vec<usize> = index
-            .at
-            .get(&h.image)
-            .map(|v| v.iter().map(|(l, _)| *l).filter(|&l| after_hint(l, &h.image, hint)).collect())
-            .unwrap_or_default();
+        let lines = candidates.entry(key).or_insert_with(|| {
+            index
+                .at
+                .get(&h.image)
+                .map(|v| v.iter().map(|(l, _)| *l).filter(|&l| after_hint(l, &h.image, hint)).collect())
+                .unwrap_or_default()
+        });
         let n = used.entry(key).or_insert(0);
         if lines.len() >= totals[&key] {
             out[i] = lines.get(*n).copied();
@@ -594,10 +606,18 @@ fn assign_lines(doc: &str, hits: &[Hit]) -> Vec<Option<usize>> {
         *totals.entry(hits[i].image.as_str()).or_insert(0) += 1;
     }
     let mut used: HashMap<&str, usize> = HashMap::new();
+    // Chosen once per image, so that an image used 10,000 times costs one pass over its lines.
+    let mut chosen: HashMap<&str, Option<Vec<usize>>> = HashMap::new();
     for i in rest {
         let image = hits[i].image.as_str();
         let n = used.entry(image).or_insert(0);
-        out[i] = index.nth_line(doc, image, *n, totals[image], &|l| taken.contains(&(image, l)));
+        let is_taken = |l: usize| taken.contains(&(image, l));
+        out[i] = if !image.is_empty() && image.chars().all(is_ref_char) {
+            let lines = chosen.entry(image).or_insert_with(|| index.tier_lines(image, totals[image], &is_taken));
+            lines.as_ref().and_then(|v| v.get(*n).copied())
+        } else {
+            index.nth_line(doc, image, *n, totals[image], &is_taken)
+        };
         *n += 1;
     }
     out
