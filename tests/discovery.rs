@@ -441,3 +441,31 @@ fn resolve_json_of_the_rules_follows_its_schema() {
     assert_eq!(images.len(), 68, "the six lists above, without overlaps");
     assert!(images.iter().any(|i| i["injected"] == true) && images.iter().any(|i| i.get("injected").is_none()));
 }
+
+// Checks a `kind: List` of 5,000 Deployments that all hand the operator the same images (a flag
+// and a variable) and run the same one: every value gets its own line, the last one the last
+// line. No timing assertion: matching each use against every line of its image again (as a
+// first version did) shows as a test that takes minutes.
+#[test]
+fn one_image_handed_to_thousands_of_containers() {
+    let mut text = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    for i in 0..5_000 {
+        text.push_str(&format!(
+            "- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {{name: d{i}}}\n  spec:\n    template:\n      spec:\n        containers:\n        - name: c\n          image: quay.io/a/app:1\n          args: [--x-image=quay.io/a/helper:1]\n          env:\n          - {{name: SIDECAR_IMAGE, value: quay.io/a/side:1}}\n"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("list.yaml"), &text).unwrap();
+    let cfg = Config::parse("target: a.io\nworkloads: {manifests: [list.yaml]}\n", Path::new("m.yaml")).unwrap();
+    let r = imageset::resolve(&cfg, dir.path()).unwrap();
+    let images = &r.workloads[0].images;
+    assert_eq!(images.len(), 15_000);
+    let lines = |name: &str| -> Vec<usize> {
+        images.iter().filter(|f| f.reference.to_string().contains(name)).map(|f| f.line).collect()
+    };
+    let expect = |first: usize| -> Vec<usize> { (0..5_000).map(|i| first + 12 * i).collect() };
+    assert_eq!(lines("app:1"), expect(12));
+    assert_eq!(lines("helper:1"), expect(13));
+    assert_eq!(lines("side:1"), expect(15));
+    assert_eq!(*lines("side:1").last().unwrap(), text.lines().count());
+}
