@@ -77,6 +77,7 @@ pub struct PlannedCounts {
     pub outdated: usize,
     pub partial: usize,
     pub error: usize,
+    pub skipped: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -178,6 +179,7 @@ impl Report {
                 Status::Outdated => &mut p.outdated,
                 Status::Partial => &mut p.partial,
                 Status::Error => &mut p.error,
+                Status::Skipped => &mut p.skipped,
             } += 1;
         }
         Report {
@@ -357,6 +359,7 @@ impl ImageReport {
             ),
             Status::Partial => format!("partial: missing {}", self.missing.join(", ")),
             Status::Error => "the image could not be examined".into(),
+            Status::Skipped => "skipped".into(),
         }
     }
 
@@ -410,6 +413,7 @@ impl Case {
             }
             Some(_) => Verdict::Passed,
             None if i.planned == Status::Present => Verdict::Passed,
+            None if i.planned == Status::Skipped => Verdict::Skipped(i.problem()),
             None => Verdict::Failure { kind: i.planned.to_string(), message: i.problem(), detail: i.route() },
         };
         Case {

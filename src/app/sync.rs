@@ -80,7 +80,10 @@ async fn transfer_all(
     let report = Report::new("sync", started.at, started.elapsed_ms(), results);
     let ending = if req.run.stop.is_cancelled() {
         Ending::Stopped
-    } else if report.summary.outcomes.as_ref().is_some_and(|o| o.failed + o.skipped + o.interrupted > 0) {
+    } else if report.summary.outcomes.as_ref().is_some_and(|o| {
+        // Images the plan skipped as not needed (planned `skipped`) are no failure.
+        o.failed + o.skipped + o.interrupted > report.summary.planned.skipped
+    }) {
         Ending::ImagesFailed
     } else {
         Ending::Complete

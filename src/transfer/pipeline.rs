@@ -28,7 +28,8 @@ pub enum Outcome {
     Warmed,
     /// Failed; see the error.
     Failed,
-    /// Not attempted because an earlier image failed and `--fail-fast` was given.
+    /// Not attempted: an earlier image failed and `--fail-fast` was given, or the plan found it
+    /// not needed (planned `skipped`); `error` says which.
     Skipped,
     /// Not reached, or abandoned after the grace period, because the run was asked to stop
     /// (SIGTERM/SIGINT). Its tag was not written, so the target holds no partial image under it.
@@ -120,6 +121,9 @@ async fn run_images(
             let cancel = cancel.clone();
             async move {
                 if !img.status.needs_work() {
+                    if img.status == Status::Skipped {
+                        return ImageResult::from_plan(img, Outcome::Skipped, img.error.clone());
+                    }
                     if img.status == Status::Error {
                         if opts.fail_fast {
                             cancel.cancel();
