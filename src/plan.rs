@@ -40,6 +40,9 @@ pub struct Wanted {
     pub mode: MappingMode,
     /// Platforms to carry; empty means all.
     pub platforms: Vec<PlatformFilter>,
+    /// Found only outside pod specs (an operator's variable, flag, ConfigMap or OLM bundle; see
+    /// `imageset::ImageEntry::injected`): with no manifest for any of `platforms` it is skipped.
+    pub injected: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,6 +58,10 @@ pub enum Status {
     Partial,
     /// The image could not be examined (source unreachable, tag gone, …).
     Error,
+    /// An injected image with no manifest for any configured platform (a Windows-only helper an
+    /// operator names, in a Linux-only config): not needed, so not copied and not failed.
+    /// `error` says why.
+    Skipped,
 }
 
 impl Status {
@@ -71,6 +78,7 @@ impl std::fmt::Display for Status {
             Status::Outdated => "outdated",
             Status::Partial => "partial",
             Status::Error => "error",
+            Status::Skipped => "skipped",
         })
     }
 }
@@ -129,21 +137,23 @@ impl Plan {
     /// `N images: a present, b missing, c outdated, d partial, e could not be examined`.
     pub fn counts(&self) -> String {
         format!(
-            "{} images: {} present, {} missing, {} outdated, {} partial, {} could not be examined",
+            "{} images: {} present, {} missing, {} outdated, {} partial, {} could not be examined, {} skipped",
             self.images.len(),
             self.count(Status::Present),
             self.count(Status::Missing),
             self.count(Status::Outdated),
             self.count(Status::Partial),
-            self.count(Status::Error)
+            self.count(Status::Error),
+            self.count(Status::Skipped)
         )
     }
 
     pub fn count(&self, status: Status) -> usize {
         self.images.iter().filter(|i| i.status == status).count()
     }
+    /// Every image is present, or skipped as not needed.
     pub fn in_sync(&self) -> bool {
-        self.images.iter().all(|i| i.status == Status::Present)
+        self.images.iter().all(|i| matches!(i.status, Status::Present | Status::Skipped))
     }
 }
 
@@ -354,6 +364,27 @@ async fn examine_inner(
 ) -> Result<Status, RegistryError> {
     let src = registries.get(&w.source.registry)?;
     let dst = registries.get(&w.target.registry)?;
+    // The source manifest when it was read for the check below (then it also gives the digest).
+    let mut read: Option<Manifest> = None;
+    if w.injected && !w.platforms.is_empty() {
+        // An image an operator names may be for platforms the cluster does not run (its
+        // Windows helper). Such an image is skipped here, the one place that decides it; an
+        // image a pod spec names goes on and fails in the copy, as a cluster could not run it.
+        let top = src.get_manifest(&w.source.repository, &w.source.selector()).await?;
+        if top.is_index() && select_platforms(&top, &w.platforms).is_empty() {
+            let has: Vec<String> =
+                select_platforms(&top, &[]).iter().filter_map(|c| c.platform.as_ref()).map(|p| p.to_string()).collect();
+            let want: Vec<String> = w.platforms.iter().map(|p| p.to_string()).collect();
+            p.source_digest = Some(top.digest.clone());
+            p.error = Some(format!(
+                "skipped: no manifest for {} (the image has {}); it is named only outside pod specs (an operator's variable, flag, ConfigMap or OLM bundle)",
+                want.join(", "),
+                if has.is_empty() { "no platforms".to_string() } else { has.join(", ") }
+            ));
+            return Ok(Status::Skipped);
+        }
+        read = Some(top);
+    }
     // See the early return below: without ACR's listing a warm image is missing whatever the
     // target answers.
     let unlisted_warm = w.mode == MappingMode::Warm && !listing.with_digests && !opts.deep;
@@ -369,7 +400,10 @@ async fn examine_inner(
     let source_digest = match (&w.source.digest, rewrite) {
         (Some(d), false) => d.clone(),
         _ if rewrite => {
-            let m = src.get_manifest(&w.source.repository, &w.source.selector()).await?;
+            let m = match read {
+                Some(m) => m,
+                None => src.get_manifest(&w.source.repository, &w.source.selector()).await?,
+            };
             p.expected_digest = Some(expected_rewrite(&m, &w.platforms).map_err(|e| RegistryError::Protocol {
                 registry: src.host.clone(),
                 message: format!("{}: {e}", w.source),
@@ -377,12 +411,18 @@ async fn examine_inner(
             p.source_descriptor = Some((m.media_type.clone(), m.bytes.len() as u64));
             m.digest
         }
-        _ => match src.head_manifest(&w.source.repository, &w.source.selector()).await? {
-            Some(h) => {
-                p.source_descriptor = h.size.map(|size| (h.media_type.clone(), size));
-                h.digest
+        _ => match read {
+            Some(m) => {
+                p.source_descriptor = Some((m.media_type.clone(), m.bytes.len() as u64));
+                m.digest
             }
-            None => return Err(RegistryError::no_such_image(&src.host, &w.source.to_string())),
+            None => match src.head_manifest(&w.source.repository, &w.source.selector()).await? {
+                Some(h) => {
+                    p.source_descriptor = h.size.map(|size| (h.media_type.clone(), size));
+                    h.digest
+                }
+                None => return Err(RegistryError::no_such_image(&src.host, &w.source.to_string())),
+            },
         },
     };
     p.source_digest = Some(source_digest.clone());

@@ -123,6 +123,7 @@ pub struct PlannedCounts {
     pub outdated: usize,
     pub partial: usize,
     pub error: usize,
+    pub skipped: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -250,6 +251,7 @@ impl Report {
                 Status::Outdated => &mut p.outdated,
                 Status::Partial => &mut p.partial,
                 Status::Error => &mut p.error,
+                Status::Skipped => &mut p.skipped,
             } += 1;
         }
         Report {
@@ -455,6 +457,7 @@ impl ImageReport {
             ),
             Status::Partial => format!("partial: missing {}", self.missing.join(", ")),
             Status::Error => "the image could not be examined".into(),
+            Status::Skipped => "skipped".into(),
         }
     }
 
@@ -517,6 +520,7 @@ impl Case {
                 Verdict::Failure { kind: "signature".into(), message: i.problem(), detail: i.route() }
             }
             None if i.planned == Status::Present => Verdict::Passed,
+            None if i.planned == Status::Skipped => Verdict::Skipped(i.problem()),
             None => Verdict::Failure { kind: i.planned.to_string(), message: i.problem(), detail: i.route() },
         };
         Case {

@@ -40,6 +40,7 @@ fn wanted(src: &str, dst: &str) -> Wanted {
         target: Reference::parse(&format!("{ACR}/{dst}")).unwrap(),
         mode: MappingMode::Copy,
         platforms: Vec::new(),
+        injected: false,
     }
 }
 

@@ -505,6 +505,7 @@ async fn a_stop_abandons_transfers_after_the_grace_period_and_cancels_their_sess
             target: Reference::parse(&format!("{ACR}/mirror/{}:{}", i.repository, i.tag)).unwrap(),
             mode: MappingMode::Copy,
             platforms: Vec::new(),
+            injected: false,
         })
         .collect();
     let plan = acr_mirror::plan::plan(&registries, &wanted, &PlanOptions { skip_bytes: true, ..Default::default() })

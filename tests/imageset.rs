@@ -437,7 +437,7 @@ fn more_manifests() -> imageset::Resolved {
 // anywhere (pod specs, JobSet's nested templates, Argo container/script templates), image
 // volumes, KubeVirt container disks, known custom resource kinds, fully qualified references in
 // other custom resources, and images handed to operators by flag (both `--f=x` and `--f x`) or
-// environment variable (built in and from the config). A regression that misses a place, or
+// environment variable (by rule, and from the config). A regression that misses a place, or
 // takes the Crossplane GCE image, changes this exact set.
 #[test]
 fn images_found_by_evidence() {
@@ -507,17 +507,14 @@ fn rewrite_reaches_injected_images() {
     assert!(ops.contains(&format!("- acr.example.io/mirror/quay.io/argoproj/argoexec:v3.6.7@{digest}")));
 }
 
-// Checks that templated images are refused as unrendered templates (not "must be lowercase"),
-// with file and line, in image fields and operator flags alike; and that an empty image in a
-// core kind stays an error while a custom resource's is a warning (above).
+// Checks that templated images in pod specs are refused as unrendered templates (not "must be
+// lowercase"), with file and line, while a template handed to an operator by a flag is a
+// warning naming it (operators keep defaults in them); and that an empty image in a core kind
+// stays an error while a custom resource's is a warning (above).
 #[test]
 fn templates_and_empty_images() {
     let dir = tempfile::tempdir().unwrap();
-    let cases = [
-        ("image: ${REGISTRY}/team/app:1.0", 8),
-        ("image: \"{{ .Values.image }}\"", 8),
-        ("image: x:1\n    args: [\"--executor-image=$(EXEC_IMAGE)\"]", 9),
-    ];
+    let cases = [("image: ${REGISTRY}/team/app:1.0", 8), ("image: \"{{ .Values.image }}\"", 8)];
     for (i, (container, line)) in cases.iter().enumerate() {
         let f = dir.path().join(format!("t{i}.yaml"));
         std::fs::write(
@@ -531,6 +528,17 @@ fn templates_and_empty_images() {
         let e = imageset::resolve(&cfg, dir.path()).unwrap_err().to_string();
         assert!(e.contains("unrendered template") && e.contains(&format!("t{i}.yaml:{line}")), "{e}");
     }
+    let f = dir.path().join("flag.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    image: x:1\n    args: [\"--executor-image=$(EXEC_IMAGE)\"]\n",
+    )
+    .unwrap();
+    let cfg = config(&format!("target: a.io\nworkloads: {{manifests: [{}]}}\n", f.display()));
+    let r = imageset::resolve(&cfg, dir.path()).unwrap();
+    assert_eq!(r.images.len(), 1, "only the container's own image");
+    let w = r.warnings.join("\n");
+    assert!(w.contains("flag --executor-image") && w.contains("$(EXEC_IMAGE)") && w.contains("template"), "{w}");
     let f = dir.path().join("empty.yaml");
     std::fs::write(
         &f,

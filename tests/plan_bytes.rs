@@ -30,6 +30,7 @@ fn wanted(repo: &str, tag: &str, platforms: &[&str]) -> Wanted {
         target: Reference::parse(&format!("acr.example.io/{repo}:{tag}")).unwrap(),
         mode: MappingMode::Copy,
         platforms: platforms.iter().map(|p| PlatformFilter::parse(p).unwrap()).collect(),
+        injected: false,
     }
 }
 

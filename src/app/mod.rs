@@ -205,7 +205,13 @@ async fn wanted(file: &ConfigFile, req: &RunRequest) -> Result<Vec<Wanted>, AppE
         .await?
         .images
         .into_iter()
-        .map(|e| Wanted { source: e.source, target: e.target, mode: e.mode, platforms: e.platforms.filters() })
+        .map(|e| Wanted {
+            source: e.source,
+            target: e.target,
+            mode: e.mode,
+            platforms: e.platforms.filters(),
+            injected: e.injected,
+        })
         .collect();
     let Some(shard) = req.shard else { return Ok(wanted) };
     let total = wanted.len();

@@ -88,7 +88,11 @@ async fn transfer_all(
     let report = super::signed(Report::new("sync", started.at, started.elapsed_ms(), results), &gate);
     let ending = if req.run.stop.is_cancelled() {
         Ending::Stopped
-    } else if report.summary.outcomes.as_ref().is_some_and(|o| o.failed + o.skipped + o.interrupted + o.rejected > 0) {
+    } else if report.summary.outcomes.as_ref().is_some_and(|o| {
+        // Images the plan skipped as not needed (planned `skipped`) are no failure; images the
+        // provenance gate rejected are.
+        o.failed + o.skipped + o.interrupted + o.rejected > report.summary.planned.skipped
+    }) {
         Ending::ImagesFailed
     } else {
         Ending::Complete

@@ -311,7 +311,7 @@ fn print_plan(p: &Plan, report: &Report) -> std::io::Result<()> {
                 i.expected_digest.as_ref().map(short).unwrap_or_default()
             ),
             Status::Partial => format!("missing {}", i.missing.join(", ")),
-            Status::Error => i.error.clone().unwrap_or_default(),
+            Status::Error | Status::Skipped => i.error.clone().unwrap_or_default(),
             _ => i.source.clone(),
         };
         writeln!(

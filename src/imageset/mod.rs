@@ -18,6 +18,7 @@ pub mod agentbaker;
 pub mod lists;
 pub mod mapping;
 pub mod rewrite;
+mod rules;
 pub mod tags;
 pub mod workloads;
 
@@ -185,6 +186,11 @@ pub struct ImageEntry {
     /// The digest the source reference pins, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<crate::digest::Digest>,
+    /// Every place that asks for it is outside a pod spec (an operator's variable, flag,
+    /// ConfigMap or OLM bundle): with no manifest for any configured platform it is skipped,
+    /// not failed (operators name helpers for platforms the cluster does not run).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub injected: bool,
     pub provenance: Vec<Provenance>,
 }
 
@@ -319,16 +325,19 @@ impl SetBuilder {
     }
 
     /// Maps `source` and adds it, or adds `prov` and `platforms` to the entry it already has.
+    /// An image stays `injected` only while every place that asks for it is.
     fn add(
         &mut self,
         source: Reference,
         platforms: Platforms,
         kind: ImageKind,
         prov: Provenance,
+        injected: bool,
     ) -> Result<(), MappingError> {
         let key = source.to_string();
         if let Some(e) = self.images.get_mut(&key) {
             e.platforms.union(&platforms);
+            e.injected &= injected;
             if self.seen.insert((key, prov.clone())) {
                 e.provenance.push(prov);
             }
@@ -337,7 +346,8 @@ impl SetBuilder {
         self.seen.insert((key.clone(), prov.clone()));
         let (target, mode, _) = self.mapper.map(&source)?;
         let digest = source.digest.clone();
-        self.images.insert(key, ImageEntry { source, target, mode, platforms, kind, digest, provenance: vec![prov] });
+        let entry = ImageEntry { source, target, mode, platforms, kind, digest, injected, provenance: vec![prov] };
+        self.images.insert(key, entry);
         Ok(())
     }
 }
@@ -403,7 +413,7 @@ fn add_aks(
             kubernetes_minor: version.minor_string(),
             entry: c.entry.from.clone(),
         };
-        set.add(source, entry_platforms, c.entry.kind, prov)?;
+        set.add(source, entry_platforms, c.entry.kind, prov, false)?;
     }
     if misplaced > 0 {
         set.warnings.push(format!(
@@ -466,7 +476,7 @@ fn add_workloads(
                 field: f.field.clone(),
                 via: f.via.clone(),
             };
-            set.add(f.reference.clone(), platforms.clone(), ImageKind::ContainerImage, prov)?;
+            set.add(f.reference.clone(), platforms.clone(), ImageKind::ContainerImage, prov, f.injected)?;
         }
         let path = match input {
             Input::File(p) => Some(p),
@@ -498,7 +508,7 @@ fn add_config_images(
         };
         let source = Reference::parse(text).map_err(bad)?;
         let Some(rule) = tags else {
-            set.add(source, platforms, kind, Provenance::Config { index, line, tag_rule: None })?;
+            set.add(source, platforms, kind, Provenance::Config { index, line, tag_rule: None }, false)?;
             continue;
         };
         if text != crate::reference::without_tag_or_digest(text) {
@@ -560,7 +570,7 @@ pub async fn select_tags(
         for (tag, why) in chosen {
             let source = Reference { tag: Some(tag), ..p.repository.clone() };
             let prov = Provenance::Config { index: p.index, line: p.line, tag_rule: Some(why) };
-            set.add(source, p.platforms.clone(), p.kind, prov)?;
+            set.add(source, p.platforms.clone(), p.kind, prov, false)?;
         }
     }
     resolved.images = set.images.into_values().collect();

@@ -6,7 +6,8 @@
 //! cost linear in the size of the file. Parser limits grow with the input; alias expansion is
 //! bounded by a ratio to the input's size, so YAML bombs are still refused. The line an image
 //! stands on is then found from a one-pass index of the document's text (the n-th time the walk
-//! meets a string is matched to its n-th occurrence, preferring `image:` lines).
+//! meets a string is matched to its n-th occurrence, preferring `image:` lines; a value handed
+//! to an operator goes to a line where it stands after its key, `value:` or `--flag=`).
 //!
 //! What is an image is decided by evidence, not by the name `image` alone:
 //! - a **container**: an element of a `containers`, `initContainers` or `ephemeralContainers`
@@ -14,17 +15,21 @@
 //!   an `image` string and a field of a Kubernetes container (`command`, `args`, `env`, …: Argo
 //!   `container`/`script` templates, Tekton steps);
 //! - an **image volume**: a pod volume's `image.reference` (Kubernetes 1.31+ `ImageVolume`);
-//! - an **injected image**: the value of a known operator flag or environment variable in a
-//!   container (built-in table below, extended by `workloads.injectedImages`), never any other
-//!   argument;
+//! - an **injected image**, handed to an operator outside any pod spec, found by rule
+//!   ([`super::rules`]): a container variable or flag whose name says `image`, a variable read
+//!   from a ConfigMap of the same input (`configMapKeyRef`), a ConfigMap named for images or a
+//!   key that says `image` (also inside YAML or JSON held in a value), an OLM bundle's
+//!   `relatedImages`; plus the few flags and variables of the built-in table (names that do not
+//!   say `image`) and `workloads.injectedImages`. Never any other argument;
 //! - in **custom resources**: every `image` string of a kind known to run it (Prometheus,
 //!   Alertmanager, ThanosRuler, KubeVirt VMs, Argo workflows, Tekton), a KubeVirt
 //!   `containerDisk`, or an `image` that is a fully qualified reference (registry host and tag
 //!   or digest). Other `image` values of custom resources, and empty ones (an operator's
 //!   default), are warnings, not images. CRDs, `metadata` and `status` are skipped.
 //!
-//! An empty image in a core kind is an error; so is a templated one (`{{ … }}`, `${…}`), said to
-//! be an unrendered template.
+//! An empty image in a core kind is an error; so is a templated one (`{{ … }}`, `${…}`) in an
+//! `image` field, said to be an unrendered template. A templated value handed to an operator is
+//! a warning: operators keep defaults in them.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -33,6 +38,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::rules::{self, Says, Verdict};
 use crate::reference::{Reference, ReferenceError};
 
 /// A workload input could not be read. Names the file (and line for YAML and references).
@@ -179,6 +185,10 @@ pub struct FoundImage {
     /// volume, `image volume`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
+    /// Found outside a pod spec (an operator's variable, flag, ConfigMap or OLM bundle): such an
+    /// image with no manifest for any configured platform is skipped, not failed.
+    #[serde(skip)]
+    pub injected: bool,
 }
 
 /// Splits a YAML stream into documents: (first line, 1-based; text of the document).
@@ -215,36 +225,20 @@ fn has_content(doc: &str) -> bool {
     })
 }
 
-/// Flags and environment variables whose value is an image an operator starts pods with. Each
-/// is a documented option of the project named beside it; a value is taken only after one of
-/// these names, never guessed from other arguments.
-const BUILTIN_FLAGS: &[(&str, &str)] = &[
-    (
-        "--prometheus-config-reloader",
-        "prometheus-operator: config reloader sidecar of every Prometheus and Alertmanager",
-    ),
-    ("--acme-http01-solver-image", "cert-manager: ACME HTTP-01 solver pods"),
-    ("--executor-image", "Argo Workflows: the executor sidecar of every workflow pod"),
-    ("-entrypoint-image", "Tekton Pipelines: entrypoint init container of every step"),
-    ("-nop-image", "Tekton Pipelines"),
-    ("-sidecarlogresults-image", "Tekton Pipelines"),
-    ("-workingdirinit-image", "Tekton Pipelines"),
-    ("-shell-image", "Tekton Pipelines"),
-    ("--engine-image", "Longhorn"),
-    ("--instance-manager-image", "Longhorn"),
-    ("--share-manager-image", "Longhorn"),
-    ("--backing-image-manager-image", "Longhorn"),
-    ("--support-bundle-manager-image", "Longhorn"),
-];
+/// Flags and environment variables whose value is an image an operator starts pods with, but
+/// whose name does not say `image` (names that do are found by rule: see [`super::rules`]). Each
+/// is a documented option of the project named beside it.
+const BUILTIN_FLAGS: &[(&str, &str)] = &[(
+    "--prometheus-config-reloader",
+    "prometheus-operator: config reloader sidecar of every Prometheus and Alertmanager",
+)];
 
 /// Environment variables (a `*` matches any run of characters) whose value is an image.
-const BUILTIN_ENV: &[(&str, &str)] = &[
-    ("RELATED_IMAGE_*", "Operator Lifecycle Manager convention for the images an operator deploys"),
-    ("STRIMZI_DEFAULT_*_IMAGE", "Strimzi cluster operator"),
-];
+const BUILTIN_ENV: &[(&str, &str)] =
+    &[("STRIMZI_DEFAULT_MAVEN_BUILDER", "Strimzi cluster operator: the Maven builder of KafkaConnect builds")];
 
-/// The flags and variables that carry injected images: the built-in table plus the config's
-/// `workloads.injectedImages`.
+/// The flags and variables that carry injected images beyond the rules: the built-in table plus
+/// the config's `workloads.injectedImages`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Injected {
     flags: Vec<String>,
@@ -297,7 +291,7 @@ pub struct Extracted {
 /// input must not do is expand: alias replay is bounded to [`ALIAS_EXPANSION_RATIO`] events per
 /// input byte, which a YAML bomb (a few hundred bytes expanding to billions of nodes) breaks at
 /// once.
-fn yaml_options(len: usize) -> serde_saphyr::Options {
+pub(crate) fn yaml_options(len: usize) -> serde_saphyr::Options {
     let room = len.saturating_mul(2).saturating_add(10_000);
     serde_saphyr::options! {
         budget: serde_saphyr::budget! {
@@ -320,27 +314,35 @@ fn yaml_options(len: usize) -> serde_saphyr::Options {
 const ALIAS_EXPANSION_RATIO: usize = 4;
 
 /// Finds every image in one file's text. Each document is parsed on its own and errors carry
-/// the file's own line numbers, so the cost is linear in the size of the file.
+/// the file's own line numbers, so the cost is linear in the size of the file. Variables read
+/// from a ConfigMap (`configMapKeyRef`) are resolved once the whole input is read, through the
+/// ConfigMaps of the same input and namespace.
 pub fn extract(text: &str, file: &str, injected: &Injected) -> Result<Extracted, WorkloadError> {
     let mut out = Extracted::default();
-    for (n, (start, doc)) in split_documents(text).into_iter().enumerate() {
-        let value: Value = serde_saphyr::from_str_with_options(&doc, yaml_options(doc.len())).map_err(|e| {
+    let docs = split_documents(text);
+    let mut config_maps: HashMap<(Option<String>, String), ConfigMapData> = HashMap::new();
+    let mut refs: Vec<PendingRef> = Vec::new();
+    for (n, (start, doc)) in docs.iter().enumerate() {
+        let start = *start;
+        let value: Value = serde_saphyr::from_str_with_options(doc, yaml_options(doc.len())).map_err(|e| {
             let options = serde_saphyr::render_options! { line_offset: (start - 1) as u64 };
             WorkloadError::Yaml { file: file.to_string(), message: e.render_with_options(options) }
         })?;
         let mut hits: Vec<Hit> = Vec::new();
-        let mut walk = Walk { injected, hits: &mut hits, warnings: &mut out.warnings, file, start };
+        let mut walk = Walk {
+            injected,
+            hits: &mut hits,
+            warnings: &mut out.warnings,
+            file,
+            start,
+            doc: n,
+            config_maps: &mut config_maps,
+            refs: &mut refs,
+        };
         walk.node(&value, "", &Owner::default(), Context::Free);
-        let lines = LineIndex::new(&doc, &hits);
-        let mut totals: HashMap<&str, usize> = HashMap::new();
-        for h in &hits {
-            *totals.entry(h.image.as_str()).or_insert(0) += 1;
-        }
-        let mut used: HashMap<String, usize> = HashMap::new();
-        for h in &hits {
-            let k = used.entry(h.image.clone()).or_insert(0);
-            let line = lines.nth_line(&doc, &h.image, *k, totals[h.image.as_str()]).map(|l| start + l).unwrap_or(start);
-            *k += 1;
+        let lines = assign_lines(doc, &hits);
+        for (h, line) in hits.iter().zip(lines) {
+            let line = line.map(|l| start + l).unwrap_or(start);
             match parse_image(&h.image) {
                 Ok(reference) => out.images.push(FoundImage {
                     written: h.image.clone(),
@@ -354,8 +356,9 @@ pub fn extract(text: &str, file: &str, injected: &Injected) -> Result<Extracted,
                     container: h.container.clone(),
                     field: h.field.clone(),
                     via: h.via.clone(),
+                    injected: h.injected,
                 }),
-                Err(error) if h.soft && !looks_templated(&h.image) => out.warnings.push(format!(
+                Err(error) if h.soft => out.warnings.push(format!(
                     "{file}:{line}: {} {} {}: {error}; not taken{}",
                     h.owner.kind,
                     h.owner.name,
@@ -375,7 +378,99 @@ pub fn extract(text: &str, file: &str, injected: &Injected) -> Result<Extracted,
             }
         }
     }
+    for r in refs {
+        resolve_ref(r, &docs, &config_maps, file, &mut out);
+    }
     Ok(out)
+}
+
+/// The string values of a ConfigMap, kept so that variables elsewhere in the input can be read
+/// from it (`configMapKeyRef`).
+struct ConfigMapData {
+    /// 0-based document index in the input.
+    doc: usize,
+    data: HashMap<String, String>,
+}
+
+/// A variable that says `image` whose value comes from a ConfigMap key (rule 2), resolved once
+/// the whole input is read.
+struct PendingRef {
+    owner: Owner,
+    container: Option<String>,
+    variable: String,
+    config_map: String,
+    key: String,
+    field: String,
+}
+
+/// Resolves one `configMapKeyRef` through the ConfigMaps of the input, in the variable's own
+/// namespace. The image stands where the ConfigMap value does, which is what `rewrite` changes.
+fn resolve_ref(
+    r: PendingRef,
+    docs: &[(usize, String)],
+    config_maps: &HashMap<(Option<String>, String), ConfigMapData>,
+    file: &str,
+    out: &mut Extracted,
+) {
+    let ns = r.owner.namespace.clone();
+    let shown_cm = match &ns {
+        Some(n) => format!("{n}/{}", r.config_map),
+        None => r.config_map.clone(),
+    };
+    let whose = format!(
+        "{} {} container {} variable {}",
+        r.owner.kind,
+        r.owner.name,
+        r.container.as_deref().unwrap_or("?"),
+        r.variable
+    );
+    let Some((cm, value)) = config_maps
+        .get(&(ns.clone(), r.config_map.clone()))
+        .and_then(|cm| cm.data.get(&r.key).map(|v| (cm, v)))
+    else {
+        out.warnings.push(format!(
+            "{file}: {whose} ({}) reads ConfigMap {shown_cm} key {}, which is not in this input: its image is not known; add it under `images:` if the cluster pulls it",
+            r.field, r.key
+        ));
+        return;
+    };
+    let via = format!("read by {whose} (configMapKeyRef)");
+    let field = format!("data.{}", r.key);
+    match super::rules::judge(value, false) {
+        Verdict::Take => {
+            let written = value.trim().to_string();
+            let (start, doc) = &docs[cm.doc];
+            let line = value_line(doc, &r.key, &written).map(|l| start + l).unwrap_or(*start);
+            let Ok(reference) = Reference::parse(&written) else { return };
+            out.images.push(FoundImage {
+                written,
+                reference,
+                file: file.to_string(),
+                document: cm.doc + 1,
+                line,
+                kind: "ConfigMap".into(),
+                name: r.config_map,
+                namespace: ns,
+                container: None,
+                field,
+                via: Some(via),
+                injected: true,
+            });
+        }
+        Verdict::Warn(why) => out.warnings.push(format!(
+            "{file}: ConfigMap {shown_cm} {field}: {value:?} is not taken ({via}): {why}"
+        )),
+        Verdict::Ignore => {}
+    }
+}
+
+/// The 0-based line of a ConfigMap value in its document: the first line where it stands as a
+/// whole reference after its key, else the first where it stands at all.
+fn value_line(doc: &str, key: &str, value: &str) -> Option<usize> {
+    let on = |l: &str| word_matches(l, value).next().is_some();
+    doc.lines()
+        .position(|l| on(l) && l.split(value).next().is_some_and(|before| before.contains(key)))
+        .or_else(|| doc.lines().position(on))
 }
 
 /// Parses an image string, saying so when it is a template nobody rendered.
@@ -389,7 +484,7 @@ fn parse_image(image: &str) -> Result<Reference, ReferenceError> {
     Reference::parse(image)
 }
 
-fn looks_templated(s: &str) -> bool {
+pub(crate) fn looks_templated(s: &str) -> bool {
     s.contains("{{") || s.contains("}}") || s.contains("${") || s.contains("$(") || s.contains("<%")
 }
 
@@ -438,8 +533,9 @@ impl LineIndex {
 
     /// The 0-based line of the `n`-th of `total` uses of `image`, preferring lines where it is
     /// written as an `image:` value (so a `last-applied-configuration` annotation repeating the
-    /// image is skipped). Images with characters outside references fall back to a scan.
-    fn nth_line(&self, doc: &str, image: &str, n: usize, total: usize) -> Option<usize> {
+    /// image is skipped), leaving out lines `taken` by other uses. Images with characters
+    /// outside references fall back to a scan.
+    fn nth_line(&self, doc: &str, image: &str, n: usize, total: usize, taken: &dyn Fn(usize) -> bool) -> Option<usize> {
         if image.is_empty() {
             let empty = |l: &&str| l.contains("image: \"\"") || l.contains("image: ''");
             return doc.lines().enumerate().filter(|(_, l)| empty(l)).nth(n).map(|(i, _)| i);
@@ -447,12 +543,84 @@ impl LineIndex {
         if !image.chars().all(is_ref_char) {
             return doc.lines().position(|l| l.contains(image));
         }
+        self.tier_lines(image, total, taken)?.get(n).copied()
+    }
+
+    /// The lines the `total` uses of `image` are matched to, in order: those of the first tier
+    /// that has enough of them, leaving out lines `taken` by other uses. `None` when no tier
+    /// has enough.
+    fn tier_lines(&self, image: &str, total: usize, taken: &dyn Fn(usize) -> bool) -> Option<Vec<usize>> {
         let lines = self.at.get(image)?;
         (1..=3).find_map(|tier| {
-            let found: Vec<usize> = lines.iter().filter(|(_, t)| *t <= tier).map(|(l, _)| *l).collect();
-            (found.len() >= total).then(|| found.get(n).copied()).flatten()
+            let found: Vec<usize> =
+                lines.iter().filter(|(l, t)| *t <= tier && !taken(*l)).map(|(l, _)| *l).collect();
+            (found.len() >= total).then_some(found)
         })
     }
+}
+
+/// The 0-based line of every hit of one document. A value with a hint (a ConfigMap key, an env
+/// `value`, a `--flag=`) goes to the n-th line where it stands after its hint; the rest (image
+/// fields, values on lines of their own) share the remaining lines as [`LineIndex::nth_line`]
+/// says, in the order the walk met them.
+fn assign_lines(doc: &str, hits: &[Hit]) -> Vec<Option<usize>> {
+    let index = LineIndex::new(doc, hits);
+    let text: Vec<&str> = doc.lines().collect();
+    let mut out: Vec<Option<usize>> = vec![None; hits.len()];
+    let mut taken: std::collections::HashSet<(&str, usize)> = std::collections::HashSet::new();
+    let after_hint = |line: usize, image: &str, hint: &str| {
+        text.get(line).and_then(|l| word_matches(l, image).next().map(|i| l[..i].contains(hint))).unwrap_or(false)
+    };
+    let mut totals: HashMap<(&str, &str), usize> = HashMap::new();
+    for h in hits {
+        if let Some(hint) = &h.hint {
+            *totals.entry((h.image.as_str(), hint.as_str())).or_insert(0) += 1;
+        }
+    }
+    let mut used: HashMap<(&str, &str), usize> = HashMap::new();
+    // The lines of each (image, hint), found once: an image handed to 10,000 containers of one
+    // `kind: List` must not cost a scan of its lines per container.
+    let mut candidates: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    for (i, h) in hits.iter().enumerate() {
+        let Some(hint) = &h.hint else { continue };
+        let key = (h.image.as_str(), hint.as_str());
+        let lines = candidates.entry(key).or_insert_with(|| {
+            index
+                .at
+                .get(&h.image)
+                .map(|v| v.iter().map(|(l, _)| *l).filter(|&l| after_hint(l, &h.image, hint)).collect())
+                .unwrap_or_default()
+        });
+        let n = used.entry(key).or_insert(0);
+        if lines.len() >= totals[&key] {
+            out[i] = lines.get(*n).copied();
+            if let Some(l) = out[i] {
+                taken.insert((h.image.as_str(), l));
+            }
+        }
+        *n += 1;
+    }
+    let rest: Vec<usize> = (0..hits.len()).filter(|&i| out[i].is_none()).collect();
+    let mut totals: HashMap<&str, usize> = HashMap::new();
+    for &i in &rest {
+        *totals.entry(hits[i].image.as_str()).or_insert(0) += 1;
+    }
+    let mut used: HashMap<&str, usize> = HashMap::new();
+    // Chosen once per image, so that an image used 10,000 times costs one pass over its lines.
+    let mut chosen: HashMap<&str, Option<Vec<usize>>> = HashMap::new();
+    for i in rest {
+        let image = hits[i].image.as_str();
+        let n = used.entry(image).or_insert(0);
+        let is_taken = |l: usize| taken.contains(&(image, l));
+        out[i] = if !image.is_empty() && image.chars().all(is_ref_char) {
+            let lines = chosen.entry(image).or_insert_with(|| index.tier_lines(image, totals[image], &is_taken));
+            lines.as_ref().and_then(|v| v.get(*n).copied())
+        } else {
+            index.nth_line(doc, image, *n, totals[image], &is_taken)
+        };
+        *n += 1;
+    }
+    out
 }
 
 fn is_ref_char(c: char) -> bool {
@@ -490,6 +658,8 @@ struct Owner {
     custom: bool,
     /// A custom resource kind whose every `image` string is a container image.
     known: bool,
+    /// An OLM `ClusterServiceVersion`: its `spec.relatedImages` are images (rule 5).
+    csv: bool,
 }
 
 /// What the walk knows about the place it is in.
@@ -513,6 +683,25 @@ struct Hit {
     via: Option<String>,
     /// A bad value becomes a warning rather than an error (operator args, custom resources).
     soft: bool,
+    /// Outside a pod spec (see [`FoundImage::injected`]).
+    injected: bool,
+    /// For a value that is not an `image` field: text that stands before it on its line (the
+    /// key, `value`, `--flag`), to tell its line from the lines of the same image elsewhere.
+    hint: Option<String>,
+}
+
+/// Where a value handed to an operator stands, and what carried it.
+struct Place {
+    container: Option<String>,
+    field: String,
+    via: String,
+    hint: Option<String>,
+}
+
+impl Place {
+    fn new(container: Option<String>, field: String, via: String, hint: Option<String>) -> Place {
+        Place { container, field, via, hint }
+    }
 }
 
 /// Custom resource kinds whose every `image` string is a container image, by API group.
@@ -558,6 +747,11 @@ struct Walk<'a> {
     warnings: &'a mut Vec<String>,
     file: &'a str,
     start: usize,
+    /// 0-based index of the document being walked.
+    doc: usize,
+    /// The ConfigMaps seen so far, by namespace and name (for `configMapKeyRef`).
+    config_maps: &'a mut HashMap<(Option<String>, String), ConfigMapData>,
+    refs: &'a mut Vec<PendingRef>,
 }
 
 fn at(prefix: &str, p: &str) -> String {
@@ -587,6 +781,9 @@ impl Walk<'_> {
             }
             _ => owner.clone(),
         };
+        if owner.kind == "ConfigMap" && !owner.custom && m.contains_key("kind") {
+            self.config_map(m, path, owner);
+        }
         let image = m.get("image");
         let container = ctx == Context::ContainerList
             || (image.is_some_and(Value::is_string) && CONTAINER_FIELDS.iter().any(|f| m.contains_key(*f)));
@@ -596,6 +793,13 @@ impl Walk<'_> {
             && let Some(r) = image.and_then(|i| i.get("reference")).and_then(Value::as_str)
         {
             self.push(owner, r, None, at(path, "image.reference"), Some("image volume".into()), false);
+        } else if let Some(Value::String(s)) = image
+            && owner.csv
+            && path.starts_with("spec.relatedImages[")
+        {
+            let name = m.get("name").and_then(Value::as_str).unwrap_or("");
+            let place = Place::new(None, at(path, "image"), format!("OLM relatedImages {name}"), None);
+            self.rule_value(owner, s, place, false);
         } else if let Some(Value::String(s)) = image
             && owner.custom
         {
@@ -635,23 +839,136 @@ impl Walk<'_> {
                 .unwrap_or_default();
             for (i, arg) in args.iter().enumerate() {
                 let prev = i.checked_sub(1).map(|p| args[p]);
+                let field = format!("{}[{i}]", at(path, list));
+                // `--flag=IMAGE` stands after its flag on the line; `--flag IMAGE` on a line of its own.
+                let hint = |flag: &str| arg.starts_with(flag).then(|| flag.to_string());
                 if let Some((value, flag)) = self.injected.flag_value(prev, arg) {
-                    let field = format!("{}[{i}]", at(path, list));
-                    self.push(owner, value, name.clone(), field, Some(format!("flag {flag}")), true);
+                    let place = Place::new(name.clone(), field, format!("flag {flag}"), hint(&flag));
+                    self.push_injected(owner, value, place);
+                } else if let Some((flag, Some(value))) = rules::image_flag(arg) {
+                    let place = Place::new(name.clone(), field, format!("flag {flag}"), hint(flag));
+                    self.rule_value(owner, value, place, false);
+                } else if let Some((flag, None)) = prev.and_then(rules::image_flag)
+                    && !arg.starts_with('-')
+                {
+                    self.rule_value(owner, arg, Place::new(name.clone(), field, format!("flag {flag}"), None), false);
                 }
             }
         }
         for (i, e) in m.get("env").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
-            let (Some(var), Some(value)) =
-                (e.get("name").and_then(Value::as_str), e.get("value").and_then(Value::as_str))
-            else {
-                continue;
-            };
-            if self.injected.env_matches(var) && !value.is_empty() {
-                let field = format!("{}[{i}].value", at(path, "env"));
-                self.push(owner, value, name.clone(), field, Some(format!("variable {var}")), true);
+            let Some(var) = e.get("name").and_then(Value::as_str) else { continue };
+            let field = format!("{}[{i}]", at(path, "env"));
+            let says = rules::variable_says(var);
+            if let Some(value) = e.get("value").and_then(Value::as_str) {
+                let field = format!("{field}.value");
+                let place = |via: String, hint: Option<String>| Place::new(name.clone(), field.clone(), via, hint);
+                if self.injected.env_matches(var) {
+                    if !value.is_empty() {
+                        self.push_injected(owner, value, place(format!("variable {var}"), Some("value".into())));
+                    }
+                } else if says == Some(Says::Image) {
+                    self.rule_value(owner, value, place(format!("variable {var}"), Some("value".into())), false);
+                } else if says == Some(Says::Images) {
+                    for (key, item) in rules::list_items(value) {
+                        let hint = key.map(|k| format!("{k}="));
+                        self.rule_value(owner, item, place(format!("variable {var} (list)"), hint), false);
+                    }
+                }
+            } else if let Some(r) = e.get("valueFrom").and_then(|v| v.get("configMapKeyRef"))
+                && (says == Some(Says::Image) || self.injected.env_matches(var))
+                && let (Some(cm), Some(key)) =
+                    (r.get("name").and_then(Value::as_str), r.get("key").and_then(Value::as_str))
+            {
+                self.refs.push(PendingRef {
+                    owner: owner.clone(),
+                    container: name.clone(),
+                    variable: var.to_string(),
+                    config_map: cm.to_string(),
+                    key: key.to_string(),
+                    field: format!("{field}.valueFrom.configMapKeyRef"),
+                });
             }
         }
+    }
+
+    /// A ConfigMap (rule 3): values of a ConfigMap named for images that name a registry host,
+    /// and values under keys that say `image` (also inside YAML or JSON held in a value). Its
+    /// values are kept for `configMapKeyRef` (rule 2). Keys starting with `_` are Knative's
+    /// `_example` blocks: documentation, checksummed by Knative's webhook, never read.
+    fn config_map(&mut self, m: &serde_json::Map<String, Value>, path: &str, owner: &Owner) {
+        let Some(data) = m.get("data").and_then(Value::as_object) else { return };
+        let named = rules::says_image(&owner.name);
+        let mut kept = HashMap::new();
+        for (k, v) in data {
+            let Some(s) = v.as_str() else { continue };
+            kept.insert(k.clone(), s.to_string());
+            if k.starts_with('_') {
+                continue;
+            }
+            let field = format!("{}.{k}", at(path, "data"));
+            let keyed = rules::says_image(k);
+            if let Some(inner) = rules::structured(s) {
+                self.nested(owner, &inner, &field, "", named, keyed);
+            } else if keyed {
+                self.rule_value(owner, s, Place::new(None, field, format!("ConfigMap key {k}"), Some(k.clone())), false);
+            } else if named {
+                let place = Place::new(None, field, "ConfigMap named for images".into(), Some(k.clone()));
+                self.rule_value(owner, s, place, true);
+            }
+        }
+        self.config_maps.insert((owner.namespace.clone(), owner.name.clone()), ConfigMapData { doc: self.doc, data: kept });
+    }
+
+    /// YAML or JSON inside a ConfigMap value: a string under a key that says `image` (here or
+    /// above), or any string of a ConfigMap named for images that names a registry host.
+    fn nested(&mut self, owner: &Owner, v: &Value, field: &str, inner: &str, named: bool, keyed: bool) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    self.nested(owner, x, field, &at(inner, k), named, keyed || rules::says_image(k));
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    self.nested(owner, x, field, &format!("{inner}[{i}]"), named, keyed);
+                }
+            }
+            Value::String(s) if keyed || named => {
+                let via = if keyed { "ConfigMap key names an image" } else { "ConfigMap named for images" };
+                // The key the value stands after on its line (none for a list item).
+                let hint = (!inner.ends_with(']')).then(|| inner.rsplit('.').next().unwrap_or(inner).to_string());
+                self.rule_value(owner, s, Place::new(None, format!("{field} > {inner}"), via.into(), hint), !keyed);
+            }
+            _ => {}
+        }
+    }
+
+    /// A value found by rule outside a pod spec: taken if the guard ([`rules::judge`]) lets it
+    /// through, else a warning or nothing.
+    fn rule_value(&mut self, owner: &Owner, value: &str, place: Place, need_host: bool) {
+        match rules::judge(value, need_host) {
+            Verdict::Take => self.push_injected(owner, value.trim(), place),
+            Verdict::Warn(why) => self.warnings.push(format!(
+                "{} (document at line {}): {} {} {}: {value:?} is not taken ({}): {why}",
+                self.file, self.start, owner.kind, owner.name, place.field, place.via
+            )),
+            Verdict::Ignore => {}
+        }
+    }
+
+    /// A value handed to an operator. One of a flag or variable of the built-in table or the
+    /// config is taken whatever it is (the user said so); one that does not parse is a warning.
+    fn push_injected(&mut self, owner: &Owner, value: &str, place: Place) {
+        self.hits.push(Hit {
+            image: value.to_string(),
+            owner: owner.clone(),
+            container: place.container,
+            field: place.field,
+            via: Some(place.via),
+            soft: true,
+            injected: true,
+            hint: place.hint,
+        });
     }
 
     /// An `image` string in a custom resource outside any container: taken on evidence (a kind
@@ -694,7 +1011,8 @@ impl Walk<'_> {
         via: Option<String>,
         soft: bool,
     ) {
-        self.hits.push(Hit { image: image.to_string(), owner: owner.clone(), container, field, via, soft });
+        let hit = Hit { image: image.to_string(), owner: owner.clone(), container, field, via, soft, injected: false, hint: None };
+        self.hits.push(hit);
     }
 }
 
@@ -708,6 +1026,7 @@ fn object_owner(m: &serde_json::Map<String, Value>, api: &str, kind: &str) -> Ow
         namespace: meta.and_then(|x| x.get("namespace")).and_then(Value::as_str).map(str::to_string),
         custom,
         known: KNOWN_KINDS.iter().any(|(g, kinds)| *g == group && kinds.contains(&kind)),
+        csv: group == "operators.coreos.com" && kind == "ClusterServiceVersion",
     }
 }
 
@@ -875,5 +1194,245 @@ spec:
         let text = "kind: ConfigMap\n---\nkind: Pod\nspec: [a, b\n  c: d\n";
         let e = extract(text, "w.yaml", &Injected::default()).unwrap_err().to_string();
         assert!(e.contains("w.yaml") && e.contains("line 5"), "{e}");
+    }
+
+    /// Every image of a written input with its provenance text, and the warnings.
+    fn by_rule(text: &str) -> (Vec<String>, Vec<String>) {
+        let got = extract(text, "r.yaml", &Injected::default()).unwrap();
+        let images = got
+            .images
+            .iter()
+            .map(|f| format!("{} {} {} @{} {}", f.reference, f.kind, f.field, f.line, f.via.as_deref().unwrap_or("-")))
+            .collect();
+        (images, got.warnings)
+    }
+
+    // Checks rule 1: any container variable whose name says image, literal values; and its
+    // guards: switches, versions and pull policies under such names are never taken, nor a
+    // repository under a name that says so (`_REPOSITORY`), a tagged name without host or path
+    // is a warning, a template a warning (not an error).
+    #[test]
+    fn rule_1_variables() {
+        let text = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: op}
+spec:
+  template:
+    spec:
+      containers:
+      - name: manager
+        image: ghcr.io/acme/op:1
+        env:
+        - {name: AGENT_IMAGE, value: ghcr.io/acme/agent:1}
+        - {name: DRIVER_IMAGE-580, value: \"nvcr.io/nvidia/driver@sha256:fbbd829db234885d6f0026ca6fb6369f6875b0b91fc5e98d7752f31aeab5e470\"}
+        - {name: SKIP_IMAGE_PULL, value: \"true\"}
+        - {name: FALLBACK_IMAGE, value: v1.2.3}
+        - {name: OP_IMAGE_REPOSITORY, value: quay.io/acme/op}
+        - {name: IMAGE_PULL_POLICY, value: IfNotPresent}
+        - {name: HELPER_IMAGE, value: busybox:1.36}
+        - {name: DEFAULT_IMAGE, value: \"${REGISTRY}/acme/x:1\"}
+        - {name: WATCH_NAMESPACE, value: ghcr.io/not/an-image:1}
+";
+        let (images, warnings) = by_rule(text);
+        assert_eq!(
+            images,
+            [
+                "ghcr.io/acme/op:1 Deployment spec.template.spec.containers[0].image @9 -",
+                "ghcr.io/acme/agent:1 Deployment spec.template.spec.containers[0].env[0].value @11 variable AGENT_IMAGE",
+                "nvcr.io/nvidia/driver@sha256:fbbd829db234885d6f0026ca6fb6369f6875b0b91fc5e98d7752f31aeab5e470 Deployment spec.template.spec.containers[0].env[1].value @12 variable DRIVER_IMAGE-580",
+            ]
+        );
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("env[6].value: \"busybox:1.36\"") && warnings[0].contains("names no registry host or path"));
+        assert!(warnings[1].contains("${REGISTRY}") && warnings[1].contains("template"), "{}", warnings[1]);
+    }
+
+    // Checks rule 2: a variable read from a ConfigMap key is resolved through the ConfigMaps of
+    // the same input and namespace, standing where the ConfigMap value does (so `rewrite`
+    // changes that); one that cannot be resolved (other namespace, missing key) is a warning
+    // naming container, variable, ConfigMap and key.
+    #[test]
+    fn rule_2_config_map_key_refs() {
+        let text = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ctl, namespace: ev}
+spec:
+  template:
+    spec:
+      containers:
+      - name: controller
+        image: gcr.io/k/ctl:1
+        env:
+        - name: TIMER_IMAGE
+          valueFrom: {configMapKeyRef: {name: settings, key: timer}}
+        - name: LOG_IMAGE
+          valueFrom: {configMapKeyRef: {name: settings, key: log}}
+        - name: OTHER_IMAGE
+          valueFrom: {configMapKeyRef: {name: elsewhere, key: x}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: ev}
+data:
+  timer: gcr.io/k/timer:2
+  unrelated: gcr.io/k/unrelated:3
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: elsewhere, namespace: other}
+data: {x: gcr.io/k/x:4}
+";
+        let (images, warnings) = by_rule(text);
+        assert_eq!(
+            images,
+            [
+                "gcr.io/k/ctl:1 Deployment spec.template.spec.containers[0].image @9 -",
+                "gcr.io/k/timer:2 ConfigMap data.timer @22 read by Deployment ctl container controller variable TIMER_IMAGE (configMapKeyRef)",
+            ]
+        );
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        for (w, var, cm, key) in [(&warnings[0], "LOG_IMAGE", "ev/settings", "log"), (&warnings[1], "OTHER_IMAGE", "ev/elsewhere", "x")] {
+            assert!(
+                w.contains("container controller") && w.contains(&format!("variable {var}")) && w.contains(&format!("ConfigMap {cm} key {key}")),
+                "{w}"
+            );
+        }
+    }
+
+    // Checks rule 3: every value of a ConfigMap named for images that names a registry host,
+    // values under keys that say image in any ConfigMap, and images inside YAML or JSON held in
+    // a value; and its guards: a path without a host in an image ConfigMap, switches under image
+    // keys, Knative's `_example` blocks, other keys of other ConfigMaps are never taken; a
+    // template is a warning.
+    #[test]
+    fn rule_3_config_maps() {
+        let text = "\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: csi-image-set}
+data:
+  provisioner: \"registry.k8s.io/sig-storage/csi-provisioner:v6.2.0\"
+  format: text/plain
+  replicas: \"2\"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-deployment}
+data:
+  queue-sidecar-image: gcr.io/k/queue@sha256:a3cc71ce80dbc6df8781f15eac2cf3531a4c9815271799afd8776bef9e6aeaf2
+  volumes-image: disabled
+  default-image: \"{{ .Values.image }}\"
+  registry: quay.io/acme/thing:1
+  _example: |
+    queue-sidecar-image: gcr.io/k/old:0
+  config.yaml: |
+    executor:
+      image: quay.io/argoproj/argoexec:v3.6.7
+      resources: {}
+  sidecars.json: '{\"images\": [\"ghcr.io/a/one:1\", \"ghcr.io/a/two:2\"], \"replicas\": 2}'
+";
+        let (images, warnings) = by_rule(text);
+        assert_eq!(
+            images,
+            [
+                "registry.k8s.io/sig-storage/csi-provisioner:v6.2.0 ConfigMap data.provisioner @5 ConfigMap named for images",
+                "gcr.io/k/queue@sha256:a3cc71ce80dbc6df8781f15eac2cf3531a4c9815271799afd8776bef9e6aeaf2 ConfigMap data.queue-sidecar-image @13 ConfigMap key queue-sidecar-image",
+                "quay.io/argoproj/argoexec:v3.6.7 ConfigMap data.config.yaml > executor.image @21 ConfigMap key names an image",
+                "ghcr.io/a/one:1 ConfigMap data.sidecars.json > images[0] @23 ConfigMap key names an image",
+                "ghcr.io/a/two:2 ConfigMap data.sidecars.json > images[1] @23 ConfigMap key names an image",
+            ]
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("data.default-image") && warnings[0].contains("template"), "{}", warnings[0]);
+    }
+
+    // Checks rule 4: the four flag forms for any flag whose name ends in image, in `args` and
+    // `command`; and its guard: other flags' values and non-references are never taken.
+    #[test]
+    fn rule_4_flags() {
+        let text = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tekton-pipelines-controller}
+spec:
+  template:
+    spec:
+      containers:
+      - name: controller
+        image: ghcr.io/t/controller:1
+        command: [/ko-app/controller, --nop-image=ghcr.io/t/nop:1]
+        args:
+        - -entrypoint-image
+        - ghcr.io/t/entrypoint:1
+        - -shell-image=cgr.dev/chainguard/busybox@sha256:19f02276bf8dbdd62f069b922f10c65262cc34b710eea26ff928129a736be791
+        - --workingdirinit-image
+        - ghcr.io/t/workingdirinit:1
+        - --image-pull-policy
+        - ghcr.io/not/an-image:1
+        - --pull-image=true
+        - --other
+        - ghcr.io/not/this:1
+";
+        let (images, warnings) = by_rule(text);
+        assert_eq!(
+            images,
+            [
+                "ghcr.io/t/controller:1 Deployment spec.template.spec.containers[0].image @9 -",
+                "ghcr.io/t/nop:1 Deployment spec.template.spec.containers[0].command[1] @10 flag --nop-image",
+                "ghcr.io/t/entrypoint:1 Deployment spec.template.spec.containers[0].args[1] @13 flag -entrypoint-image",
+                "cgr.dev/chainguard/busybox@sha256:19f02276bf8dbdd62f069b922f10c65262cc34b710eea26ff928129a736be791 Deployment spec.template.spec.containers[0].args[2] @14 flag -shell-image",
+                "ghcr.io/t/workingdirinit:1 Deployment spec.template.spec.containers[0].args[4] @16 flag --workingdirinit-image",
+            ]
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    // Checks rule 5: a ClusterServiceVersion's relatedImages and the pod spec of the deployment
+    // it embeds, with the OLM variables of that deployment; and its guard: a relatedImages entry
+    // that is no reference is a warning, an empty one nothing.
+    #[test]
+    fn rule_5_olm_bundles() {
+        let text = "\
+apiVersion: operators.coreos.com/v1alpha1
+kind: ClusterServiceVersion
+metadata:
+  name: op.v1.0.0
+  annotations: {containerImage: quay.io/acme/op:1}
+spec:
+  relatedImages:
+  - {name: op, image: quay.io/acme/op:1}
+  - {name: agent, image: quay.io/acme/agent:1}
+  - {name: broken, image: quay.io/acme/Agent:1}
+  - {name: none, image: \"\"}
+  install:
+    strategy: deployment
+    spec:
+      deployments:
+      - name: op
+        spec:
+          template:
+            spec:
+              containers:
+              - name: manager
+                image: quay.io/acme/op:1
+                env:
+                - {name: RELATED_IMAGE_AGENT, value: quay.io/acme/agent:1}
+";
+        let (images, warnings) = by_rule(text);
+        assert_eq!(
+            images,
+            [
+                "quay.io/acme/op:1 ClusterServiceVersion spec.relatedImages[0].image @8 OLM relatedImages op",
+                "quay.io/acme/agent:1 ClusterServiceVersion spec.relatedImages[1].image @9 OLM relatedImages agent",
+                "quay.io/acme/op:1 ClusterServiceVersion spec.install.spec.deployments[0].spec.template.spec.containers[0].image @22 -",
+                "quay.io/acme/agent:1 ClusterServiceVersion spec.install.spec.deployments[0].spec.template.spec.containers[0].env[0].value @24 variable RELATED_IMAGE_AGENT",
+            ]
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("relatedImages[2]") && warnings[0].contains("lowercase"), "{}", warnings[0]);
+        let got = extract(text, "r.yaml", &Injected::default()).unwrap().images;
+        assert_eq!(got.iter().map(|f| f.injected).collect::<Vec<_>>(), [true, true, false, true], "pod specs are not injected");
     }
 }

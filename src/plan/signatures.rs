@@ -23,7 +23,7 @@ use crate::registry::{Registries, RegistryError};
 /// images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateFor {
-    /// Every image that could be examined, in the source.
+    /// Every image that could be examined (and is needed), in the source.
     Plan,
     /// Images the sync will copy or warm, in the source: an image already in place is not
     /// read again (it passed the gate when it came in), which keeps a nightly run that has
@@ -78,7 +78,8 @@ impl Gate {
     /// Whether an image the plan found at `status` is checked.
     pub fn applies(&self, status: Status) -> bool {
         match self.for_command {
-            GateFor::Plan => status != Status::Error,
+            // An image the plan skipped as not needed goes nowhere: nothing to gate.
+            GateFor::Plan => !matches!(status, Status::Error | Status::Skipped),
             GateFor::Sync => status.needs_work(),
             GateFor::Verify => matches!(status, Status::Present | Status::Partial),
         }

@@ -112,6 +112,7 @@ pub fn render(m: &RunMetrics, carried: Carried) -> String {
         ("outdated", p.outdated),
         ("partial", p.partial),
         ("error", p.error),
+        ("skipped", p.skipped),
     ];
     gauge(
         "acr_mirror_last_run_images_planned",

@@ -28,7 +28,8 @@ pub enum Outcome {
     Warmed,
     /// Failed; see the error.
     Failed,
-    /// Not attempted because an earlier image failed and `--fail-fast` was given.
+    /// Not attempted: an earlier image failed and `--fail-fast` was given, or the plan found it
+    /// not needed (planned `skipped`); `error` says which.
     Skipped,
     /// Neither copied nor warmed: the provenance gate (`signatures.mode: enforce`) found no
     /// valid signature; the error says why.
@@ -135,6 +136,9 @@ async fn run_images(
                     return r;
                 }
                 if !img.status.needs_work() {
+                    if img.status == Status::Skipped {
+                        return ImageResult::from_plan(img, Outcome::Skipped, img.error.clone());
+                    }
                     if img.status == Status::Error {
                         if opts.fail_fast {
                             cancel.cancel();
