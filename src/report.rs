@@ -276,34 +276,12 @@ impl Report {
     /// image failed (`sync`) or is not in place (`plan`, `verify`), skipped when it was not
     /// attempted; a failed run is one failed test case naming the error.
     pub fn to_junit(&self) -> Vec<u8> {
+        let command = format!("mirror {}", self.command);
         let cases: Vec<Case> = match &self.error {
-            Some(e) => vec![Case {
-                classname: "mirror.run".into(),
-                name: format!("mirror {}", self.command),
-                time_ms: self.duration_ms,
-                verdict: Verdict::Failure { kind: "error".into(), message: e.clone(), detail: e.clone() },
-            }],
+            Some(e) => vec![Case::failed_run(&command, self.duration_ms, e)],
             None => self.images.iter().map(|i| Case::of(i, self.enforced())).collect(),
         };
-        let failures = cases.iter().filter(|c| matches!(c.verdict, Verdict::Failure { .. })).count();
-        let skipped = cases.iter().filter(|c| matches!(c.verdict, Verdict::Skipped(_))).count();
-        let name = xml(&format!("mirror {}", self.command));
-        let time = seconds(self.duration_ms);
-        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-        out.push_str(&format!(
-            "<testsuites name=\"{name}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{time}\">\n",
-            cases.len()
-        ));
-        out.push_str(&format!(
-            "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" timestamp=\"{}\" time=\"{time}\">\n",
-            cases.len(),
-            xml(&self.started)
-        ));
-        for c in &cases {
-            c.write(&mut out);
-        }
-        out.push_str("  </testsuite>\n</testsuites>\n");
-        out.into_bytes()
+        junit_document(&command, &self.started, self.duration_ms, &cases)
     }
 
     /// A table for people: one row per image that is not simply unchanged, then the totals.
@@ -500,7 +478,42 @@ enum Verdict {
     Skipped(String),
 }
 
+/// One JUnit document as Jenkins' xunit schema accepts it: a `<testsuites>` holding one
+/// `<testsuite>` named for the command, with `cases` in order (every command's report writes
+/// its JUnit through this).
+fn junit_document(command: &str, started: &str, duration_ms: u64, cases: &[Case]) -> Vec<u8> {
+    let failures = cases.iter().filter(|c| matches!(c.verdict, Verdict::Failure { .. })).count();
+    let skipped = cases.iter().filter(|c| matches!(c.verdict, Verdict::Skipped(_))).count();
+    let name = xml(command);
+    let time = seconds(duration_ms);
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    out.push_str(&format!(
+        "<testsuites name=\"{name}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{time}\">\n",
+        cases.len()
+    ));
+    out.push_str(&format!(
+        "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" timestamp=\"{}\" time=\"{time}\">\n",
+        cases.len(),
+        xml(started)
+    ));
+    for c in cases {
+        c.write(&mut out);
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out.into_bytes()
+}
+
 impl Case {
+    /// The one failed case of a run that ended in an error before it had per-item results.
+    fn failed_run(command: &str, duration_ms: u64, error: &str) -> Case {
+        Case {
+            classname: "mirror.run".into(),
+            name: command.into(),
+            time_ms: duration_ms,
+            verdict: Verdict::Failure { kind: "error".into(), message: error.into(), detail: error.into() },
+        }
+    }
+
     /// `enforced`: the provenance gate enforces, so a present image without a valid signature
     /// fails (`verify`).
     fn of(i: &ImageReport, enforced: bool) -> Self {

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
-use super::{Case, RunStatus, Verdict, metrics, xml};
+use super::{Case, RunStatus, Verdict, metrics};
 use crate::config::PruneConfig;
 use crate::digest::Digest;
 use crate::prune::{Decision, PrunePlan};
@@ -261,12 +261,7 @@ impl PruneReport {
     /// deletion failed, skipped when it was left alone; a failed run is one failed case.
     pub fn to_junit(&self) -> Vec<u8> {
         let cases: Vec<Case> = match &self.error {
-            Some(e) => vec![Case {
-                classname: "mirror.run".into(),
-                name: "mirror prune".into(),
-                time_ms: self.duration_ms,
-                verdict: Verdict::Failure { kind: "error".into(), message: e.clone(), detail: e.clone() },
-            }],
+            Some(e) => vec![Case::failed_run("mirror prune", self.duration_ms, e)],
             None => self
                 .repositories
                 .iter()
@@ -290,26 +285,7 @@ impl PruneReport {
                 })
                 .collect(),
         };
-        let failures = cases.iter().filter(|c| matches!(c.verdict, Verdict::Failure { .. })).count();
-        let skipped = cases.iter().filter(|c| matches!(c.verdict, Verdict::Skipped(_))).count();
-        let time = super::seconds(self.duration_ms);
-        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-        let _ = writeln!(
-            out,
-            "<testsuites name=\"mirror prune\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{time}\">",
-            cases.len()
-        );
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"mirror prune\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" timestamp=\"{}\" time=\"{time}\">",
-            cases.len(),
-            xml(&self.started)
-        );
-        for c in &cases {
-            c.write(&mut out);
-        }
-        out.push_str("  </testsuite>\n</testsuites>\n");
-        out.into_bytes()
+        super::junit_document("mirror prune", &self.started, self.duration_ms, &cases)
     }
 
     /// A table for people: every tag deleted (or to delete) and every tag kept only because of
