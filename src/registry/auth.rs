@@ -395,7 +395,8 @@ impl Authenticator {
             (request, None)
         };
         let method = if refresh.is_some() { reqwest::Method::POST } else { reqwest::Method::GET };
-        let resp = transport.round_trip(&method, &realm_url, true, &mut make).await?;
+        // No in-flight slot (see `Hold`): the request that needs this token may be waiting for one.
+        let resp = transport.round_trip(&method, &realm_url, true, super::transport::Hold::Nothing, &mut make).await?;
         let status = resp.status();
         if !status.is_success() {
             let body = limits::read_capped(resp, limits::SMALL_BODY, transport.timeouts.response).await;

@@ -36,6 +36,7 @@ pub use error::RegistryError;
 use error::{display_url, parse_error_body};
 pub use transport::retry::{backoff, retry_after};
 use transport::timeouts::{self, Timeouts};
+pub use transport::Hold;
 use transport::{Attempt, Transport, limits};
 
 /// A repository's tags, listed at most once per run.
@@ -62,11 +63,18 @@ pub struct Request {
     pub headers: HeaderMap,
     pub body: Body,
     pub scopes: Vec<Scope>,
+    /// How long the request holds its in-flight slot ([`Hold::Body`] unless said otherwise).
+    pub hold: Hold,
 }
 
 impl Request {
     pub fn new(method: Method, url: Url, scopes: Vec<Scope>) -> Self {
-        Request { method, url, headers: HeaderMap::new(), body: Body::Empty, scopes }
+        Request { method, url, headers: HeaderMap::new(), body: Body::Empty, scopes, hold: Hold::Body }
+    }
+    /// A blob download: its slot is given back at the headers (see [`Hold`]).
+    pub fn blob_stream(mut self) -> Self {
+        self.hold = Hold::Headers;
+        self
     }
     pub fn header(mut self, name: HeaderName, value: &str) -> Self {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -182,7 +190,7 @@ impl Registry {
     async fn ping(&self) -> Result<(), RegistryError> {
         let url = self.v2("");
         let mut make = |http: &reqwest::Client| -> Attempt { (http.get(url.clone()), None) };
-        let resp = self.transport.round_trip(&Method::GET, &url, true, &mut make).await?;
+        let resp = self.transport.round_trip(&Method::GET, &url, true, Hold::Body, &mut make).await?;
         match resp.status().as_u16() {
             200..=299 => self.auth.learn(None).await,
             401 => {
@@ -241,7 +249,7 @@ impl Registry {
                     _ => (b, None),
                 }
             };
-            let resp = self.transport.round_trip(&req.method, &req.url, replayable, &mut make).await?;
+            let resp = self.transport.round_trip(&req.method, &req.url, replayable, req.hold, &mut make).await?;
             if resp.status() != StatusCode::UNAUTHORIZED || !ours {
                 return Ok(resp);
             }

@@ -51,6 +51,27 @@ pub struct Transport {
 /// What one attempt sends: a request and, for a streamed body, its progress.
 pub type Attempt = (reqwest::RequestBuilder, Option<Upload>);
 
+/// How long a request holds one of the registry's in-flight slots (`maxConcurrentRequests`).
+///
+/// A slot must never be held while its holder waits for another one: a blob copy reads the
+/// source and writes the target at once, and when a download's body held its slot to the end,
+/// every slot of a registry that is both source and target (or of two registries copying both
+/// ways) could be held by downloads whose uploads waited for a slot, for ever. So the rule is:
+/// what a caller reads as it goes (manifests, listings, error bodies) holds its slot until the
+/// body ends; a blob download, whose body is consumed by an upload that needs a slot of its
+/// own, gives its slot back when the headers arrive (the transfer engine's blob slots bound how
+/// many such bodies stream at once); token fetches take no slot, since the request that needs
+/// the token may itself be waiting behind a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// The slot is held until the response body ends or is dropped.
+    Body,
+    /// The slot is given back when the response headers arrive.
+    Headers,
+    /// No slot is taken (the per-minute budget still is).
+    Nothing,
+}
+
 impl Transport {
     pub fn new(
         registry: &str,
@@ -74,23 +95,31 @@ impl Transport {
     /// Sends a request through the budget, timeouts and retries. `make` builds each attempt
     /// (so a replayable body is sent again); `replayable` says whether it can. Returns any
     /// answer that is not retried (a 429 or 5xx once the retries are spent), its body guarded
-    /// by the idle timeout and holding the request permit.
+    /// by the idle timeout and, as `hold` says, holding the request permit.
     pub async fn round_trip(
         &self,
         method: &reqwest::Method,
         url: &Url,
         replayable: bool,
+        hold: Hold,
         make: &mut (dyn FnMut(&reqwest::Client) -> Attempt + Send),
     ) -> Result<reqwest::Response, RegistryError> {
         let mut retry = Retry::new(if replayable { self.retries } else { 0 });
         loop {
-            let permit = self.gate.enter().await;
+            let permit = match hold {
+                Hold::Nothing => {
+                    self.gate.pace().await;
+                    None
+                }
+                Hold::Body | Hold::Headers => Some(self.gate.enter().await),
+            };
             let (builder, upload) = make(&self.http);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let cause = match timeouts::within(builder.send(), upload, self.timeouts).await {
                 Ok(Ok(resp)) => {
                     let status = resp.status().as_u16();
                     let cause = Cause::Status(status, retry::retry_after(resp.headers()));
+                    let permit = if hold == Hold::Body { permit } else { None };
                     if !retry::retryable_status(status) {
                         return Ok(timeouts::guard(resp, permit, self.timeouts.idle));
                     }
