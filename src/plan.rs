@@ -328,10 +328,21 @@ async fn examine_inner(
         (Some(d), false) => d.clone(),
         _ if rewrite => {
             let m = src.get_manifest(&w.source.repository, &w.source.selector()).await?;
+            src.read_ahead(&w.source.repository, &m);
             p.expected_digest = Some(expected_rewrite(&m, &w.platforms).map_err(|e| RegistryError::Protocol {
                 registry: src.host.clone(),
                 message: format!("{}: {e}", w.source),
             })?);
+            m.digest
+        }
+        // A copy whose target tag is not listed will read the source manifest anyway: read it
+        // now instead of a HEAD, and hand it to the copy (the same round trip, once instead of
+        // twice). A listed tag is probably right, so a HEAD is enough.
+        _ if w.mode == MappingMode::Copy && w.target.tag.as_ref().is_some_and(|t| !listing.tags.contains_key(t)) => {
+            let m = src.get_manifest(&w.source.repository, &w.source.selector()).await.map_err(|e| {
+                if e.is_not_found() { RegistryError::no_such_image(&src.host, &w.source.to_string()) } else { e }
+            })?;
+            src.read_ahead(&w.source.repository, &m);
             m.digest
         }
         _ => match src.head_manifest(&w.source.repository, &w.source.selector()).await? {
@@ -507,7 +518,9 @@ async fn source_manifests(
 ) -> Result<Vec<Manifest>, RegistryError> {
     let w = &img.wanted;
     let src = registries.get(&w.source.registry)?;
-    let top = src.get_manifest(&w.source.repository, &w.source.selector()).await?;
+    // By the digest the plan saw: a manifest the plan already read is then not asked again.
+    let selector = img.source_digest.as_ref().map(|d| d.to_string()).unwrap_or_else(|| w.source.selector());
+    let top = src.get_manifest(&w.source.repository, &selector).await?;
     if !top.is_index() {
         return Ok(vec![top]);
     }

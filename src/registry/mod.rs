@@ -108,10 +108,19 @@ pub struct Registry {
     ping: Mutex<Option<String>>,
     /// Set once the registry has shown it has no referrers API (it answered 404).
     no_referrers_api: std::sync::atomic::AtomicBool,
+    /// Set once the registry has answered the referrers API; until then one lookup at a time asks.
+    referrers_api_seen: std::sync::atomic::AtomicBool,
+    referrers_probe: Mutex<()>,
     /// Tags per repository, listed once (see `referrers`).
     tag_cache: std::sync::Mutex<HashMap<String, Arc<TagCell>>>,
     /// Set once the registry has shown it has no ACR listing API.
     no_acr_api: std::sync::atomic::AtomicBool,
+    /// Set once the registry has answered an ACR listing; until then one listing at a time asks
+    /// (see `list_tag_digests`), so a registry without the API is probed once, not per repository.
+    acr_api_seen: std::sync::atomic::AtomicBool,
+    acr_probe: Mutex<()>,
+    /// Manifests read ahead for a later `GET` by digest (see [`Registry::read_ahead`]).
+    read_ahead: std::sync::Mutex<HashMap<(String, crate::digest::Digest), crate::manifest::Manifest>>,
 }
 
 impl Registry {
@@ -422,8 +431,13 @@ impl Registries {
             auth: auth::Authenticator::new(host, credential),
             ping: Mutex::new(None),
             no_referrers_api: Default::default(),
+            referrers_api_seen: Default::default(),
+            referrers_probe: Mutex::new(()),
             tag_cache: Default::default(),
             no_acr_api: Default::default(),
+            acr_api_seen: Default::default(),
+            acr_probe: Mutex::new(()),
+            read_ahead: Default::default(),
         })
     }
 

@@ -29,6 +29,14 @@ impl Registry {
     /// else through the tag schema.
     pub async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Referrers, RegistryError> {
         use std::sync::atomic::Ordering;
+        // Until the registry has shown whether it has the API, one lookup at a time asks it:
+        // a copy looks up every child's referrers at once, and each asked a registry without
+        // the API (a wasted 404 per child).
+        let probing = if self.referrers_api_seen.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some(self.referrers_probe.lock().await)
+        };
         if !self.no_referrers_api.load(Ordering::Relaxed) {
             let url = self.v2(&format!("{repo}/referrers/{digest}"));
             let resp = self
@@ -41,6 +49,8 @@ impl Registry {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ct| ct.starts_with(OCI_INDEX));
             if status == 200 && is_index {
+                self.referrers_api_seen.store(true, Ordering::Relaxed);
+                drop(probing);
                 let bytes = super::manifests::read_limited(
                     self,
                     resp,
@@ -61,6 +71,7 @@ impl Registry {
             // means it has none: ask no more for the rest of the run.
             self.no_referrers_api.store(true, Ordering::Relaxed);
         }
+        drop(probing);
         // The tag schema: list the repository's tags once, then fetch only fallback indexes that exist.
         if !self.tags_of(repo).await?.contains(&digest.referrers_tag()) {
             return Ok(Referrers::default());

@@ -1,7 +1,8 @@
 //! One blob from a source repository into a target repository, every byte hashed on the way.
 //!
-//! 1. `HEAD` in the target, always, once this blob's transfer slot is free: whatever the plan
-//!    saw, a killed run or a run beside this one may have put the blob there.
+//! 1. `HEAD` in the target, before taking a transfer slot, unless the blob can be mounted
+//!    (the mount's answer says the same): whatever the plan saw, a killed run or a run beside
+//!    this one may have put the blob there.
 //! 2. Mount from a repository of the same registry that holds it (the source itself when source
 //!    and target share a registry, or one this run already filled); a refused mount's 202 gives
 //!    an upload session that is used as it is.
@@ -102,22 +103,23 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
     // One upload of a digest per target registry at a time: a second repository that needs the
     // same blob waits for the first, then mounts it from there instead of uploading it again.
     let _one_at_a_time = ctx.digest_lock(&mv.dst.host, digest).lock_owned().await;
-    // A slot first, then one look at the target: waiting for a slot can take long, and what the
-    // target holds is what it holds when this blob's turn comes.
-    let _slot = ctx.blob_slots.clone().acquire_owned().await.expect("semaphore never closed");
-    // What the target holds now, whatever the plan saw: a run killed mid-way, or another run
-    // beside this one, leaves blobs in a repository whose tags say nothing of them.
-    if mv.dst.head_blob(&mv.dst_repo, digest).await?.is_some() {
-        return Ok(present(ctx, mv));
-    }
-    if ctx.stopping.is_cancelled() {
-        return Err(TransferError::Interrupted);
-    }
     let mount_from = if mv.src.host == mv.dst.host && mv.src_repo != mv.dst_repo {
         Some(mv.src_repo.clone())
     } else {
         ctx.mount_source(&mv.dst.host, digest, &mv.dst_repo)
     };
+    // What the target holds, whatever the plan saw: a run killed mid-way, or another run beside
+    // this one, leaves blobs in a repository whose tags say nothing of them. Asked only where
+    // the answer can change what happens — a blob that can be mounted is answered by the mount
+    // itself (201 whether it was there or not) — and before taking a blob slot, which is for
+    // moving bytes: a round trip inside the slot kept it from streaming for that long.
+    if mount_from.is_none() && mv.dst.head_blob(&mv.dst_repo, digest).await?.is_some() {
+        return Ok(present(ctx, mv));
+    }
+    let _slot = ctx.blob_slots.clone().acquire_owned().await.expect("semaphore never closed");
+    if ctx.stopping.is_cancelled() {
+        return Err(TransferError::Interrupted);
+    }
     let mut session = match mv.dst.start_upload(&mv.dst_repo, mount_from.as_deref().map(|f| (f, digest))).await? {
         Started::Mounted => {
             ctx.located(&mv.dst.host, digest, &mv.dst_repo);

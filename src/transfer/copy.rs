@@ -82,6 +82,8 @@ async fn copy_graph(
         referrers: 0,
     };
 
+    // The manifests whose referrers go along: the chosen children of an index, and the top.
+    let mut subjects: Vec<Digest> = Vec::new();
     let to_push = if top.is_index() {
         let policy = if opts.platforms.is_empty() { IndexPolicy::Preserve } else { opts.index_policy };
         copied.index_policy = Some(policy);
@@ -112,13 +114,7 @@ async fn copy_graph(
             return Ok(copied);
         }
         try_join_all(chosen.iter().map(|c| copy_child(ctx, &s, &d, c, opts))).await?;
-        if opts.referrers {
-            let mut n = 0;
-            for c in &chosen {
-                n += copy_referrers(ctx, &s, &d, &c.digest, REFERRER_DEPTH, opts).await?;
-            }
-            copied.referrers += n;
-        }
+        subjects.extend(chosen.iter().map(|c| c.digest.clone()));
         index
     } else {
         if opts.target_state == TargetState::Unknown && already_there(&d, target_tag.as_deref(), &top).await? {
@@ -129,7 +125,11 @@ async fn copy_graph(
         top.clone()
     };
     if opts.referrers {
-        copied.referrers += copy_referrers(ctx, &s, &d, &top.digest, REFERRER_DEPTH, opts).await?;
+        // Every subject's referrers at once: one after another cost a round trip per child.
+        subjects.push(top.digest.clone());
+        let found = try_join_all(subjects.iter().map(|subject| copy_referrers(ctx, &s, &d, subject, REFERRER_DEPTH, opts)))
+            .await?;
+        copied.referrers += found.iter().sum::<usize>();
     }
     let reference = target_tag.unwrap_or_else(|| to_push.digest.to_string());
     match d.registry.put_manifest(&d.repo, &reference, &to_push).await {
