@@ -98,7 +98,8 @@ fn sync_config(mcr_url: &str, acr_url: &str, images: &[String]) -> tempfile::Tem
     let list: String = images.iter().map(|i| format!("  - {i}\n")).collect();
     let cfg = format!(
         "registries:\n  - host: {MCR}\n    endpoint: {mcr_url}\n  - host: {ACR}\n    endpoint: {acr_url}\n\
-         target: {ACR}\nmappings:\n  - source: \"*\"\n    target: mirror\n    mode: copy\nimages:\n{list}"
+         target: {ACR}\nmappings:\n  - source: \"*\"\n    target: mirror\n    mode: copy\n\
+         transfer:\n  chunkSize: 1048576\nimages:\n{list}"
     );
     std::fs::write(dir.path().join("mirror.yaml"), cfg).unwrap();
     dir
@@ -112,7 +113,8 @@ fn sync_config(mcr_url: &str, acr_url: &str, images: &[String]) -> tempfile::Tem
 /// - fresh copy, source: one `GET` per manifest (each read once: the plan's look at a tag is
 ///   handed to the copy) and per blob uploaded; the referrers API asked once (404), then one tag
 ///   listing per repository for the fallback and cosign tags;
-/// - fresh copy, target: per blob uploaded a `POST` and a `PUT`; per blob mounted one `POST`;
+/// - fresh copy, target: per blob uploaded a `POST` and a `PUT` (and for the one over the chunk
+///   size one `PATCH` streaming all of it, no status `GET`); per blob mounted one `POST`;
 ///   no `HEAD` for a blob whose mount answers the question; per manifest one `PUT`; one
 ///   listing per repository;
 /// - no-op `plan` and `sync`: one request per source tag and, on a registry without digests in
@@ -126,7 +128,8 @@ async fn sync_and_plan_stay_within_their_request_budget() {
     let mut seeder = Seeder::new(&mcr.url(), 72);
     let base = seeder.random_blob(60_000);
     let index = seeder.push_multiarch("oss/kubernetes/pause", "3.10", Format::Oci).await;
-    let (top_a, top_b) = (seeder.random_blob(3000), seeder.random_blob(4000));
+    // app-a's own layer is over the chunk size (1 MiB here): it goes up in one PATCH.
+    let (top_a, top_b) = (seeder.random_blob(2_600_000), seeder.random_blob(4000));
     let a = seeder.push_image("oss/app-a", "1", Format::Docker, &[base.clone(), top_a]).await;
     let b = seeder.push_image("oss/app-b", "1", Format::Oci, &[base.clone(), top_b]).await;
     let all = [&index, &a, &b];
@@ -166,6 +169,7 @@ async fn sync_and_plan_stay_within_their_request_budget() {
             ("blob HEAD", uploaded),
             ("upload POST", uploaded),
             ("upload PUT", uploaded),
+            ("upload PATCH", 1),
             ("mount POST", mounted),
             ("manifest PUT", manifests),
         ]),

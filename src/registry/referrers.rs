@@ -86,15 +86,22 @@ impl Registry {
     /// that refuses to list tags (401/403) cannot show them: that is one warning per repository
     /// (the refusal stands for the run), not a failed copy.
     pub async fn cosign_tags(&self, repo: &str, digest: &Digest) -> Result<Vec<String>, RegistryError> {
-        let tags = match self.tags_of(repo).await {
-            Ok(tags) => tags,
-            Err(e) if matches!(e.status(), Some(401 | 403)) => {
-                tracing::warn!(registry = %self.host, repo, "cannot list tags, so cosign signature tags are not looked for: {e}");
-                let _ = self.tag_cell(repo).set(Default::default());
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(e),
-        };
+        // The refusal is recorded inside the cell's one initialisation: lookups for several
+        // subjects run at once, and each would otherwise ask (and warn) again.
+        let tags = self
+            .tag_cell(repo)
+            .get_or_try_init(|| async {
+                match self.list_tags(repo).await {
+                    Ok(tags) => Ok(std::sync::Arc::new(tags.into_iter().collect())),
+                    Err(e) if matches!(e.status(), Some(401 | 403)) => {
+                        tracing::warn!(registry = %self.host, repo, "cannot list tags, so cosign signature tags are not looked for: {e}");
+                        Ok(Default::default())
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await?
+            .clone();
         let base = digest.referrers_tag();
         Ok(COSIGN_SUFFIXES.iter().map(|s| format!("{base}{s}")).filter(|t| tags.contains(t)).collect())
     }

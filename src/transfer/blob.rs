@@ -7,12 +7,12 @@
 //!    and target share a registry, or one this run already filled); a refused mount's 202 gives
 //!    an upload session that is used as it is.
 //! 3. Stream it: blobs up to the chunk size in one `PUT` whose body withholds its last bytes
-//!    until the digest is checked; larger blobs in `PATCH` chunks. Nothing is buffered: each
-//!    chunk's body is read straight from the source stream, and the hasher state is kept at each
-//!    chunk boundary. After a failed chunk the session's `Range` says what the target holds; the
-//!    hasher goes back to the boundary, the source is re-read from there with a ranged `GET`,
-//!    and the upload continues from what the target holds. The final bodiless `PUT` is retried
-//!    in place.
+//!    until the digest is checked; larger blobs in one `PATCH` streaming the whole blob, then a
+//!    bodiless `PUT`. Nothing is buffered: the body is read straight from the source stream, and
+//!    the hasher state is kept at each multiple of the chunk size. Only after a failure is the
+//!    session's `Range` asked: it says what the target holds; the hasher goes back to the last
+//!    multiple at or below it, the source is re-read from there with a ranged `GET`, and one
+//!    more `PATCH` sends the rest. The final bodiless `PUT` is retried in place.
 //!
 //! An upload that fails or is abandoned (a stop, after the grace period) has its session
 //! cancelled with a `DELETE`. A source body that breaks off or ends early is reported as the
@@ -269,13 +269,23 @@ async fn upload_whole(ctx: &Arc<Context>, mv: &BlobMove, session: &Session) -> R
     }
 }
 
-/// Reads the source for the chunk bodies, hashing what it hands out.
+/// Reads the source for the upload bodies, hashing what it hands out.
 struct ChunkReader {
     source: BlobStream,
     pending: Option<Bytes>,
     hasher: Hasher,
     /// Where the source broke off, if it did (see [`SourceFault`]).
     fault: Option<TransferError>,
+    /// The hasher's state at every multiple of `every` bytes handed out (and at 0): a resumed
+    /// upload goes back to the last one the target holds, not to the start of the request.
+    checkpoints: Vec<Hasher>,
+    every: u64,
+}
+
+impl ChunkReader {
+    fn new(source: BlobStream, every: u64) -> Self {
+        ChunkReader { source, pending: None, hasher: Hasher::new(), fault: None, checkpoints: vec![Hasher::new()], every }
+    }
 }
 
 /// A body of exactly `len` bytes taken from the shared reader.
@@ -309,10 +319,17 @@ fn chunk_body(
                     Some((Err(e), (reader, 0)))
                 }
                 Ok(mut b) => {
-                    if b.len() as u64 > remaining {
-                        r.pending = Some(b.split_off(remaining as usize));
+                    // Never past the body's end, nor past the next checkpoint.
+                    let to_checkpoint = r.every - r.hasher.len() % r.every;
+                    let take = remaining.min(to_checkpoint);
+                    if b.len() as u64 > take {
+                        r.pending = Some(b.split_off(take as usize));
                     }
                     r.hasher.update(&b);
+                    if !b.is_empty() && r.hasher.len() % r.every == 0 {
+                        let at = r.hasher.clone();
+                        r.checkpoints.push(at);
+                    }
                     ctx.stats.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
                     let n = b.len() as u64;
                     drop(r);
@@ -323,19 +340,22 @@ fn chunk_body(
     })
 }
 
-/// Uploads in `PATCH` chunks, resuming after a failed chunk from what the target says it holds.
-/// `session` always holds the latest location, so a caller that drops this future (a stop) can
-/// still cancel the session.
+/// Uploads a large blob as one `PATCH` streaming the whole of it (one round trip and one
+/// commit by the registry, where a `PATCH` per chunk cost one of each per `chunkSize`), then the
+/// bodiless `PUT`. The upload's status is asked only after a failure: the session's `Range` says
+/// what the target holds, the hasher goes back to the last multiple of `chunkSize` at or below
+/// it, the source is re-read from there with a ranged `GET`, and one more `PATCH` streams the
+/// rest. `session` always holds the latest location, so a caller that drops this future (a
+/// stop) can still cancel the session.
 async fn upload_chunked(ctx: &Arc<Context>, mv: &BlobMove, session: &mut Session) -> Result<(), TransferError> {
     let digest = &mv.desc.digest;
     let size = mv.desc.size;
     let source = mv.src.get_blob(&mv.src_repo, digest, 0).await?;
-    let reader = Arc::new(Mutex::new(ChunkReader { source, pending: None, hasher: Hasher::new(), fault: None }));
+    let reader = Arc::new(Mutex::new(ChunkReader::new(source, ctx.chunk_size)));
     let mut offset = 0u64;
     let mut resumes = 0u32;
     while offset < size {
-        let len = ctx.chunk_size.min(size - offset);
-        let checkpoint = reader.lock().await.hasher.clone();
+        let len = size - offset;
         let body = chunk_body(reader.clone(), len, mv, ctx.clone());
         let error = match mv.dst.patch_chunk(session, offset, len, reqwest::Body::wrap_stream(body)).await {
             Ok(next) => {
@@ -352,7 +372,7 @@ async fn upload_chunked(ctx: &Arc<Context>, mv: &BlobMove, session: &mut Session
         }
         resumes += 1;
         tokio::time::sleep(error.retry_after().unwrap_or_else(|| crate::registry::backoff(resumes))).await;
-        // A chunk cut off mid-way can invalidate the session: then the source's fault, if it
+        // A request cut off mid-way can invalidate the session: then the source's fault, if it
         // was one, is what the user must hear about.
         let (held, next) = match mv.dst.upload_status(session).await {
             Ok(status) => status,
@@ -366,8 +386,14 @@ async fn upload_chunked(ctx: &Arc<Context>, mv: &BlobMove, session: &mut Session
             });
         }
         let why = source_fault.map(|f| f.to_string()).unwrap_or_else(|| error.to_string());
-        tracing::info!(blob = %digest, "chunk at {offset} failed ({why}); resuming from byte {held}");
-        *reader.lock().await = resume_reader(mv, offset, held, checkpoint).await?;
+        tracing::info!(blob = %digest, "upload from byte {offset} failed ({why}); resuming from byte {held}");
+        let mut r = reader.lock().await;
+        let every = r.every;
+        let mut checkpoints = std::mem::take(&mut r.checkpoints);
+        checkpoints.truncate((held / every) as usize + 1);
+        let checkpoint = checkpoints.last().cloned().expect("the checkpoint at 0 is always there");
+        *r = resume_reader(mv, checkpoint.len(), held, checkpoint, checkpoints, every).await?;
+        drop(r);
         offset = held;
     }
     let actual = reader.lock().await.hasher.clone().finish();
@@ -380,13 +406,15 @@ async fn upload_chunked(ctx: &Arc<Context>, mv: &BlobMove, session: &mut Session
     complete(ctx, mv, session).await
 }
 
-/// A reader positioned at `held`: the source re-read from the chunk boundary `offset` with a
+/// A reader positioned at `held`: the source re-read from the checkpoint at `offset` with a
 /// ranged `GET`, its bytes up to `held` (which the target already holds) hashed but not sent.
 async fn resume_reader(
     mv: &BlobMove,
     offset: u64,
     held: u64,
     checkpoint: Hasher,
+    checkpoints: Vec<Hasher>,
+    every: u64,
 ) -> Result<ChunkReader, TransferError> {
     let mut source = mv.src.get_blob(&mv.src_repo, &mv.desc.digest, offset).await?;
     let mut hasher = checkpoint;
@@ -404,7 +432,7 @@ async fn resume_reader(
         hasher.update(&b);
         skip -= b.len() as u64;
     }
-    Ok(ChunkReader { source, pending, hasher, fault: None })
+    Ok(ChunkReader { source, pending, hasher, fault: None, checkpoints, every })
 }
 
 /// The final `PUT` of a chunked upload, retried in place: it carries no body, so it can be sent
