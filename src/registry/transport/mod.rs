@@ -182,11 +182,22 @@ pub struct Tls {
 /// The HTTP client of one registry: its connect timeout and TLS trust. Redirects are followed
 /// (MCR's CDN, ACR's data endpoints); reqwest drops `Authorization` on a hop to another host,
 /// port or scheme.
+///
+/// HTTP/1.1 only, a pooled connection per request in flight (bounded by `maxConcurrentRequests`
+/// and `transfer.concurrency`), never HTTP/2: over TLS, ALPN made every request to a host one
+/// stream of a single HTTP/2 connection, so all of a run's uploads shared the server's
+/// connection-level receive window (Go's HTTP/2 server, distribution's, grants 1 MiB per
+/// connection, and no client setting enlarges it) and all downloads hyper's. At 25 ms each way
+/// that capped a sync at about 1 MiB per round trip, 20 MiB/s, where the links carried over
+/// 100 MiB/s (`benches/wire.rs`: the same copies over one HTTP/2 connection against one HTTP/1.1
+/// connection each; docs/benchmarks.md). Each HTTP/1.1 connection has TCP's own window, which
+/// grows with the link. Registries that speak only HTTP/1.1 are served the same way.
 pub fn client(registry: &str, connect: Duration, tls: &Tls) -> Result<reqwest::Client, RegistryError> {
     let err = |message: String| RegistryError::Protocol { registry: registry.to_string(), message };
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("acr-mirror/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(connect)
+        .http1_only()
         .pool_idle_timeout(Duration::from_secs(60))
         .redirect(reqwest::redirect::Policy::limited(10));
     if let Some(pem) = &tls.ca_pem {
