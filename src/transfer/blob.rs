@@ -120,7 +120,20 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
     if ctx.stopping.is_cancelled() {
         return Err(TransferError::Interrupted);
     }
-    let mut session = match mv.dst.start_upload(&mv.dst_repo, mount_from.as_deref().map(|f| (f, digest))).await? {
+    // Without a mount to try, the source's bytes will be needed whatever the target answers: the
+    // source `GET` goes out beside the `POST` that opens the session, one round trip instead of
+    // two before the bytes flow. (With a mount to try it waits: a mounted blob needs no bytes.)
+    let mut source: Option<Result<BlobStream, RegistryError>> = None;
+    let started = match &mount_from {
+        Some(from) => mv.dst.start_upload(&mv.dst_repo, Some((from, digest))).await,
+        None => {
+            let (started, body) =
+                tokio::join!(mv.dst.start_upload(&mv.dst_repo, None), mv.src.get_blob(&mv.src_repo, digest, 0));
+            source = Some(body);
+            started
+        }
+    };
+    let mut session = match started? {
         Started::Mounted => {
             ctx.located(&mv.dst.host, digest, &mv.dst_repo);
             ctx.stats.blobs_mounted.fetch_add(1, Ordering::Relaxed);
@@ -130,11 +143,12 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
     };
     let mut attempt = 0u32;
     loop {
+        let body = source.take();
         let upload = async {
             if mv.desc.size <= ctx.chunk_size {
-                upload_whole(ctx, mv, &session).await
+                upload_whole(ctx, mv, &session, body).await
             } else {
-                upload_chunked(ctx, mv, &mut session).await
+                upload_chunked(ctx, mv, &mut session, body).await
             }
         };
         let result = tokio::select! {
@@ -239,10 +253,19 @@ fn short_body(src: &Registry, got: u64, expected: u64, cause: Option<&RegistryEr
 
 /// The whole blob in one streamed `PUT`, through a [`Verifier`] that withholds the last bytes of
 /// content whose digest is wrong, so the target never receives a complete wrong body.
-async fn upload_whole(ctx: &Arc<Context>, mv: &BlobMove, session: &Session) -> Result<(), TransferError> {
+/// `source`: the source's body when it was already asked for (the first attempt), else `None`.
+async fn upload_whole(
+    ctx: &Arc<Context>,
+    mv: &BlobMove,
+    session: &Session,
+    source: Option<Result<BlobStream, RegistryError>>,
+) -> Result<(), TransferError> {
     let digest = mv.desc.digest.clone();
     let size = mv.desc.size;
-    let source = mv.src.get_blob(&mv.src_repo, &digest, 0).await?;
+    let source = match source {
+        Some(body) => body?,
+        None => mv.src.get_blob(&mv.src_repo, &digest, 0).await?,
+    };
     let fault = SourceFault::default();
     let seen = fault.clone();
     let got = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -347,10 +370,18 @@ fn chunk_body(
 /// it, the source is re-read from there with a ranged `GET`, and one more `PATCH` streams the
 /// rest. `session` always holds the latest location, so a caller that drops this future (a
 /// stop) can still cancel the session.
-async fn upload_chunked(ctx: &Arc<Context>, mv: &BlobMove, session: &mut Session) -> Result<(), TransferError> {
+async fn upload_chunked(
+    ctx: &Arc<Context>,
+    mv: &BlobMove,
+    session: &mut Session,
+    source: Option<Result<BlobStream, RegistryError>>,
+) -> Result<(), TransferError> {
     let digest = &mv.desc.digest;
     let size = mv.desc.size;
-    let source = mv.src.get_blob(&mv.src_repo, digest, 0).await?;
+    let source = match source {
+        Some(body) => body?,
+        None => mv.src.get_blob(&mv.src_repo, digest, 0).await?,
+    };
     let reader = Arc::new(Mutex::new(ChunkReader::new(source, ctx.chunk_size)));
     let mut offset = 0u64;
     let mut resumes = 0u32;
