@@ -5,8 +5,12 @@
 //! prints a table (markdown) for docs/benchmarks.md.
 //!
 //! ```text
-//! cargo bench --bench wire -- [--scale 0.125] [--delay-ms 25] [--layer-mib 1024] [--no-skopeo] [--cases LIST]
+//! cargo bench --bench wire -- [--scale 0.125] [--delay-ms 25] [--layer-mib 1024] [--no-skopeo] [--cases LIST] [--rounds N]
 //! ```
+//!
+//! `--rounds N` adds N paired rounds of `ceiling-h1` then `mirror` (fresh targets each) and prints
+//! each round's ratio and their median: on a machine shared with other work the two cases of a
+//! round see the same load, so their ratio is steadier than either time.
 //!
 //! Cases (each into a fresh, empty target):
 //! - `ceiling-h1`: 16 parallel streamed `GET` → `POST` + `PUT` copies of the fixture's distinct
@@ -59,6 +63,8 @@ struct Args {
     layer_mib: u64,
     skopeo: bool,
     cases: Vec<String>,
+    /// Paired rounds of `ceiling-h1` then `mirror` after the cases, for the ratio on a noisy machine.
+    rounds: usize,
 }
 
 fn parse_args() -> Args {
@@ -68,6 +74,7 @@ fn parse_args() -> Args {
         layer_mib: 1024,
         skopeo: true,
         cases: ["ceiling-h1", "ceiling-h2", "mirror", "skopeo", "layer-put", "layer-mirror"].map(String::from).to_vec(),
+        rounds: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -78,10 +85,11 @@ fn parse_args() -> Args {
             }
             "--layer-mib" => a.layer_mib = it.next().and_then(|v| v.parse().ok()).expect("--layer-mib N"),
             "--no-skopeo" => a.skopeo = false,
+            "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
             "--cases" => a.cases = it.next().expect("--cases a,b").split(',').map(String::from).collect(),
             "--bench" => {}
             other => panic!(
-                "unknown argument {other:?}; usage: wire [--scale X] [--delay-ms N] [--layer-mib N] [--no-skopeo] [--cases LIST]"
+                "unknown argument {other:?}; usage: wire [--scale X] [--delay-ms N] [--layer-mib N] [--no-skopeo] [--cases LIST] [--rounds N]"
             ),
         }
     }
@@ -286,6 +294,25 @@ fn mirror_config(dir: &Path, name: &str, src: &Wired, dst: &Wired, pki: &Pki, im
     path
 }
 
+/// `mirror sync` of `images` from `src` into `dst`, measured (its log in `dir/NAME.log`).
+async fn run_mirror_sync(
+    dir: &Path,
+    name: &str,
+    src: &Wired,
+    dst: &Wired,
+    pki: &Pki,
+    images: &[String],
+) -> measure::Measured {
+    let cfg = mirror_config(dir, name, src, dst, pki, images);
+    let mut cmd = measure::mirror_command();
+    let level = std::env::var("MIRROR_LOG").unwrap_or_else(|_| "info".into());
+    cmd.arg("-c").arg(&cfg).arg("sync").env("MIRROR_LOG", level);
+    let log = dir.join(format!("{name}.log"));
+    let m = measure::run(cmd, &log).await;
+    assert!(m.success, "mirror sync failed: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    m
+}
+
 struct Row {
     case: String,
     tool: String,
@@ -336,11 +363,7 @@ async fn main() {
     }
     if want("mirror") {
         let dst = fresh().await;
-        let cfg = mirror_config(work.path(), "mirror", &src, &dst, &pki, &references);
-        let mut cmd = measure::mirror_command();
-        cmd.arg("-c").arg(&cfg).arg("sync").env("MIRROR_LOG", "info");
-        let m = measure::run(cmd, &work.path().join("mirror.log")).await;
-        assert!(m.success, "mirror sync failed: {}", std::fs::read_to_string(work.path().join("mirror.log")).unwrap());
+        let m = run_mirror_sync(work.path(), "mirror", &src, &dst, &pki, &references).await;
         for (repo, tag, digest) in &seeded.images {
             let got = support::images::manifest_digest(&dst.plain.url(), repo, tag, None).await;
             assert_eq!(got.as_ref(), Some(digest), "mirror: {repo}:{tag}");
@@ -406,15 +429,8 @@ async fn main() {
     }
     if want("layer-mirror") {
         let dst = fresh().await;
-        let cfg = mirror_config(work.path(), "layer", &src, &dst, &pki, &[format!("{SOURCE_HOST}/{LAYER_REPO}:1")]);
-        let mut cmd = measure::mirror_command();
-        cmd.arg("-c").arg(&cfg).arg("sync").env("MIRROR_LOG", "info");
-        let m = measure::run(cmd, &work.path().join("layer.log")).await;
-        assert!(
-            m.success,
-            "mirror sync of the layer failed: {}",
-            std::fs::read_to_string(work.path().join("layer.log")).unwrap()
-        );
+        let m =
+            run_mirror_sync(work.path(), "layer", &src, &dst, &pki, &[format!("{SOURCE_HOST}/{LAYER_REPO}:1")]).await;
         let got = support::images::manifest_digest(&dst.plain.url(), LAYER_REPO, "1", None).await;
         assert_eq!(got.as_ref(), Some(&big.digest));
         eprintln!("layer-mirror: {:.1} s ({})", m.seconds, dst.protocols());
@@ -426,6 +442,18 @@ async fn main() {
             rss_kib: Some(m.max_rss_kib),
             protocol: dst.protocols(),
         });
+    }
+
+    let mut ratios: Vec<(f64, f64)> = Vec::new();
+    for round in 1..=args.rounds {
+        let dst = fresh().await;
+        let (ceiling, _) =
+            through_source(&client(&pki, true), &src.url(), &dst.url(), &linux, CEILING_CONCURRENCY).await;
+        drop(dst);
+        let dst = fresh().await;
+        let m = run_mirror_sync(work.path(), &format!("round{round}"), &src, &dst, &pki, &references).await;
+        eprintln!("round {round}: ceiling {ceiling:.1} s, mirror {:.1} s ({:.2}×)", m.seconds, m.seconds / ceiling);
+        ratios.push((ceiling, m.seconds));
     }
 
     let mut out = String::new();
@@ -449,6 +477,18 @@ async fn main() {
             r.bytes as f64 / 1048576.0 / r.seconds,
             r.rss_kib.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "-".into()),
             r.protocol
+        )
+        .unwrap();
+    }
+    if !ratios.is_empty() {
+        let mut r: Vec<f64> = ratios.iter().map(|(c, m)| m / c).collect();
+        r.sort_by(|a, b| a.total_cmp(b));
+        let listed: Vec<String> = ratios.iter().map(|(c, m)| format!("{c:.1} s / {m:.1} s ({:.2})", m / c)).collect();
+        writeln!(
+            out,
+            "\nPaired rounds, ceiling (HTTP/1.1) / mirror sync: {}; median ratio {:.2}.",
+            listed.join("; "),
+            r[r.len() / 2]
         )
         .unwrap();
     }
