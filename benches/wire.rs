@@ -32,7 +32,6 @@
 //! an HTTP/2 window is, since `WINDOW_UPDATE` frames cross the link like data.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 #[allow(dead_code)] // shared with examples/seed.rs
