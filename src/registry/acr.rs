@@ -121,6 +121,7 @@ impl Registry {
                         }
                         all.insert(d);
                     }
+                    self.listed.lock().expect("listed lock").insert(repo.to_string(), std::sync::Arc::new(all.clone()));
                     listing.manifests = Some(all);
                     return Ok(listing);
                 }
@@ -130,6 +131,13 @@ impl Registry {
         drop(probing);
         let tags = self.list_tags(repo).await?;
         Ok(TagListing { tags: tags.into_iter().map(|t| (t, None)).collect(), with_digests: false, manifests: None })
+    }
+
+    /// Whether this run's ACR listing of `repo` (the plan's) held the manifest `digest`; `None`
+    /// when the repository was not listed that way (no ACR API, or not listed yet). The copy
+    /// asks this before a `HEAD` of a child manifest: the listing already answered it.
+    pub fn listed_manifest(&self, repo: &str, digest: &Digest) -> Option<bool> {
+        self.listed.lock().expect("listed lock").get(repo).map(|all| all.contains(digest))
     }
 
     /// `GET /acr/v1/{repo}/_manifests`, all pages; `None` when the registry does not speak ACR's

@@ -119,6 +119,9 @@ pub struct Registry {
     /// (see `list_tag_digests`), so a registry without the API is probed once, not per repository.
     acr_api_seen: std::sync::atomic::AtomicBool,
     acr_probe: Mutex<()>,
+    /// Every manifest digest of a repository, from this run's ACR listing of it (see
+    /// [`Registry::listed_manifest`]).
+    listed: std::sync::Mutex<HashMap<String, Arc<std::collections::HashSet<crate::digest::Digest>>>>,
     /// Manifests read ahead for a later `GET` by digest (see [`Registry::read_ahead`]).
     read_ahead: std::sync::Mutex<HashMap<(String, crate::digest::Digest), crate::manifest::Manifest>>,
 }
@@ -437,6 +440,7 @@ impl Registries {
             no_acr_api: Default::default(),
             acr_api_seen: Default::default(),
             acr_probe: Mutex::new(()),
+            listed: Default::default(),
             read_ahead: Default::default(),
         })
     }

@@ -164,8 +164,16 @@ async fn copy_child(
 ) -> Result<(), TransferError> {
     let digest = child.digest.to_string();
     let ask = matches!(opts.target_state, TargetState::Unknown | TargetState::Stale);
-    if ask && d.registry.head_manifest(&d.repo, &digest).await?.is_some_and(|h| h.digest == child.digest) {
-        return Ok(());
+    if ask {
+        // ACR's listing of the repository, which the plan read, has every manifest in it: it
+        // answers without a `HEAD` per child.
+        let there = match d.registry.listed_manifest(&d.repo, &child.digest) {
+            Some(listed) => listed,
+            None => d.registry.head_manifest(&d.repo, &digest).await?.is_some_and(|h| h.digest == child.digest),
+        };
+        if there {
+            return Ok(());
+        }
     }
     let m = s.registry.get_manifest(&s.repo, &digest).await?;
     if m.is_index() {
