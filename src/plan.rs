@@ -165,18 +165,27 @@ pub async fn plan(registries: &Registries, wanted: &[Wanted], opts: &PlanOptions
     for (i, w) in wanted.iter().enumerate() {
         repos.entry((w.target.registry.clone(), w.target.repository.clone())).or_default().push(i);
     }
-    let listings: Vec<((String, String), Result<TagListing, RegistryError>)> =
-        futures::stream::iter(repos.keys().cloned())
-            .map(|(host, repo)| async move {
-                let r = match registries.get(&host) {
-                    Ok(reg) => reg.list_tag_digests(&repo).await,
-                    Err(e) => Err(e),
-                };
-                ((host, repo), r)
-            })
-            .buffer_unordered(PLAN_CONCURRENCY)
-            .collect()
-            .await;
+    let listings = futures::stream::iter(repos.keys().cloned())
+        .map(|(host, repo)| async move {
+            let r = match registries.get(&host) {
+                Ok(reg) => reg.list_tag_digests(&repo).await,
+                Err(e) => Err(e),
+            };
+            ((host, repo), r)
+        })
+        .buffer_unordered(PLAN_CONCURRENCY)
+        .collect::<Vec<((String, String), Result<TagListing, RegistryError>)>>();
+    // Meanwhile each source registry is greeted (`/v2/`, and the connection that comes with it),
+    // which its first request below would otherwise wait for after the listings: two or three
+    // round trips off every run on a far link. A failure is remembered and reported by that
+    // first request.
+    let sources: std::collections::BTreeSet<&str> = wanted.iter().map(|w| w.source.registry.as_str()).collect();
+    let greet = futures::future::join_all(sources.into_iter().map(|host| async move {
+        if let Ok(reg) = registries.get(host) {
+            reg.greet().await;
+        }
+    }));
+    let (listings, _) = futures::join!(listings, greet);
     let mut listing: HashMap<(String, String), TagListing> = HashMap::new();
     for (key, r) in listings {
         // A target we cannot list is a run-level error: nothing about it can be trusted.

@@ -198,6 +198,14 @@ impl Registry {
         self.ping().await.inspect_err(|e| *failed = Some(e.to_string()))
     }
 
+    /// Asks `/v2/` now if it was not yet (see `ensure_pinged`), so that a later first request
+    /// does not wait for it; a failure is kept for that request to report.
+    pub async fn greet(&self) {
+        if let Err(e) = self.ensure_pinged().await {
+            tracing::debug!(registry = %self.host, "greeting failed: {e}");
+        }
+    }
+
     /// `GET /v2/`: learns the authentication scheme from the answer.
     async fn ping(&self) -> Result<(), RegistryError> {
         let url = self.v2("");
