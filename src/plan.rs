@@ -188,18 +188,27 @@ pub async fn plan(registries: &Registries, wanted: &[Wanted], opts: &PlanOptions
     for (i, w) in wanted.iter().enumerate() {
         repos.entry((w.target.registry.clone(), w.target.repository.clone())).or_default().push(i);
     }
-    let listings: Vec<((String, String), Result<TagListing, RegistryError>)> =
-        futures::stream::iter(repos.keys().cloned())
-            .map(|(host, repo)| async move {
-                let r = match registries.get(&host) {
-                    Ok(reg) => reg.list_tag_digests(&repo).await,
-                    Err(e) => Err(e),
-                };
-                ((host, repo), r)
-            })
-            .buffer_unordered(PLAN_CONCURRENCY)
-            .collect()
-            .await;
+    let listings = futures::stream::iter(repos.keys().cloned())
+        .map(|(host, repo)| async move {
+            let r = match registries.get(&host) {
+                Ok(reg) => reg.list_tag_digests(&repo).await,
+                Err(e) => Err(e),
+            };
+            ((host, repo), r)
+        })
+        .buffer_unordered(PLAN_CONCURRENCY)
+        .collect::<Vec<((String, String), Result<TagListing, RegistryError>)>>();
+    // Meanwhile each source registry is greeted (`/v2/`, and the connection that comes with it),
+    // which its first request below would otherwise wait for after the listings: two or three
+    // round trips off every run on a far link. A failure is remembered and reported by that
+    // first request.
+    let sources: std::collections::BTreeSet<&str> = wanted.iter().map(|w| w.source.registry.as_str()).collect();
+    let greet = futures::future::join_all(sources.into_iter().map(|host| async move {
+        if let Ok(reg) = registries.get(host) {
+            reg.greet().await;
+        }
+    }));
+    let (listings, _) = futures::join!(listings, greet);
     let mut listing: HashMap<(String, String), TagListing> = HashMap::new();
     for (key, r) in listings {
         // A target we cannot list is a run-level error: nothing about it can be trusted.
@@ -404,6 +413,7 @@ async fn examine_inner(
                 Some(m) => m,
                 None => src.get_manifest(&w.source.repository, &w.source.selector()).await?,
             };
+            src.read_ahead(&w.source.repository, &m);
             p.expected_digest = Some(expected_rewrite(&m, &w.platforms).map_err(|e| RegistryError::Protocol {
                 registry: src.host.clone(),
                 message: format!("{}: {e}", w.source),
@@ -411,18 +421,35 @@ async fn examine_inner(
             p.source_descriptor = Some((m.media_type.clone(), m.bytes.len() as u64));
             m.digest
         }
-        _ => match read {
-            Some(m) => {
-                p.source_descriptor = Some((m.media_type.clone(), m.bytes.len() as u64));
-                m.digest
-            }
-            None => match src.head_manifest(&w.source.repository, &w.source.selector()).await? {
-                Some(h) => {
-                    p.source_descriptor = h.size.map(|size| (h.media_type.clone(), size));
-                    h.digest
+        _ => {
+            // A copy whose target tag is not listed will read the source manifest anyway: read
+            // it now instead of a HEAD, and hand it to the copy (the same round trip, once
+            // instead of twice). A listed tag is probably right, so a HEAD is enough.
+            let unlisted_copy =
+                w.mode == MappingMode::Copy && w.target.tag.as_ref().is_some_and(|t| !listing.tags.contains_key(t));
+            let read = match read {
+                Some(m) => Some(m),
+                None if unlisted_copy => {
+                    Some(src.get_manifest(&w.source.repository, &w.source.selector()).await.map_err(|e| {
+                        if e.is_not_found() { RegistryError::no_such_image(&src.host, &w.source.to_string()) } else { e }
+                    })?)
                 }
-                None => return Err(RegistryError::no_such_image(&src.host, &w.source.to_string())),
-            },
+                None => None,
+            };
+            match read {
+                Some(m) => {
+                    src.read_ahead(&w.source.repository, &m);
+                    p.source_descriptor = Some((m.media_type.clone(), m.bytes.len() as u64));
+                    m.digest
+                }
+                None => match src.head_manifest(&w.source.repository, &w.source.selector()).await? {
+                    Some(h) => {
+                        p.source_descriptor = h.size.map(|size| (h.media_type.clone(), size));
+                        h.digest
+                    }
+                    None => return Err(RegistryError::no_such_image(&src.host, &w.source.to_string())),
+                },
+            }
         },
     };
     p.source_digest = Some(source_digest.clone());
@@ -593,7 +620,9 @@ async fn source_manifests(
 ) -> Result<Vec<Manifest>, RegistryError> {
     let w = &img.wanted;
     let src = registries.get(&w.source.registry)?;
-    let top = src.get_manifest(&w.source.repository, &w.source.selector()).await?;
+    // By the digest the plan saw: a manifest the plan already read is then not asked again.
+    let selector = img.source_digest.as_ref().map(|d| d.to_string()).unwrap_or_else(|| w.source.selector());
+    let top = src.get_manifest(&w.source.repository, &selector).await?;
     if !top.is_index() {
         return Ok(vec![top]);
     }

@@ -158,6 +158,39 @@ async fn acr_listings_follow_link_pages_in_the_rest_spec_shapes() {
 }
 
 #[tokio::test]
+async fn an_outdated_index_is_copied_without_a_head_per_child_the_listing_answered() {
+    // Checks that copying an index whose target tag points elsewhere (outdated) takes which child
+    // manifests the target already has from the plan's `_manifests` listing, with no `HEAD` per
+    // child: the children are there by digest (an earlier version), the tag is not. Fails if
+    // the copy asks the target for each child again.
+    let (source, target, images) = seeded_pair().await;
+    let mut s = Seeder::new(&target.url(), 99);
+    // The earlier version keeps a tag of its own, so the stand-in's listing (manifests reachable
+    // from tags; real ACR lists untagged ones too) still shows its children.
+    s.push_manifest("oss/pause", "3.9-previous", &images[0].media_type, &images[0].bytes).await;
+    s.push_random_image("oss/pause", "3.9", Format::Oci, &[100]).await;
+    let api = AcrApiStandIn::start(&target.url()).await;
+    let regs = registries(&source.url(), &api.url);
+    let w = wanted("oss/pause:3.9", "oss/pause:3.9");
+    let p =
+        plan(&regs, std::slice::from_ref(&w), &PlanOptions { skip_bytes: true, ..Default::default() }).await.unwrap();
+    assert_eq!(p.images[0].status, Status::Outdated, "{:?}", p.images[0]);
+    let ctx = Context::new(4, 32 << 20, 0);
+    let opts = Options { target_state: acr_mirror::transfer::TargetState::Stale, ..Default::default() };
+    let src = regs.get(MCR).unwrap();
+    let dst = regs.get(ACR).unwrap();
+    let pinned = w.source.with_digest(images[0].digest.clone());
+    copy_image(&ctx, src, &pinned, dst, &w.target, &opts).await.unwrap();
+    assert_eq!(
+        support::images::manifest_digest(&target.url(), "oss/pause", "3.9", None).await,
+        Some(images[0].digest.clone())
+    );
+    let heads: Vec<_> = api.requests().into_iter().filter(|(m, p)| m == "HEAD" && p.contains("/manifests/")).collect();
+    assert!(heads.is_empty(), "children asked for again: {heads:?}");
+    assert_eq!(api.count("PUT", "/manifests/sha256:"), 0, "no child pushed again");
+}
+
+#[tokio::test]
 async fn plan_deep_takes_missing_children_from_the_manifest_listing() {
     // Checks that `plan --deep` against ACR finds a child manifest missing behind a present tag
     // from the `_manifests` listing, without asking for that child: the target has the index

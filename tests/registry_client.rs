@@ -189,3 +189,47 @@ async fn token_fetches_for_different_repositories_overlap() {
     assert!(burst.iter().all(|h| matches!(h, Ok(Some(_)))), "{burst:?}");
     assert_eq!(tokens.count() - before, 1, "eight requests for one repository fetched more than one token");
 }
+
+/// A TLS registry that offers HTTP/2 by ALPN (distribution does, as a client with defaults
+/// shows) is spoken to over HTTP/1.1, its blob bodies and manifests alike: on HTTP/2 every
+/// request of a run shared one connection's flow-control window (issue #22), so the client
+/// keeps a pool of HTTP/1.1 connections instead. Read from the registry's own access log.
+#[tokio::test]
+async fn tls_registries_are_spoken_to_over_http1_even_when_they_offer_http2() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let plain = TestRegistry::anonymous().await;
+    let image = Seeder::new(&plain.url(), 34).push_random_image("app", "1", support::Format::Oci, &[1000]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+    let (ca_pem, cert, key_pem) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+    let tls = TestRegistry::tls_view(&plain, &cert, &key_pem).await;
+
+    let trusting = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let offered = trusting.get(format!("{}/v2/", tls.url())).send().await.unwrap().version();
+    assert_eq!(offered, reqwest::Version::HTTP_2, "the registry offers HTTP/2");
+
+    let r = registries_with(&tls.url(), &format!("    caFile: {}\n", ca_pem.display())).get("reg.test").unwrap();
+    let m = r.get_manifest("app", "1").await.unwrap();
+    assert_eq!(m.digest, image.digest);
+    let (layer, size) = &image.blobs[1];
+    let mut body = r.get_blob("app", layer, 0).await.unwrap();
+    let mut got = 0;
+    while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+        got += chunk.unwrap().len() as u64;
+    }
+    assert_eq!(got, *size);
+    let log = tls.log();
+    let ours: Vec<&str> = log.lines().filter(|l| l.contains("/v2/app/")).collect();
+    assert_eq!(ours.len(), 2, "the manifest and the blob: {log}");
+    assert!(ours.iter().all(|l| l.contains("HTTP/1.1\"")), "{ours:?}");
+}

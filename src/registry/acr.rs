@@ -104,11 +104,17 @@ impl Registry {
     /// Lists a repository once: ACR's `/acr/v1/{repo}/_manifests` (tags, digests and every
     /// manifest, `Link` paging) when the registry has it, else `/v2/{repo}/tags/list` (names only).
     /// A registry whose answer to the ACR path is not ACR's is remembered, so later listings go
-    /// straight to `/v2/`; listings already under way when the answer comes may each have probed.
+    /// straight to `/v2/`. Until the first answer, listings ask one at a time: a plan lists every
+    /// repository at once, and each probed a registry without the API (one wasted request per
+    /// repository, up to the plan's concurrency).
     pub async fn list_tag_digests(&self, repo: &str) -> Result<TagListing, RegistryError> {
+        let probing =
+            if self.acr_api_seen.load(Ordering::Relaxed) { None } else { Some(self.acr_probe.lock().await) };
         if !self.acr_api_absent() {
             match self.acr_manifests(repo).await? {
                 Some(manifests) => {
+                    self.acr_api_seen.store(true, Ordering::Relaxed);
+                    drop(probing);
                     let mut listing = TagListing { with_digests: true, ..Default::default() };
                     let mut all = HashSet::new();
                     for m in manifests {
@@ -118,14 +124,23 @@ impl Registry {
                         }
                         all.insert(d);
                     }
+                    self.listed.lock().expect("listed lock").insert(repo.to_string(), std::sync::Arc::new(all.clone()));
                     listing.manifests = Some(all);
                     return Ok(listing);
                 }
                 None => self.no_acr_api.store(true, Ordering::Relaxed),
             }
         }
+        drop(probing);
         let tags = self.list_tags(repo).await?;
         Ok(TagListing { tags: tags.into_iter().map(|t| (t, None)).collect(), with_digests: false, manifests: None })
+    }
+
+    /// Whether this run's ACR listing of `repo` (the plan's) held the manifest `digest`; `None`
+    /// when the repository was not listed that way (no ACR API, or not listed yet). The copy
+    /// asks this before a `HEAD` of a child manifest: the listing already answered it.
+    pub fn listed_manifest(&self, repo: &str, digest: &Digest) -> Option<bool> {
+        self.listed.lock().expect("listed lock").get(repo).map(|all| all.contains(digest))
     }
 
     /// `GET /acr/v1/{repo}/_manifests`, all pages; `None` when the registry does not speak ACR's

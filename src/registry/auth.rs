@@ -274,10 +274,11 @@ impl Authenticator {
         *self.scheme.lock().await = scheme;
     }
 
-    /// Drops cached tokens for these scopes (after a 401), and tells a dynamic source.
+    /// Drops cached tokens for these scopes (after a 401: every token that could have been
+    /// presented for them), and tells a dynamic source.
     pub async fn invalidate(&self, scopes: &[Scope]) {
         let key: BTreeSet<Scope> = scopes.iter().cloned().collect();
-        self.tokens.lock().await.remove(&key);
+        self.tokens.lock().await.retain(|have, _| !covers(have, &key));
         if let Credential::Dynamic(src) = &self.credential {
             src.invalidate();
         }
@@ -306,17 +307,42 @@ impl Authenticator {
                 if let Some(t) = self.cached(&key).await {
                     return Ok(Some(format!("Bearer {}", t.expose())));
                 }
-                let (token, ttl) = self.fetch_token(transport, &realm, service.as_deref(), &key).await?;
+                let wide = self.widened(&key).await;
+                let (token, ttl) = self.fetch_token(transport, &realm, service.as_deref(), &wide).await?;
                 let expires = Instant::now() + ttl.saturating_sub(EXPIRY_MARGIN).max(Duration::from_secs(1));
-                self.tokens.lock().await.insert(key, CachedToken { token: token.clone(), expires });
+                let mut tokens = self.tokens.lock().await;
+                // A wider token makes the narrower ones it covers redundant.
+                tokens.retain(|have, _| !covers(&wide, have));
+                tokens.insert(wide, CachedToken { token: token.clone(), expires });
                 Ok(Some(format!("Bearer {}", token.expose())))
             }
         }
     }
 
+    /// A valid token whose scopes cover `key`: a `pull,push` token serves a `pull` request, and
+    /// one with a mount source in it serves the plain pushes to its repository.
     async fn cached(&self, key: &BTreeSet<Scope>) -> Option<Secret> {
         let tokens = self.tokens.lock().await;
-        tokens.get(key).filter(|t| t.expires > Instant::now()).map(|t| t.token.clone())
+        let now = Instant::now();
+        tokens.iter().find(|(have, t)| t.expires > now && covers(have, key)).map(|(_, t)| t.token.clone())
+    }
+
+    /// The scopes to ask for when `key` has no token: for a push to a repository, also every
+    /// scope of the tokens held for pushes to it (the mount sources met so far), so each
+    /// repository a run writes to has one token that serves all its requests, not one per
+    /// scope set (`pull`, `pull,push`, and one more per mount source).
+    async fn widened(&self, key: &BTreeSet<Scope>) -> BTreeSet<Scope> {
+        let pushed: Vec<&Scope> = key.iter().filter(|s| s.0.starts_with("repository:") && s.0.ends_with(":pull,push")).collect();
+        let mut wide = key.clone();
+        if pushed.is_empty() {
+            return wide;
+        }
+        for have in self.tokens.lock().await.keys() {
+            if have.iter().any(|s| pushed.contains(&s)) {
+                wide.extend(have.iter().cloned());
+            }
+        }
+        wide
     }
 
     /// Whether the credential may be presented at `realm` (see [`Origin`]'s rules); an
@@ -395,7 +421,8 @@ impl Authenticator {
             (request, None)
         };
         let method = if refresh.is_some() { reqwest::Method::POST } else { reqwest::Method::GET };
-        let resp = transport.round_trip(&method, &realm_url, true, &mut make).await?;
+        // No in-flight slot (see `Hold`): the request that needs this token may be waiting for one.
+        let resp = transport.round_trip(&method, &realm_url, true, super::transport::Hold::Nothing, &mut make).await?;
         let status = resp.status();
         if !status.is_success() {
             let body = limits::read_capped(resp, limits::SMALL_BODY, transport.timeouts.response).await;
@@ -426,6 +453,39 @@ impl Authenticator {
     }
 }
 
+/// Whether a token for `have` grants everything `want` asks: each wanted scope is on the same
+/// resource as one held, with its actions among that one's (`*` grants every action).
+fn covers(have: &BTreeSet<Scope>, want: &BTreeSet<Scope>) -> bool {
+    fn split(s: &Scope) -> Option<(&str, &str)> {
+        let (resource, actions) = s.0.rsplit_once(':')?;
+        Some((resource, actions))
+    }
+    want.iter().all(|w| {
+        have.contains(w)
+            || split(w).is_some_and(|(resource, actions)| {
+                have.iter().filter_map(split).any(|(r, held)| {
+                    r == resource && (held == "*" || actions.split(',').all(|a| held.split(',').any(|h| h == a)))
+                })
+            })
+    })
+}
+
+/// The lifetime a JWT's `exp` claim gives, from now. Read only for that: the token is the
+/// registry's to check, and nothing else in it is trusted or used. `None` for a token that is
+/// not a JWT, has no usable `exp`, or has expired.
+fn jwt_lifetime(token: &str) -> Option<Duration> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = token.split('.');
+    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > 64 * 1024 {
+        return None;
+    }
+    let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?).ok()?;
+    let exp = claims.get("exp")?.as_f64()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
+    (exp.is_finite() && exp - now >= 1.0).then(|| Duration::from_secs_f64((exp - now).min(86_400.0 * 365.0)))
+}
+
 /// The protocol's default token lifetime, used when `expires_in` is missing, zero or negative
 /// (docker's client does the same): an odd answer is no reason to fail a run.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
@@ -445,9 +505,12 @@ fn parse_token(body: &[u8]) -> Result<(Secret, Duration), String> {
         .map_err(|e| format!("answer is not a token response: {}", crate::sanitize::short(&e.to_string())))?;
     let token = parsed.access_token.or(parsed.token).filter(|t| !t.is_empty()).ok_or("answer has no token")?;
     let seconds = parsed.expires_in.as_ref().and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()));
+    // ACR's `/oauth2/token` answers without `expires_in`: its tokens then live as long as their
+    // `exp` says (about an hour), not the protocol's 60 s, which refetched every scope set of a
+    // long run every 30 s.
     let ttl = match seconds {
         Some(s) if s >= 1.0 && s.is_finite() => Duration::from_secs_f64(s.min(86_400.0 * 365.0)),
-        _ => DEFAULT_TOKEN_LIFETIME,
+        _ => jwt_lifetime(&token).unwrap_or(DEFAULT_TOKEN_LIFETIME),
     };
     Ok((Secret::new(token), ttl))
 }
@@ -495,6 +558,41 @@ mod tests {
         assert_eq!(parse_token(br#"{"access_token":"a","expires_in":300}"#).unwrap().1, Duration::from_secs(300));
         assert_eq!(parse_token(br#"{"access_token":"a","expires_in":"120"}"#).unwrap().1, Duration::from_secs(120));
         assert!(parse_token(br#"{"expires_in":300}"#).is_err());
+    }
+
+    /// Without `expires_in`, a JWT's `exp` gives the lifetime; an expired, odd or non-JWT token
+    /// falls back to the default.
+    #[test]
+    fn a_jwt_exp_gives_the_lifetime_when_expires_in_is_missing() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let jwt = |claims: serde_json::Value| {
+            format!("{}.{}.sig", URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#), URL_SAFE_NO_PAD.encode(claims.to_string()))
+        };
+        let hour = jwt(serde_json::json!({"exp": now + 3600, "access": []}));
+        let ttl = parse_token(format!(r#"{{"access_token":"{hour}"}}"#).as_bytes()).unwrap().1;
+        assert!(ttl > Duration::from_secs(3590) && ttl <= Duration::from_secs(3600), "{ttl:?}");
+        let given = parse_token(format!(r#"{{"access_token":"{hour}","expires_in":300}}"#).as_bytes()).unwrap().1;
+        assert_eq!(given, Duration::from_secs(300), "expires_in wins when present");
+        for token in [jwt(serde_json::json!({"exp": now - 10})), jwt(serde_json::json!({"sub": "x"})), "opaque".into()] {
+            let ttl = parse_token(format!(r#"{{"token":"{token}"}}"#).as_bytes()).unwrap().1;
+            assert_eq!(ttl, DEFAULT_TOKEN_LIFETIME, "{token}");
+        }
+    }
+
+    /// A token covers the scopes its own grant: `pull,push` serves `pull`, a set with a mount
+    /// source serves the push alone; another repository or more actions are not covered.
+    #[test]
+    fn wider_tokens_cover_narrower_scope_sets() {
+        let set = |s: &[Scope]| s.iter().cloned().collect::<BTreeSet<_>>();
+        let push_with_mount = set(&[Scope::push("t/a"), Scope::pull("s/b")]);
+        assert!(covers(&push_with_mount, &set(&[Scope::pull("t/a")])));
+        assert!(covers(&push_with_mount, &set(&[Scope::push("t/a")])));
+        assert!(covers(&push_with_mount, &set(&[Scope::pull("s/b"), Scope::pull("t/a")])));
+        assert!(!covers(&push_with_mount, &set(&[Scope::push("s/b")])));
+        assert!(!covers(&set(&[Scope::pull("t/a")]), &set(&[Scope::push("t/a")])));
+        assert!(!covers(&set(&[Scope::pull("t/ab")]), &set(&[Scope::pull("t/a")])));
+        assert!(covers(&set(&[Scope::catalog()]), &set(&[Scope::catalog()])));
     }
 
     /// Passwords reach https realms anywhere but plain-http realms only on the registry's host;

@@ -39,7 +39,9 @@ impl Registry {
     /// the range and sends the whole blob is handled by skipping the first `offset` bytes.
     pub async fn get_blob(&self, repo: &str, digest: &Digest, offset: u64) -> Result<BlobStream, RegistryError> {
         let url = self.v2(&format!("{repo}/blobs/{digest}"));
-        let mut req = Request::new(Method::GET, url.clone(), vec![Scope::pull(repo)]);
+        // The body is read by the upload it feeds, which needs a slot of its own: this request
+        // gives its slot back at the headers (see `Hold`); blob slots bound the open bodies.
+        let mut req = Request::new(Method::GET, url.clone(), vec![Scope::pull(repo)]).blob_stream();
         if offset > 0 {
             req = req.header(RANGE, &format!("bytes={offset}-"));
         }

@@ -60,9 +60,28 @@ impl Registry {
     }
 
     /// `GET` a manifest, refusing more than 4 MiB, verifying it against the digest asked for (when
-    /// the reference is a digest) and against the `Docker-Content-Digest` the registry sent.
+    /// the reference is a digest) and against the `Docker-Content-Digest` the registry sent. A
+    /// manifest handed to [`Registry::read_ahead`] is answered from there, once, with no request.
     pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest, RegistryError> {
+        if let Ok(digest) = Digest::parse(reference)
+            && let Some(m) =
+                self.read_ahead.lock().expect("read-ahead lock").remove(&(repo.to_string(), digest))
+        {
+            return Ok(m);
+        }
         Ok(self.get_manifest_and_origin(repo, reference).await?.0)
+    }
+
+    /// Keeps a manifest just read (by tag) for the next `GET` of it by digest, which then costs no
+    /// request: the plan reads the source tag of an image it finds missing, and the copy that
+    /// follows reads it by the digest the plan saw. A manifest is content-addressed and was
+    /// verified when read, so the bytes are exactly what the `GET` would return; each is served
+    /// once and then forgotten, so the table holds only what is between a plan and its copy.
+    pub fn read_ahead(&self, repo: &str, manifest: &Manifest) {
+        self.read_ahead
+            .lock()
+            .expect("read-ahead lock")
+            .insert((repo.to_string(), manifest.digest.clone()), manifest.clone());
     }
 
     /// [`Registry::get_manifest`], with the answer's ACR `X-Azure-Origin` (see

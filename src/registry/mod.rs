@@ -38,6 +38,7 @@ pub use error::RegistryError;
 use error::{display_url, parse_error_body};
 pub use transport::retry::{backoff, retry_after};
 use transport::timeouts::{self, Timeouts};
+pub use transport::Hold;
 use transport::{Attempt, Transport, limits};
 
 /// A repository's tags, listed at most once per run.
@@ -64,11 +65,18 @@ pub struct Request {
     pub headers: HeaderMap,
     pub body: Body,
     pub scopes: Vec<Scope>,
+    /// How long the request holds its in-flight slot ([`Hold::Body`] unless said otherwise).
+    pub hold: Hold,
 }
 
 impl Request {
     pub fn new(method: Method, url: Url, scopes: Vec<Scope>) -> Self {
-        Request { method, url, headers: HeaderMap::new(), body: Body::Empty, scopes }
+        Request { method, url, headers: HeaderMap::new(), body: Body::Empty, scopes, hold: Hold::Body }
+    }
+    /// A blob download: its slot is given back at the headers (see [`Hold`]).
+    pub fn blob_stream(mut self) -> Self {
+        self.hold = Hold::Headers;
+        self
     }
     pub fn header(mut self, name: HeaderName, value: &str) -> Self {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -102,10 +110,22 @@ pub struct Registry {
     ping: Mutex<Option<String>>,
     /// Set once the registry has shown it has no referrers API (it answered 404).
     no_referrers_api: std::sync::atomic::AtomicBool,
+    /// Set once the registry has answered the referrers API; until then one lookup at a time asks.
+    referrers_api_seen: std::sync::atomic::AtomicBool,
+    referrers_probe: Mutex<()>,
     /// Tags per repository, listed once (see `referrers`).
     tag_cache: std::sync::Mutex<HashMap<String, Arc<TagCell>>>,
     /// Set once the registry has shown it has no ACR listing API.
     no_acr_api: std::sync::atomic::AtomicBool,
+    /// Set once the registry has answered an ACR listing; until then one listing at a time asks
+    /// (see `list_tag_digests`), so a registry without the API is probed once, not per repository.
+    acr_api_seen: std::sync::atomic::AtomicBool,
+    acr_probe: Mutex<()>,
+    /// Every manifest digest of a repository, from this run's ACR listing of it (see
+    /// [`Registry::listed_manifest`]).
+    listed: std::sync::Mutex<HashMap<String, Arc<std::collections::HashSet<crate::digest::Digest>>>>,
+    /// Manifests read ahead for a later `GET` by digest (see [`Registry::read_ahead`]).
+    read_ahead: std::sync::Mutex<HashMap<(String, crate::digest::Digest), crate::manifest::Manifest>>,
 }
 
 impl Registry {
@@ -180,11 +200,19 @@ impl Registry {
         self.ping().await.inspect_err(|e| *failed = Some(e.to_string()))
     }
 
+    /// Asks `/v2/` now if it was not yet (see `ensure_pinged`), so that a later first request
+    /// does not wait for it; a failure is kept for that request to report.
+    pub async fn greet(&self) {
+        if let Err(e) = self.ensure_pinged().await {
+            tracing::debug!(registry = %self.host, "greeting failed: {e}");
+        }
+    }
+
     /// `GET /v2/`: learns the authentication scheme from the answer.
     async fn ping(&self) -> Result<(), RegistryError> {
         let url = self.v2("");
         let mut make = |http: &reqwest::Client| -> Attempt { (http.get(url.clone()), None) };
-        let resp = self.transport.round_trip(&Method::GET, &url, true, &mut make).await?;
+        let resp = self.transport.round_trip(&Method::GET, &url, true, Hold::Body, &mut make).await?;
         match resp.status().as_u16() {
             200..=299 => self.auth.learn(None).await,
             401 => {
@@ -243,7 +271,7 @@ impl Registry {
                     _ => (b, None),
                 }
             };
-            let resp = self.transport.round_trip(&req.method, &req.url, replayable, &mut make).await?;
+            let resp = self.transport.round_trip(&req.method, &req.url, replayable, req.hold, &mut make).await?;
             if resp.status() != StatusCode::UNAUTHORIZED || !ours {
                 return Ok(resp);
             }
@@ -416,8 +444,14 @@ impl Registries {
             auth: auth::Authenticator::new(host, credential),
             ping: Mutex::new(None),
             no_referrers_api: Default::default(),
+            referrers_api_seen: Default::default(),
+            referrers_probe: Mutex::new(()),
             tag_cache: Default::default(),
             no_acr_api: Default::default(),
+            acr_api_seen: Default::default(),
+            acr_probe: Mutex::new(()),
+            listed: Default::default(),
+            read_ahead: Default::default(),
         })
     }
 

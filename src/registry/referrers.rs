@@ -29,6 +29,14 @@ impl Registry {
     /// else through the tag schema.
     pub async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Referrers, RegistryError> {
         use std::sync::atomic::Ordering;
+        // Until the registry has shown whether it has the API, one lookup at a time asks it:
+        // a copy looks up every child's referrers at once, and each asked a registry without
+        // the API (a wasted 404 per child).
+        let probing = if self.referrers_api_seen.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some(self.referrers_probe.lock().await)
+        };
         if !self.no_referrers_api.load(Ordering::Relaxed) {
             let url = self.v2(&format!("{repo}/referrers/{digest}"));
             let resp = self
@@ -41,6 +49,8 @@ impl Registry {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ct| ct.starts_with(OCI_INDEX));
             if status == 200 && is_index {
+                self.referrers_api_seen.store(true, Ordering::Relaxed);
+                drop(probing);
                 let bytes = super::manifests::read_limited(
                     self,
                     resp,
@@ -61,6 +71,7 @@ impl Registry {
             // means it has none: ask no more for the rest of the run.
             self.no_referrers_api.store(true, Ordering::Relaxed);
         }
+        drop(probing);
         // The tag schema: list the repository's tags once, then fetch only fallback indexes that exist.
         if !self.tags_of(repo).await?.contains(&digest.referrers_tag()) {
             return Ok(Referrers::default());
@@ -75,15 +86,22 @@ impl Registry {
     /// that refuses to list tags (401/403) cannot show them: that is one warning per repository
     /// (the refusal stands for the run), not a failed copy.
     pub async fn cosign_tags(&self, repo: &str, digest: &Digest) -> Result<Vec<String>, RegistryError> {
-        let tags = match self.tags_of(repo).await {
-            Ok(tags) => tags,
-            Err(e) if matches!(e.status(), Some(401 | 403)) => {
-                tracing::warn!(registry = %self.host, repo, "cannot list tags, so cosign signature tags are not looked for: {e}");
-                let _ = self.tag_cell(repo).set(Default::default());
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(e),
-        };
+        // The refusal is recorded inside the cell's one initialisation: lookups for several
+        // subjects run at once, and each would otherwise ask (and warn) again.
+        let tags = self
+            .tag_cell(repo)
+            .get_or_try_init(|| async {
+                match self.list_tags(repo).await {
+                    Ok(tags) => Ok(std::sync::Arc::new(tags.into_iter().collect())),
+                    Err(e) if matches!(e.status(), Some(401 | 403)) => {
+                        tracing::warn!(registry = %self.host, repo, "cannot list tags, so cosign signature tags are not looked for: {e}");
+                        Ok(Default::default())
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await?
+            .clone();
         let base = digest.referrers_tag();
         Ok(COSIGN_SUFFIXES.iter().map(|s| format!("{base}{s}")).filter(|t| tags.contains(t)).collect())
     }

@@ -1,17 +1,18 @@
 //! One blob from a source repository into a target repository, every byte hashed on the way.
 //!
-//! 1. `HEAD` in the target, always, once this blob's transfer slot is free: whatever the plan
-//!    saw, a killed run or a run beside this one may have put the blob there.
+//! 1. `HEAD` in the target, before taking a transfer slot, unless the blob can be mounted
+//!    (the mount's answer says the same): whatever the plan saw, a killed run or a run beside
+//!    this one may have put the blob there.
 //! 2. Mount from a repository of the same registry that holds it (the source itself when source
 //!    and target share a registry, or one this run already filled); a refused mount's 202 gives
 //!    an upload session that is used as it is.
 //! 3. Stream it: blobs up to the chunk size in one `PUT` whose body withholds its last bytes
-//!    until the digest is checked; larger blobs in `PATCH` chunks. Nothing is buffered: each
-//!    chunk's body is read straight from the source stream, and the hasher state is kept at each
-//!    chunk boundary. After a failed chunk the session's `Range` says what the target holds; the
-//!    hasher goes back to the boundary, the source is re-read from there with a ranged `GET`,
-//!    and the upload continues from what the target holds. The final bodiless `PUT` is retried
-//!    in place.
+//!    until the digest is checked; larger blobs in one `PATCH` streaming the whole blob, then a
+//!    bodiless `PUT`. Nothing is buffered: the body is read straight from the source stream, and
+//!    the hasher state is kept at each multiple of the chunk size. Only after a failure is the
+//!    session's `Range` asked: it says what the target holds; the hasher goes back to the last
+//!    multiple at or below it, the source is re-read from there with a ranged `GET`, and one
+//!    more `PATCH` sends the rest. The final bodiless `PUT` is retried in place.
 //!
 //! An upload that fails or is abandoned (a stop, after the grace period) has its session
 //! cancelled with a `DELETE`. A source body that breaks off or ends early is reported as the
@@ -102,23 +103,37 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
     // One upload of a digest per target registry at a time: a second repository that needs the
     // same blob waits for the first, then mounts it from there instead of uploading it again.
     let _one_at_a_time = ctx.digest_lock(&mv.dst.host, digest).lock_owned().await;
-    // A slot first, then one look at the target: waiting for a slot can take long, and what the
-    // target holds is what it holds when this blob's turn comes.
-    let _slot = ctx.blob_slots.clone().acquire_owned().await.expect("semaphore never closed");
-    // What the target holds now, whatever the plan saw: a run killed mid-way, or another run
-    // beside this one, leaves blobs in a repository whose tags say nothing of them.
-    if mv.dst.head_blob(&mv.dst_repo, digest).await?.is_some() {
-        return Ok(present(ctx, mv));
-    }
-    if ctx.stopping.is_cancelled() {
-        return Err(TransferError::Interrupted);
-    }
     let mount_from = if mv.src.host == mv.dst.host && mv.src_repo != mv.dst_repo {
         Some(mv.src_repo.clone())
     } else {
         ctx.mount_source(&mv.dst.host, digest, &mv.dst_repo)
     };
-    let mut session = match mv.dst.start_upload(&mv.dst_repo, mount_from.as_deref().map(|f| (f, digest))).await? {
+    // What the target holds, whatever the plan saw: a run killed mid-way, or another run beside
+    // this one, leaves blobs in a repository whose tags say nothing of them. Asked only where
+    // the answer can change what happens — a blob that can be mounted is answered by the mount
+    // itself (201 whether it was there or not) — and before taking a blob slot, which is for
+    // moving bytes: a round trip inside the slot kept it from streaming for that long.
+    if mount_from.is_none() && mv.dst.head_blob(&mv.dst_repo, digest).await?.is_some() {
+        return Ok(present(ctx, mv));
+    }
+    let _slot = ctx.blob_slots.clone().acquire_owned().await.expect("semaphore never closed");
+    if ctx.stopping.is_cancelled() {
+        return Err(TransferError::Interrupted);
+    }
+    // Without a mount to try, the source's bytes will be needed whatever the target answers: the
+    // source `GET` goes out beside the `POST` that opens the session, one round trip instead of
+    // two before the bytes flow. (With a mount to try it waits: a mounted blob needs no bytes.)
+    let mut source: Option<Result<BlobStream, RegistryError>> = None;
+    let started = match &mount_from {
+        Some(from) => mv.dst.start_upload(&mv.dst_repo, Some((from, digest))).await,
+        None => {
+            let (started, body) =
+                tokio::join!(mv.dst.start_upload(&mv.dst_repo, None), mv.src.get_blob(&mv.src_repo, digest, 0));
+            source = Some(body);
+            started
+        }
+    };
+    let mut session = match started? {
         Started::Mounted => {
             ctx.located(&mv.dst.host, digest, &mv.dst_repo);
             ctx.stats.blobs_mounted.fetch_add(1, Ordering::Relaxed);
@@ -128,11 +143,12 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
     };
     let mut attempt = 0u32;
     loop {
+        let body = source.take();
         let upload = async {
             if mv.desc.size <= ctx.chunk_size {
-                upload_whole(ctx, mv, &session).await
+                upload_whole(ctx, mv, &session, body).await
             } else {
-                upload_chunked(ctx, mv, &mut session).await
+                upload_chunked(ctx, mv, &mut session, body).await
             }
         };
         let result = tokio::select! {
@@ -237,10 +253,19 @@ fn short_body(src: &Registry, got: u64, expected: u64, cause: Option<&RegistryEr
 
 /// The whole blob in one streamed `PUT`, through a [`Verifier`] that withholds the last bytes of
 /// content whose digest is wrong, so the target never receives a complete wrong body.
-async fn upload_whole(ctx: &Arc<Context>, mv: &BlobMove, session: &Session) -> Result<(), TransferError> {
+/// `source`: the source's body when it was already asked for (the first attempt), else `None`.
+async fn upload_whole(
+    ctx: &Arc<Context>,
+    mv: &BlobMove,
+    session: &Session,
+    source: Option<Result<BlobStream, RegistryError>>,
+) -> Result<(), TransferError> {
     let digest = mv.desc.digest.clone();
     let size = mv.desc.size;
-    let source = mv.src.get_blob(&mv.src_repo, &digest, 0).await?;
+    let source = match source {
+        Some(body) => body?,
+        None => mv.src.get_blob(&mv.src_repo, &digest, 0).await?,
+    };
     let fault = SourceFault::default();
     let seen = fault.clone();
     let got = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -267,13 +292,23 @@ async fn upload_whole(ctx: &Arc<Context>, mv: &BlobMove, session: &Session) -> R
     }
 }
 
-/// Reads the source for the chunk bodies, hashing what it hands out.
+/// Reads the source for the upload bodies, hashing what it hands out.
 struct ChunkReader {
     source: BlobStream,
     pending: Option<Bytes>,
     hasher: Hasher,
     /// Where the source broke off, if it did (see [`SourceFault`]).
     fault: Option<TransferError>,
+    /// The hasher's state at every multiple of `every` bytes handed out (and at 0): a resumed
+    /// upload goes back to the last one the target holds, not to the start of the request.
+    checkpoints: Vec<Hasher>,
+    every: u64,
+}
+
+impl ChunkReader {
+    fn new(source: BlobStream, every: u64) -> Self {
+        ChunkReader { source, pending: None, hasher: Hasher::new(), fault: None, checkpoints: vec![Hasher::new()], every }
+    }
 }
 
 /// A body of exactly `len` bytes taken from the shared reader.
@@ -307,10 +342,17 @@ fn chunk_body(
                     Some((Err(e), (reader, 0)))
                 }
                 Ok(mut b) => {
-                    if b.len() as u64 > remaining {
-                        r.pending = Some(b.split_off(remaining as usize));
+                    // Never past the body's end, nor past the next checkpoint.
+                    let to_checkpoint = r.every - r.hasher.len() % r.every;
+                    let take = remaining.min(to_checkpoint);
+                    if b.len() as u64 > take {
+                        r.pending = Some(b.split_off(take as usize));
                     }
                     r.hasher.update(&b);
+                    if !b.is_empty() && r.hasher.len() % r.every == 0 {
+                        let at = r.hasher.clone();
+                        r.checkpoints.push(at);
+                    }
                     ctx.stats.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
                     let n = b.len() as u64;
                     drop(r);
@@ -321,19 +363,30 @@ fn chunk_body(
     })
 }
 
-/// Uploads in `PATCH` chunks, resuming after a failed chunk from what the target says it holds.
-/// `session` always holds the latest location, so a caller that drops this future (a stop) can
-/// still cancel the session.
-async fn upload_chunked(ctx: &Arc<Context>, mv: &BlobMove, session: &mut Session) -> Result<(), TransferError> {
+/// Uploads a large blob as one `PATCH` streaming the whole of it (one round trip and one
+/// commit by the registry, where a `PATCH` per chunk cost one of each per `chunkSize`), then the
+/// bodiless `PUT`. The upload's status is asked only after a failure: the session's `Range` says
+/// what the target holds, the hasher goes back to the last multiple of `chunkSize` at or below
+/// it, the source is re-read from there with a ranged `GET`, and one more `PATCH` streams the
+/// rest. `session` always holds the latest location, so a caller that drops this future (a
+/// stop) can still cancel the session.
+async fn upload_chunked(
+    ctx: &Arc<Context>,
+    mv: &BlobMove,
+    session: &mut Session,
+    source: Option<Result<BlobStream, RegistryError>>,
+) -> Result<(), TransferError> {
     let digest = &mv.desc.digest;
     let size = mv.desc.size;
-    let source = mv.src.get_blob(&mv.src_repo, digest, 0).await?;
-    let reader = Arc::new(Mutex::new(ChunkReader { source, pending: None, hasher: Hasher::new(), fault: None }));
+    let source = match source {
+        Some(body) => body?,
+        None => mv.src.get_blob(&mv.src_repo, digest, 0).await?,
+    };
+    let reader = Arc::new(Mutex::new(ChunkReader::new(source, ctx.chunk_size)));
     let mut offset = 0u64;
     let mut resumes = 0u32;
     while offset < size {
-        let len = ctx.chunk_size.min(size - offset);
-        let checkpoint = reader.lock().await.hasher.clone();
+        let len = size - offset;
         let body = chunk_body(reader.clone(), len, mv, ctx.clone());
         let error = match mv.dst.patch_chunk(session, offset, len, reqwest::Body::wrap_stream(body)).await {
             Ok(next) => {
@@ -350,7 +403,7 @@ async fn upload_chunked(ctx: &Arc<Context>, mv: &BlobMove, session: &mut Session
         }
         resumes += 1;
         tokio::time::sleep(error.retry_after().unwrap_or_else(|| crate::registry::backoff(resumes))).await;
-        // A chunk cut off mid-way can invalidate the session: then the source's fault, if it
+        // A request cut off mid-way can invalidate the session: then the source's fault, if it
         // was one, is what the user must hear about.
         let (held, next) = match mv.dst.upload_status(session).await {
             Ok(status) => status,
@@ -364,8 +417,14 @@ async fn upload_chunked(ctx: &Arc<Context>, mv: &BlobMove, session: &mut Session
             });
         }
         let why = source_fault.map(|f| f.to_string()).unwrap_or_else(|| error.to_string());
-        tracing::info!(blob = %digest, "chunk at {offset} failed ({why}); resuming from byte {held}");
-        *reader.lock().await = resume_reader(mv, offset, held, checkpoint).await?;
+        tracing::info!(blob = %digest, "upload from byte {offset} failed ({why}); resuming from byte {held}");
+        let mut r = reader.lock().await;
+        let every = r.every;
+        let mut checkpoints = std::mem::take(&mut r.checkpoints);
+        checkpoints.truncate((held / every) as usize + 1);
+        let checkpoint = checkpoints.last().cloned().expect("the checkpoint at 0 is always there");
+        *r = resume_reader(mv, checkpoint.len(), held, checkpoint, checkpoints, every).await?;
+        drop(r);
         offset = held;
     }
     let actual = reader.lock().await.hasher.clone().finish();
@@ -378,13 +437,15 @@ async fn upload_chunked(ctx: &Arc<Context>, mv: &BlobMove, session: &mut Session
     complete(ctx, mv, session).await
 }
 
-/// A reader positioned at `held`: the source re-read from the chunk boundary `offset` with a
+/// A reader positioned at `held`: the source re-read from the checkpoint at `offset` with a
 /// ranged `GET`, its bytes up to `held` (which the target already holds) hashed but not sent.
 async fn resume_reader(
     mv: &BlobMove,
     offset: u64,
     held: u64,
     checkpoint: Hasher,
+    checkpoints: Vec<Hasher>,
+    every: u64,
 ) -> Result<ChunkReader, TransferError> {
     let mut source = mv.src.get_blob(&mv.src_repo, &mv.desc.digest, offset).await?;
     let mut hasher = checkpoint;
@@ -402,7 +463,7 @@ async fn resume_reader(
         hasher.update(&b);
         skip -= b.len() as u64;
     }
-    Ok(ChunkReader { source, pending, hasher, fault: None })
+    Ok(ChunkReader { source, pending, hasher, fault: None, checkpoints, every })
 }
 
 /// The final `PUT` of a chunked upload, retried in place: it carries no body, so it can be sent

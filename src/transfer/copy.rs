@@ -82,6 +82,10 @@ async fn copy_graph(
         referrers: 0,
     };
 
+    // The manifests whose referrers go along: the chosen children of an index, and the top;
+    // and what was found for each (nothing when referrers are not copied).
+    let mut subjects: Vec<Digest> = Vec::new();
+    let discovered: Vec<Found>;
     let to_push = if top.is_index() {
         let policy = if opts.platforms.is_empty() { IndexPolicy::Preserve } else { opts.index_policy };
         copied.index_policy = Some(policy);
@@ -111,26 +115,33 @@ async fn copy_graph(
             copied.unchanged = true;
             return Ok(copied);
         }
-        try_join_all(chosen.iter().map(|c| copy_child(ctx, &s, &d, c, opts))).await?;
-        if opts.referrers {
-            let mut n = 0;
-            for c in &chosen {
-                n += copy_referrers(ctx, &s, &d, &c.digest, REFERRER_DEPTH, opts).await?;
-            }
-            copied.referrers += n;
-        }
+        subjects.extend(chosen.iter().map(|c| c.digest.clone()));
+        subjects.push(top.digest.clone());
+        let (found, _) = futures::future::try_join(
+            discover_all(&s, &subjects, opts),
+            try_join_all(chosen.iter().map(|c| copy_child(ctx, &s, &d, c, opts))),
+        )
+        .await?;
+        discovered = found;
         index
     } else {
         if opts.target_state == TargetState::Unknown && already_there(&d, target_tag.as_deref(), &top).await? {
             copied.unchanged = true;
             return Ok(copied);
         }
-        copy_blobs(ctx, &s, &d, &top, opts).await?;
+        subjects.push(top.digest.clone());
+        let (found, ()) = futures::future::try_join(discover_all(&s, &subjects, opts), copy_blobs(ctx, &s, &d, &top, opts)).await?;
+        discovered = found;
         top.clone()
     };
-    if opts.referrers {
-        copied.referrers += copy_referrers(ctx, &s, &d, &top.digest, REFERRER_DEPTH, opts).await?;
-    }
+    // Every subject's referrers at once (one after another cost a round trip per child), found
+    // while the blobs moved: looking them up after the blobs put those round trips between the
+    // last byte and the tag.
+    let found = try_join_all(
+        subjects.iter().zip(discovered).map(|(subject, found)| copy_found(ctx, &s, &d, subject, found, REFERRER_DEPTH, opts)),
+    )
+    .await?;
+    copied.referrers += found.iter().sum::<usize>();
     let reference = target_tag.unwrap_or_else(|| to_push.digest.to_string());
     match d.registry.put_manifest(&d.repo, &reference, &to_push).await {
         Ok(_) => {}
@@ -164,8 +175,16 @@ async fn copy_child(
 ) -> Result<(), TransferError> {
     let digest = child.digest.to_string();
     let ask = matches!(opts.target_state, TargetState::Unknown | TargetState::Stale);
-    if ask && d.registry.head_manifest(&d.repo, &digest).await?.is_some_and(|h| h.digest == child.digest) {
-        return Ok(());
+    if ask {
+        // ACR's listing of the repository, which the plan read, has every manifest in it: it
+        // answers without a `HEAD` per child.
+        let there = match d.registry.listed_manifest(&d.repo, &child.digest) {
+            Some(listed) => listed,
+            None => d.registry.head_manifest(&d.repo, &digest).await?.is_some_and(|h| h.digest == child.digest),
+        };
+        if there {
+            return Ok(());
+        }
     }
     let m = s.registry.get_manifest(&s.repo, &digest).await?;
     if m.is_index() {
@@ -204,6 +223,29 @@ pub async fn copy_blobs(
     Ok(())
 }
 
+/// What the source holds that refers to one subject: OCI referrers, and cosign's tags for it.
+#[derive(Default)]
+struct Found {
+    referrers: Vec<Descriptor>,
+    cosign_tags: Vec<String>,
+}
+
+/// Looks up the referrers and cosign tags of one subject (in this order: a registry without the
+/// referrers API is then asked for its tag list once, by the first).
+async fn discover(s: &Endpoint, subject: &Digest) -> Result<Found, TransferError> {
+    let referrers = s.registry.referrers(&s.repo, subject).await?.descriptors;
+    let cosign_tags = s.registry.cosign_tags(&s.repo, subject).await?;
+    Ok(Found { referrers, cosign_tags })
+}
+
+/// [`discover`] for every subject at once, or nothing found for each when referrers are not copied.
+async fn discover_all(s: &Endpoint, subjects: &[Digest], opts: &Options) -> Result<Vec<Found>, TransferError> {
+    if !opts.referrers {
+        return Ok(subjects.iter().map(|_| Found::default()).collect());
+    }
+    try_join_all(subjects.iter().map(|subject| discover(s, subject))).await
+}
+
 /// Copies the referrers of `subject` (signatures, SBOMs) and, where the target has no referrers
 /// API, records them in the tag schema index `sha256-<hex>`; cosign's signature tags of `subject`
 /// go along. Returns how many were copied.
@@ -218,13 +260,29 @@ async fn copy_referrers(
     if depth == 0 {
         return Ok(0);
     }
-    let found = s.registry.referrers(&s.repo, subject).await?;
-    let mut n = copy_cosign_tags(ctx, s, d, subject, opts).await?;
-    if found.descriptors.is_empty() {
+    let found = discover(s, subject).await?;
+    copy_found(ctx, s, d, subject, found, depth, opts).await
+}
+
+/// The copying half of [`copy_referrers`], for what [`discover`] found.
+async fn copy_found(
+    ctx: &Arc<Context>,
+    s: &Endpoint,
+    d: &Endpoint,
+    subject: &Digest,
+    found: Found,
+    depth: u32,
+    opts: &Options,
+) -> Result<usize, TransferError> {
+    if depth == 0 {
+        return Ok(0);
+    }
+    let mut n = copy_cosign_tags(ctx, s, d, &found.cosign_tags, opts).await?;
+    if found.referrers.is_empty() {
         return Ok(n);
     }
     let mut by_tag: Vec<Descriptor> = Vec::new();
-    for r in &found.descriptors {
+    for r in &found.referrers {
         let m = s.registry.get_manifest(&s.repo, r.digest.as_str()).await?;
         if m.is_index() {
             try_join_all(select_platforms(&m, &[]).into_iter().map(|c| copy_child(ctx, s, d, c, opts))).await?;
@@ -252,13 +310,13 @@ async fn copy_cosign_tags(
     ctx: &Arc<Context>,
     s: &Endpoint,
     d: &Endpoint,
-    subject: &Digest,
+    tags: &[String],
     opts: &Options,
 ) -> Result<usize, TransferError> {
     let mut n = 0;
-    for tag in s.registry.cosign_tags(&s.repo, subject).await? {
-        let m = s.registry.get_manifest(&s.repo, &tag).await?;
-        if opts.target_state != TargetState::Empty && already_there(d, Some(&tag), &m).await? {
+    for tag in tags {
+        let m = s.registry.get_manifest(&s.repo, tag).await?;
+        if opts.target_state != TargetState::Empty && already_there(d, Some(tag), &m).await? {
             continue;
         }
         if m.is_index() {
@@ -266,7 +324,7 @@ async fn copy_cosign_tags(
         } else {
             copy_blobs(ctx, s, d, &m, opts).await?;
         }
-        d.registry.put_manifest(&d.repo, &tag, &m).await?;
+        d.registry.put_manifest(&d.repo, tag, &m).await?;
         ctx.stats.manifests_pushed.fetch_add(1, Ordering::Relaxed);
         n += 1;
     }

@@ -303,6 +303,13 @@ impl Context {
         self.aborting.cancel();
     }
 
+    /// Waits until no blob transfer is running, or `deadline`.
+    pub(crate) async fn settle_until(&self, deadline: tokio::time::Instant) {
+        while !self.in_flight.lock().expect("in-flight lock").is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Records that `repo` in `registry` holds `digest`, so other repositories can mount it.
     pub fn located(&self, registry: &str, digest: &Digest, repo: &str) {
         self.located.lock().expect("located lock").insert((registry.to_string(), digest.clone()), repo.to_string());

@@ -96,17 +96,28 @@ pub async fn run(
     opts: &RunOptions,
     observer: &dyn Observer,
 ) -> Vec<ImageResult> {
+    let stopped_at = std::sync::OnceLock::new();
     let stop = async {
         opts.stop.cancelled().await;
+        let _ = stopped_at.set(tokio::time::Instant::now());
         ctx.stop();
         tokio::time::sleep(opts.grace).await;
         ctx.abort();
         std::future::pending::<()>().await
     };
-    tokio::select! {
+    let results = tokio::select! {
         results = run_images(registries, ctx, plan, opts, observer) => results,
         _ = stop => unreachable!("the stop watch never ends"),
+    };
+    // After a stop, images can end (interrupted) while blob transfers they started still run
+    // as tasks of their own: those get what is left of the grace period, then are abandoned,
+    // and the run returns once they have cancelled their upload sessions (or that took too long).
+    if let Some(at) = stopped_at.get() {
+        ctx.settle_until(*at + opts.grace).await;
+        ctx.abort();
+        ctx.settle_until(tokio::time::Instant::now() + ctx.cancel_within * 2).await;
     }
+    results
 }
 
 async fn run_images(

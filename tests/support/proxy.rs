@@ -92,6 +92,9 @@ struct ProxyState {
     /// Requests the upstream did not answer (refused or dropped connection): answered 502.
     upstream_failures: AtomicUsize,
     delay: Duration,
+    /// Forward blob upload `POST`s without their `mount`/`from` query, so the registry opens a
+    /// plain session: a refused mount's 202 answer, as ACR gives one it cannot honour.
+    refuse_mounts: AtomicBool,
     /// Referrers recorded from manifest PUTs, by (repository, subject digest); `None` when
     /// the referrers API is not emulated.
     referrers: Option<Mutex<ReferrerMap>>,
@@ -128,6 +131,7 @@ impl FaultProxy {
             faulted: Mutex::new(Vec::new()),
             upstream_failures: AtomicUsize::new(0),
             delay,
+            refuse_mounts: AtomicBool::new(false),
             referrers: referrers.then(|| Mutex::new(HashMap::new())),
         });
         let app = Router::new().fallback(forward).with_state(state.clone());
@@ -195,6 +199,13 @@ impl FaultProxy {
     pub fn cut_patch(&self, nth: usize, after_bytes: usize) {
         assert!(nth >= 1, "nth is 1-based");
         self.state.faults.lock().unwrap().push(Fault::CutPatch { nth, seen: 0, after: after_bytes });
+    }
+
+    /// From now on every cross-repository mount is refused: the upload `POST` reaches the
+    /// registry without `mount`/`from`, which answers 202 with a session, so the blob is streamed.
+    /// Counted requests keep the query the client sent.
+    pub fn refuse_mounts(&self) {
+        self.state.refuse_mounts.store(true, Ordering::SeqCst);
     }
 
     /// Removes every fault not yet spent.
@@ -457,7 +468,15 @@ async fn forward(State(state): State<Arc<ProxyState>>, ConnectInfo(conn): Connec
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
 
-    let mut builder = state.http.request(method.clone(), format!("{}{}", state.upstream, path));
+    let forwarded = match path.split_once('?') {
+        Some((p, q))
+            if method == Method::POST && q.contains("mount=") && state.refuse_mounts.load(Ordering::SeqCst) =>
+        {
+            p.to_string()
+        }
+        _ => path.clone(),
+    };
+    let mut builder = state.http.request(method.clone(), format!("{}{}", state.upstream, forwarded));
     for (name, value) in req.headers() {
         if !HOP_BY_HOP.contains(&name.as_str()) {
             builder = builder.header(name, value);

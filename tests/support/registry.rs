@@ -25,8 +25,20 @@ const START_ATTEMPTS: usize = 4;
 
 enum Mode {
     Anonymous,
-    Token { realm: String, service: String, issuer: String, cert: PathBuf },
-    Proxy { remote: String },
+    /// Open, serving https with this certificate and key (`http.tls`): HTTP/2 by ALPN.
+    Tls {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    Token {
+        realm: String,
+        service: String,
+        issuer: String,
+        cert: PathBuf,
+    },
+    Proxy {
+        remote: String,
+    },
 }
 
 impl Mode {
@@ -56,6 +68,8 @@ pub struct TestRegistry {
     dir: TempDir,
     /// The storage root: under `dir`, or another registry's (see [`TestRegistry::token_view`]).
     data: PathBuf,
+    /// Serves https (see [`TestRegistry::tls_view`]).
+    tls: bool,
 }
 
 impl TestRegistry {
@@ -97,13 +111,22 @@ impl TestRegistry {
         r
     }
 
+    /// A second registry process serving `of`'s storage over https with `cert` and `key` (PEM
+    /// files; the certificate must name 127.0.0.1), open to anyone: the same content on the
+    /// real wire's protocol, HTTP/2 negotiated by ALPN as Go's server does. Writes through it
+    /// land in `of`'s storage, so `of` (plain http) checks them with the ordinary clients.
+    pub async fn tls_view(of: &TestRegistry, cert: &Path, key: &Path) -> Self {
+        let mode = Mode::Tls { cert: cert.to_path_buf(), key: key.to_path_buf() };
+        Self::start(mode, Storage::Shared(&of.storage_dir())).await
+    }
+
     /// A pull-through cache of `upstream_url` (an anonymous registry, e.g. another `TestRegistry`'s `url()`).
     pub async fn proxy_cache(upstream_url: &str) -> Self {
         Self::start(Mode::Proxy { remote: upstream_url.trim_end_matches('/').to_string() }, Storage::Own).await
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", if self.tls { "https" } else { "http" }, self.port)
     }
 
     pub fn host(&self) -> String {
@@ -186,7 +209,7 @@ impl TestRegistry {
             .open(self.dir.path().join("registry.log"))
             .expect("open registry log");
         let mut child = spawn(&self.dir.path().join("config.yml"), log);
-        if let Err(why) = wait_ready(&mut child, self.port).await {
+        if let Err(why) = wait_ready(&mut child, self.port, self.tls).await {
             panic!("the restarted registry did not come up: {why}\n{}", self.log());
         }
         self.child = Some(child);
@@ -205,8 +228,9 @@ impl TestRegistry {
             std::fs::write(&config, config_yaml(&data, port, &mode)).expect("write registry config");
             let log = std::fs::File::create(dir.path().join("registry.log")).expect("create registry log");
             let mut child = spawn(&config, log);
-            match wait_ready(&mut child, port).await {
-                Ok(()) => return TestRegistry { child: Some(child), port, dir, data },
+            let tls = matches!(mode, Mode::Tls { .. });
+            match wait_ready(&mut child, port, tls).await {
+                Ok(()) => return TestRegistry { child: Some(child), port, dir, data, tls },
                 Err(why) => {
                     let _ = child.kill().await;
                     let log = std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
@@ -241,9 +265,18 @@ fn spawn(config: &Path, log: std::fs::File) -> Child {
 
 /// Polls `GET /v2/` until the registry answers (401 counts: token mode is up), the process
 /// exits (typically: the port was taken meanwhile) or the timeout passes.
-async fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
-    let http = http_client();
-    let url = format!("http://127.0.0.1:{port}/v2/");
+async fn wait_ready(child: &mut Child, port: u16, tls: bool) -> Result<(), String> {
+    // Readiness only: the certificate is the caller's to trust or not.
+    let http = if tls {
+        reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(true)
+            .no_proxy()
+            .build()
+            .expect("build reqwest client")
+    } else {
+        http_client()
+    };
+    let url = format!("{}://127.0.0.1:{port}/v2/", if tls { "https" } else { "http" });
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -287,6 +320,16 @@ health:
     );
     match mode {
         Mode::Anonymous => {}
+        Mode::Tls { cert, key } => {
+            yaml = yaml.replace(
+                "  secret: support-test-secret\n",
+                &format!(
+                    "  secret: support-test-secret\n  tls:\n    certificate: {}\n    key: {}\n",
+                    cert.display(),
+                    key.display()
+                ),
+            )
+        }
         Mode::Token { realm, service, issuer, cert } => yaml.push_str(&format!(
             "auth:
   token:

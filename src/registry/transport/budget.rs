@@ -1,9 +1,10 @@
 //! The request budget layer: how many requests may be in flight to one registry, and how many it
 //! takes per minute.
 //!
-//! A permit is taken per attempt and travels with the response body (see [`super::timeouts`]),
-//! so it is held until the body is read to its end or dropped, and given back while a retry
-//! sleeps: the budget protects the registry without blocking other work during a `Retry-After`.
+//! A permit is taken per attempt and, for most requests, travels with the response body (see
+//! [`super::timeouts`] and [`super::Hold`]), so it is held until the body is read to its end or
+//! dropped, and given back while a retry sleeps: the budget protects the registry without
+//! blocking other work during a `Retry-After`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,13 @@ impl Gate {
             b.take().await;
         }
         permit
+    }
+
+    /// Waits for the per-minute budget only: for requests that take no in-flight slot.
+    pub async fn pace(&self) {
+        if let Some(b) = &self.budget {
+            b.take().await;
+        }
     }
 
     #[cfg(test)]

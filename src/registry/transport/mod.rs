@@ -51,6 +51,27 @@ pub struct Transport {
 /// What one attempt sends: a request and, for a streamed body, its progress.
 pub type Attempt = (reqwest::RequestBuilder, Option<Upload>);
 
+/// How long a request holds one of the registry's in-flight slots (`maxConcurrentRequests`).
+///
+/// A slot must never be held while its holder waits for another one: a blob copy reads the
+/// source and writes the target at once, and when a download's body held its slot to the end,
+/// every slot of a registry that is both source and target (or of two registries copying both
+/// ways) could be held by downloads whose uploads waited for a slot, for ever. So the rule is:
+/// what a caller reads as it goes (manifests, listings, error bodies) holds its slot until the
+/// body ends; a blob download, whose body is consumed by an upload that needs a slot of its
+/// own, gives its slot back when the headers arrive (the transfer engine's blob slots bound how
+/// many such bodies stream at once); token fetches take no slot, since the request that needs
+/// the token may itself be waiting behind a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// The slot is held until the response body ends or is dropped.
+    Body,
+    /// The slot is given back when the response headers arrive.
+    Headers,
+    /// No slot is taken (the per-minute budget still is).
+    Nothing,
+}
+
 impl Transport {
     pub fn new(
         registry: &str,
@@ -74,23 +95,31 @@ impl Transport {
     /// Sends a request through the budget, timeouts and retries. `make` builds each attempt
     /// (so a replayable body is sent again); `replayable` says whether it can. Returns any
     /// answer that is not retried (a 429 or 5xx once the retries are spent), its body guarded
-    /// by the idle timeout and holding the request permit.
+    /// by the idle timeout and, as `hold` says, holding the request permit.
     pub async fn round_trip(
         &self,
         method: &reqwest::Method,
         url: &Url,
         replayable: bool,
+        hold: Hold,
         make: &mut (dyn FnMut(&reqwest::Client) -> Attempt + Send),
     ) -> Result<reqwest::Response, RegistryError> {
         let mut retry = Retry::new(if replayable { self.retries } else { 0 });
         loop {
-            let permit = self.gate.enter().await;
+            let permit = match hold {
+                Hold::Nothing => {
+                    self.gate.pace().await;
+                    None
+                }
+                Hold::Body | Hold::Headers => Some(self.gate.enter().await),
+            };
             let (builder, upload) = make(&self.http);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let cause = match timeouts::within(builder.send(), upload, self.timeouts).await {
                 Ok(Ok(resp)) => {
                     let status = resp.status().as_u16();
                     let cause = Cause::Status(status, retry::retry_after(resp.headers()));
+                    let permit = if hold == Hold::Body { permit } else { None };
                     if !retry::retryable_status(status) {
                         return Ok(timeouts::guard(resp, permit, self.timeouts.idle));
                     }
@@ -153,11 +182,22 @@ pub struct Tls {
 /// The HTTP client of one registry: its connect timeout and TLS trust. Redirects are followed
 /// (MCR's CDN, ACR's data endpoints); reqwest drops `Authorization` on a hop to another host,
 /// port or scheme.
+///
+/// HTTP/1.1 only, a pooled connection per request in flight (bounded by `maxConcurrentRequests`
+/// and `transfer.concurrency`), never HTTP/2: over TLS, ALPN made every request to a host one
+/// stream of a single HTTP/2 connection, so all of a run's uploads shared the server's
+/// connection-level receive window (Go's HTTP/2 server, distribution's, grants 1 MiB per
+/// connection, and no client setting enlarges it) and all downloads hyper's. At 25 ms each way
+/// that capped a sync at about 1 MiB per round trip, 20 MiB/s, where the links carried over
+/// 100 MiB/s (`benches/wire.rs`: the same copies over one HTTP/2 connection against one HTTP/1.1
+/// connection each; docs/benchmarks.md). Each HTTP/1.1 connection has TCP's own window, which
+/// grows with the link. Registries that speak only HTTP/1.1 are served the same way.
 pub fn client(registry: &str, connect: Duration, tls: &Tls) -> Result<reqwest::Client, RegistryError> {
     let err = |message: String| RegistryError::Protocol { registry: registry.to_string(), message };
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("acr-mirror/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(connect)
+        .http1_only()
         .pool_idle_timeout(Duration::from_secs(60))
         .redirect(reqwest::redirect::Policy::limited(10));
     if let Some(pem) = &tls.ca_pem {

@@ -179,14 +179,14 @@ impl Guarded {
 
 /// `resp` with its body guarded by the idle timeout and holding `permit` (released at once when
 /// the body is known to be empty, as after a `HEAD`).
-pub fn guard(resp: reqwest::Response, permit: OwnedSemaphorePermit, idle: Duration) -> reqwest::Response {
+pub fn guard(resp: reqwest::Response, permit: Option<OwnedSemaphorePermit>, idle: Duration) -> reqwest::Response {
     use reqwest::ResponseBuilderExt as _;
     let url = resp.url().clone();
     let (mut parts, inner) = http::Response::<reqwest::Body>::from(resp).into_parts();
     // Keep `Response::url()`, which the conversion loses.
     let marker = http::Response::builder().url(url).body(()).expect("an empty response builds");
     parts.extensions.extend(marker.into_parts().0.extensions);
-    let permit = (!inner.is_end_stream()).then_some(permit);
+    let permit = permit.filter(|_| !inner.is_end_stream());
     let body = Guarded { inner, idle, timer: Box::pin(tokio::time::sleep(idle)), permit, done: false };
     reqwest::Response::from(http::Response::from_parts(parts, reqwest::Body::wrap(body)))
 }
@@ -240,7 +240,7 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
         tx.send(Ok(Bytes::from_static(b"first"))).await.unwrap();
         let http = http::Response::new(reqwest::Body::wrap_stream(tokio_stream(rx)));
-        let resp = guard(reqwest::Response::from(http), permit, T.idle);
+        let resp = guard(reqwest::Response::from(http), Some(permit), T.idle);
         assert_eq!(sem.available_permits(), 0, "held while the body is unread");
         let mut s = resp.bytes_stream();
         assert_eq!(s.next().await.unwrap().unwrap(), Bytes::from_static(b"first"));
@@ -256,14 +256,14 @@ mod tests {
         let sem = Arc::new(Semaphore::new(1));
         let resp = guard(
             reqwest::Response::from(http::Response::new(reqwest::Body::from("abc"))),
-            sem.clone().acquire_owned().await.unwrap(),
+            Some(sem.clone().acquire_owned().await.unwrap()),
             T.idle,
         );
         assert_eq!(resp.bytes().await.unwrap(), Bytes::from_static(b"abc"));
         assert_eq!(sem.available_permits(), 1);
         let empty = guard(
             reqwest::Response::from(http::Response::new(reqwest::Body::from(""))),
-            sem.clone().acquire_owned().await.unwrap(),
+            Some(sem.clone().acquire_owned().await.unwrap()),
             T.idle,
         );
         assert_eq!(sem.available_permits(), 1, "an empty body holds nothing");
