@@ -138,51 +138,12 @@ pub(super) fn epoch_seconds(secs: i64) -> Result<SystemTime, String> {
 /// Parses an RFC 3339 date-time (`2024-06-18T15:21:38+08:00`, `2022-07-29T00:00:00Z`, with
 /// optional fractional seconds, which are dropped).
 pub(super) fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
-    let bad = || format!("{s:?} is not an RFC 3339 date-time");
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
-        return Err(bad());
+    // The one RFC 3339 reader (`crate::time`), held to the signed form: a `T` between date and
+    // time (it also takes the space registries' listings sometimes write) and no white space.
+    if s.as_bytes().get(10) == Some(&b' ') || s.trim() != s {
+        return Err(format!("{s:?} is not an RFC 3339 date-time"));
     }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        let t = s.get(r).ok_or_else(bad)?;
-        if !t.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(bad());
-        }
-        t.parse().map_err(|_| bad())
-    };
-    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return Err(bad());
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
-            let o = num(s.len() - 5..s.len() - 3)? * 3600 + num(s.len() - 2..s.len())? * 60;
-            if rest.starts_with('-') { -o } else { o }
-        }
-        _ => return Err(bad()),
-    };
-    epoch_seconds(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil, the
-/// inverse of the conversion in `crate::time`).
-pub(super) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    crate::time::parse_rfc3339(s).ok_or_else(|| format!("{s:?} is not an RFC 3339 date-time (or is before 1970)"))
 }
 
 #[cfg(test)]

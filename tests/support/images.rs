@@ -387,26 +387,8 @@ impl Seeder {
     /// (merged with what is there). Distribution 2.8 has no referrers API, so clients find
     /// it through that tag.
     pub async fn push_signature(&mut self, repo: &str, subject: &PushedImage) -> PushedManifest {
-        let sig = Blob::new(format!("{{\"payload\": \"signature-{}\"}}", self.rng.next_u32()).into_bytes());
-        let annotations =
-            json!({"io.cncf.notary.x509chain.thumbprint#S256": "[\"test\"]", "org.example.signer": "seeder"});
-        let mut m = self
-            .push_oci_artifact(
-                repo,
-                "",
-                Some(NOTARY_SIGNATURE),
-                empty_config(),
-                &[(JOSE_LAYER, sig)],
-                Some((subject.descriptor(), annotations.clone())),
-            )
-            .await;
-        let entry = json!({
-            "mediaType": OCI_MANIFEST, "digest": m.digest.as_str(), "size": m.size,
-            "artifactType": NOTARY_SIGNATURE, "annotations": annotations,
-        });
-        self.add_to_referrers_tag(repo, &subject.digest, entry).await;
-        m.platform = None;
-        m
+        let sig = format!("{{\"payload\": \"signature-{}\"}}", self.rng.next_u32()).into_bytes();
+        self.push_notary_signature(repo, subject, JOSE_LAYER, sig).await
     }
 
     /// A cosign signature as cosign 2 stores it by default: an OCI image manifest (config, one
