@@ -333,7 +333,7 @@ async fn examine(registries: &Registries, w: Wanted, listing: &TagListing, opts:
     if let (Ok(status), Some(gate)) = (&result, &opts.signatures)
         && gate.applies(*status)
     {
-        result = check_signature(registries, gate, &mut p).await.map(|()| *status);
+        result = check_signature(registries, gate, opts.referrers, &mut p).await.map(|()| *status);
     }
     match result {
         Ok(status) => p.status = status,
@@ -346,8 +346,14 @@ async fn examine(registries: &Registries, w: Wanted, listing: &TagListing, opts:
     p
 }
 
-/// The provenance gate for one image: the signatures of the source digest, judged.
-async fn check_signature(registries: &Registries, gate: &Gate, p: &mut ImagePlan) -> Result<(), RegistryError> {
+/// The provenance gate for one image: the signatures of the source digest, judged. `referrers`:
+/// the copy that may follow takes the image's referrers along (see [`Gate::check`]).
+async fn check_signature(
+    registries: &Registries,
+    gate: &Gate,
+    referrers: bool,
+    p: &mut ImagePlan,
+) -> Result<(), RegistryError> {
     let w = &p.wanted;
     let Some(digest) = p.source_digest.clone() else { return Ok(()) };
     let (media_type, size) = match (gate.covers(w), p.source_descriptor.clone()) {
@@ -360,7 +366,7 @@ async fn check_signature(registries: &Registries, gate: &Gate, p: &mut ImagePlan
         }
     };
     let subject = crate::provenance::Subject { media_type, digest: digest.to_string(), size };
-    p.signature = Some(gate.check(registries, w, subject).await?);
+    p.signature = Some(gate.check(registries, w, subject, referrers).await?);
     Ok(())
 }
 

@@ -91,12 +91,17 @@ impl Gate {
     }
 
     /// Finds and judges the signatures of `subject` (the source digest, with its media type and
-    /// size as the source's manifest has them).
+    /// size as the source's manifest has them). With `copy_follows` (a `sync` copying the image
+    /// with its referrers), what was read is handed to that copy when the image may go in, so
+    /// the gate costs the copy's own referrers listing and signature manifests nothing more:
+    /// only the signature blobs are read twice. A `plan` hands nothing over (nothing would take
+    /// it, and the registry client would hold it to the end of the run).
     pub async fn check(
         &self,
         registries: &Registries,
         w: &Wanted,
         subject: Subject,
+        copy_follows: bool,
     ) -> Result<SignatureCheck, RegistryError> {
         let enforced = self.mode == SignatureMode::Enforce;
         let source = w.source.to_string();
@@ -124,7 +129,12 @@ impl Gate {
                 o => o,
             }
         };
-        Ok(SignatureCheck { outcome: sanitized(outcome), enforced })
+        let check = SignatureCheck { outcome: sanitized(outcome), enforced };
+        if copy_follows && self.for_command == GateFor::Sync && w.mode == MappingMode::Copy && check.rejection().is_none()
+        {
+            registry.hand_to_copy(&side.repository, &digest, &found);
+        }
+        Ok(check)
     }
 }
 

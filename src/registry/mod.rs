@@ -126,6 +126,8 @@ pub struct Registry {
     listed: std::sync::Mutex<HashMap<String, Arc<std::collections::HashSet<crate::digest::Digest>>>>,
     /// Manifests read ahead for a later `GET` by digest (see [`Registry::read_ahead`]).
     read_ahead: std::sync::Mutex<HashMap<(String, crate::digest::Digest), crate::manifest::Manifest>>,
+    /// Referrers listings made ahead for a later lookup (see [`Registry::referrers_ahead`]).
+    referrers_ahead: std::sync::Mutex<HashMap<(String, crate::digest::Digest), referrers::Referrers>>,
 }
 
 impl Registry {
@@ -452,6 +454,7 @@ impl Registries {
             acr_probe: Mutex::new(()),
             listed: Default::default(),
             read_ahead: Default::default(),
+            referrers_ahead: Default::default(),
         })
     }
 
