@@ -356,17 +356,28 @@ async fn check_signature(
 ) -> Result<(), RegistryError> {
     let w = &p.wanted;
     let Some(digest) = p.source_digest.clone() else { return Ok(()) };
+    // The source manifest, when it had to be read for its descriptor (a reference pinned by
+    // digest): the copy that follows reads it by the same digest.
+    let mut read = None;
     let (media_type, size) = match (gate.covers(w), p.source_descriptor.clone()) {
         (false, _) => (String::new(), 0),
         (true, Some(known)) => known,
         (true, None) => {
             let src = registries.get(&w.source.registry)?;
             let m = src.get_manifest(&w.source.repository, digest.as_str()).await?;
-            (m.media_type.clone(), m.bytes.len() as u64)
+            let descriptor = (m.media_type.clone(), m.bytes.len() as u64);
+            read = Some((src, m));
+            descriptor
         }
     };
     let subject = crate::provenance::Subject { media_type, digest: digest.to_string(), size };
-    p.signature = Some(gate.check(registries, w, subject, referrers).await?);
+    let check = gate.check(registries, w, subject, referrers).await?;
+    if let Some((src, m)) = read
+        && gate.copy_follows(w, &check)
+    {
+        src.read_ahead(&w.source.repository, &m);
+    }
+    p.signature = Some(check);
     Ok(())
 }
 

@@ -85,23 +85,30 @@ impl Gate {
         }
     }
 
+    /// Whether a copy of `w` follows the check, which may take what the gate read (the
+    /// registry client serves each such read once): a `sync` copying an image the gate lets in.
+    /// A `plan`, a warm and a rejected image hand nothing over, as nothing would take it and the
+    /// client would hold it to the end of the run.
+    pub fn copy_follows(&self, w: &Wanted, check: &SignatureCheck) -> bool {
+        self.for_command == GateFor::Sync && w.mode == MappingMode::Copy && check.rejection().is_none()
+    }
+
     /// Whether the source reference is covered by a trust policy or a cosign scope.
     pub fn covers(&self, w: &Wanted) -> bool {
         self.verifier.covers(&w.source.to_string())
     }
 
     /// Finds and judges the signatures of `subject` (the source digest, with its media type and
-    /// size as the source's manifest has them). With `copy_follows` (a `sync` copying the image
-    /// with its referrers), what was read is handed to that copy when the image may go in, so
-    /// the gate costs the copy's own referrers listing and signature manifests nothing more:
-    /// only the signature blobs are read twice. A `plan` hands nothing over (nothing would take
-    /// it, and the registry client would hold it to the end of the run).
+    /// size as the source's manifest has them). When a copy follows that takes the image's
+    /// referrers along (`referrers_copied`, and see [`Gate::copy_follows`]), what was read is
+    /// handed to it, so the gate costs the copy's own referrers listing and signature manifests
+    /// nothing more: only the signature blobs are read twice.
     pub async fn check(
         &self,
         registries: &Registries,
         w: &Wanted,
         subject: Subject,
-        copy_follows: bool,
+        referrers_copied: bool,
     ) -> Result<SignatureCheck, RegistryError> {
         let enforced = self.mode == SignatureMode::Enforce;
         let source = w.source.to_string();
@@ -130,8 +137,7 @@ impl Gate {
             }
         };
         let check = SignatureCheck { outcome: sanitized(outcome), enforced };
-        if copy_follows && self.for_command == GateFor::Sync && w.mode == MappingMode::Copy && check.rejection().is_none()
-        {
+        if referrers_copied && self.copy_follows(w, &check) {
             registry.hand_to_copy(&side.repository, &digest, &found);
         }
         Ok(check)

@@ -47,10 +47,10 @@ pub struct Found {
     /// Candidates that could not be used, each with why (registry text sanitised).
     pub unusable: Vec<String>,
     /// The subject's referrers listing the candidates came from, and the signature manifests
-    /// read by digest: what a copy of the subject would read again (see
-    /// [`Registry::hand_to_copy`]).
+    /// read, each with the reference (digest or cosign tag) it was read by: what a copy of the
+    /// subject would read again (see [`Registry::hand_to_copy`]).
     pub listing: Referrers,
-    pub manifests: Vec<Manifest>,
+    pub manifests: Vec<(String, Manifest)>,
 }
 
 impl Registry {
@@ -85,11 +85,7 @@ impl Registry {
             } else {
                 self.cosign_signatures(repo, &m, &mut found).await?;
             }
-            // Only a manifest read by digest is served again by digest; cosign's tag is read
-            // by tag, and the copy reads it by tag.
-            if Digest::parse(&reference).is_ok() {
-                found.manifests.push(m);
-            }
+            found.manifests.push((reference, m));
         }
         found.listing = referrers;
         Ok(found)
@@ -97,12 +93,17 @@ impl Registry {
 
     /// Hands what [`Registry::signatures`] read of `subject` to the copy of it that follows:
     /// its referrers listing (see [`Registry::referrers_ahead`]) and the signature manifests
-    /// (see [`Registry::read_ahead`]), each served once. The copy then reads again only the
-    /// signature blobs, which it streams to the target.
+    /// (see [`Registry::read_ahead`]; cosign's tag by its tag, which the copy reads it by), each
+    /// served once. The copy then reads again only the signature blobs, which it streams to the
+    /// target.
     pub fn hand_to_copy(&self, repo: &str, subject: &Digest, found: &Found) {
         self.referrers_ahead(repo, subject, found.listing.clone());
-        for m in &found.manifests {
-            self.read_ahead(repo, m);
+        for (reference, m) in &found.manifests {
+            if Digest::parse(reference).is_ok() {
+                self.read_ahead(repo, m);
+            } else {
+                self.read_ahead_tag(repo, reference, m);
+            }
         }
     }
 
