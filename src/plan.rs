@@ -333,7 +333,7 @@ async fn examine(registries: &Registries, w: Wanted, listing: &TagListing, opts:
     if let (Ok(status), Some(gate)) = (&result, &opts.signatures)
         && gate.applies(*status)
     {
-        result = check_signature(registries, gate, &mut p).await.map(|()| *status);
+        result = check_signature(registries, gate, opts.referrers, &mut p).await.map(|()| *status);
     }
     match result {
         Ok(status) => p.status = status,
@@ -346,21 +346,38 @@ async fn examine(registries: &Registries, w: Wanted, listing: &TagListing, opts:
     p
 }
 
-/// The provenance gate for one image: the signatures of the source digest, judged.
-async fn check_signature(registries: &Registries, gate: &Gate, p: &mut ImagePlan) -> Result<(), RegistryError> {
+/// The provenance gate for one image: the signatures of the source digest, judged. `referrers`:
+/// the copy that may follow takes the image's referrers along (see [`Gate::check`]).
+async fn check_signature(
+    registries: &Registries,
+    gate: &Gate,
+    referrers: bool,
+    p: &mut ImagePlan,
+) -> Result<(), RegistryError> {
     let w = &p.wanted;
     let Some(digest) = p.source_digest.clone() else { return Ok(()) };
+    // The source manifest, when it had to be read for its descriptor (a reference pinned by
+    // digest): the copy that follows reads it by the same digest.
+    let mut read = None;
     let (media_type, size) = match (gate.covers(w), p.source_descriptor.clone()) {
         (false, _) => (String::new(), 0),
         (true, Some(known)) => known,
         (true, None) => {
             let src = registries.get(&w.source.registry)?;
             let m = src.get_manifest(&w.source.repository, digest.as_str()).await?;
-            (m.media_type.clone(), m.bytes.len() as u64)
+            let descriptor = (m.media_type.clone(), m.bytes.len() as u64);
+            read = Some((src, m));
+            descriptor
         }
     };
     let subject = crate::provenance::Subject { media_type, digest: digest.to_string(), size };
-    p.signature = Some(gate.check(registries, w, subject).await?);
+    let check = gate.check(registries, w, subject, referrers).await?;
+    if let Some((src, m)) = read
+        && gate.copy_follows(w, &check)
+    {
+        src.read_ahead(&w.source.repository, &m);
+    }
+    p.signature = Some(check);
     Ok(())
 }
 

@@ -505,12 +505,17 @@ async fn warm_checks_the_source_signature_before_reading_through_the_cache() {
     );
 }
 
-/// Checks the Referrers API path and locks the gate's cost: behind a proxy that answers the
+/// Checks the Referrers API path and locks the gate's cost (issue #18: at most one request per
+/// image beyond the referrers listing the copy makes anyway): behind a proxy that answers the
 /// OCI 1.1 referrers API, a signed and an unsigned image are synced once with `mode: off` and
-/// once with `mode: audit` (into two fresh targets, so that no blob is mounted instead of read).
-/// The gate finds the COSE signature through the API, and costs the source exactly one
-/// referrers listing per image plus the signature's manifest and envelope: 4 requests, and
-/// nothing else; with `off` it asks for no envelope at all.
+/// once with `mode: audit` (into two fresh targets, so that no blob is mounted instead of read),
+/// with a cosign-signed image (cosign's tag form, pinned by digest) beside them. The gate finds
+/// the COSE signature through the API and hands its referrers listing and the manifests it read
+/// (the Notary signature's by digest, cosign's by its tag, the pinned image's) to the copy, so
+/// `audit` asks the source exactly one request more per signed image than `off`: its envelope
+/// or payload blob, read once by the gate and once by the copy. Each subject's referrers
+/// listing, the Notary signature manifest, cosign's tag and the pinned manifest are asked for
+/// once in both runs; the unsigned image costs nothing more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_referrers_api_is_used_and_the_cost_is_locked() {
     let upstream = TestRegistry::anonymous().await;
@@ -521,15 +526,21 @@ async fn the_referrers_api_is_used_and_the_cost_is_locked() {
     let envelope = env.notary(&signed, "cose", &[]);
     let sig = seeder.push_notary_signature("signed/cose", &signed, COSE, envelope).await;
     seeder.push_random_image("signed/unsigned", "1", Format::Oci, &[300]).await;
+    let cosigned = seeder.push_random_image("cosign/good", "1", Format::Oci, &[300]).await;
+    let (payload, signature) = env.cosign(&cosigned, "cosign/good", "cosign");
+    seeder.push_cosign_signed("cosign/good", &cosigned, payload, &signature).await;
     assert_eq!(src.referrers("signed/cose", &signed.digest).len(), 1, "the proxy lists the signature");
-    let repos = ["signed/cose", "signed/unsigned"];
-    let refs: Vec<String> = repos.iter().map(|r| format!("{SRC}/{r}:1")).collect();
+    let notary_repos = ["signed/cose", "signed/unsigned"];
+    // The cosign-signed image is pinned by digest: the gate reads its manifest for the
+    // descriptor a signature names, and hands that to the copy too.
+    let mut refs: Vec<String> = ["signed/cose", "signed/unsigned"].iter().map(|r| format!("{SRC}/{r}:1")).collect();
+    refs.push(format!("{SRC}/cosign/good@{}", cosigned.digest));
 
     let mut counts = Vec::new();
     for mode in ["off", "audit"] {
         let dst = TestRegistry::anonymous().await;
         // The proxy stands in for the source registry: the config points SRC at it.
-        env.config_urls(&src.url(), &dst.url(), mode, "target: mirror\n    mode: copy", &repos, &refs);
+        env.config_urls(&src.url(), &dst.url(), mode, "target: mirror\n    mode: copy", &notary_repos, &refs);
         let before = src.requests().len();
         let out = env.mirror(&["sync", "--report-json", &format!("{mode}.json")]).await;
         assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
@@ -539,12 +550,27 @@ async fn the_referrers_api_is_used_and_the_cost_is_locked() {
     let audit = env.json("audit.json");
     assert_eq!(entry(&audit, "signed/cose")["signature"]["outcome"], "verified", "{audit:#}");
     assert_eq!(entry(&audit, "signed/unsigned")["signature"]["outcome"], "unsigned", "{audit:#}");
+    assert_eq!(entry(&audit, "cosign/good")["signature"]["outcome"], "verified", "{audit:#}");
     let envelope_reads = |seen: &[(String, String)]| {
         let blob = format!("/blobs/{}", sig.blobs[1].0);
         seen.iter().filter(|(m, p)| m == "GET" && p.contains(&blob)).count()
     };
+    let count =
+        |seen: &[(String, String)], path: &str| seen.iter().filter(|(m, p)| m == "GET" && p.contains(path)).count();
     let (off, on) = (&counts[0], &counts[1]);
     assert_eq!(envelope_reads(off), 1, "off: the copy reads the envelope once, to copy it: {off:?}");
     assert_eq!(envelope_reads(on), 2, "audit: the gate reads it once more: {on:?}");
-    assert_eq!(on.len() - off.len(), 4, "the gate's requests: off {off:#?}\naudit {on:#?}");
+    for seen in [off, on] {
+        // Each image's, and the Notary signature's own (a referrer's referrers go along too).
+        assert_eq!(count(seen, "/referrers/"), 4, "one referrers listing per subject: {seen:#?}");
+        let manifest = format!("/manifests/{}", sig.digest);
+        assert_eq!(count(seen, &manifest), 1, "the Notary signature manifest is read once: {seen:#?}");
+        let cosign_tag = format!("/manifests/sha256-{}.sig", cosigned.digest.hex());
+        assert_eq!(count(seen, &cosign_tag), 1, "cosign's signature tag is read once: {seen:#?}");
+        let pinned = format!("/manifests/{}", cosigned.digest);
+        assert_eq!(count(seen, &pinned), 1, "the pinned image's manifest is read once: {seen:#?}");
+    }
+    let cosign_blobs = |seen: &[(String, String)]| count(seen, "/cosign/good/blobs/");
+    assert_eq!(cosign_blobs(on) - cosign_blobs(off), 1, "audit: the gate reads cosign's payload: {on:#?}");
+    assert_eq!(on.len() - off.len(), 2, "the gate's requests: off {off:#?}\naudit {on:#?}");
 }

@@ -85,18 +85,30 @@ impl Gate {
         }
     }
 
+    /// Whether a copy of `w` follows the check, which may take what the gate read (the
+    /// registry client serves each such read once): a `sync` copying an image the gate lets in.
+    /// A `plan`, a warm and a rejected image hand nothing over, as nothing would take it and the
+    /// client would hold it to the end of the run.
+    pub fn copy_follows(&self, w: &Wanted, check: &SignatureCheck) -> bool {
+        self.for_command == GateFor::Sync && w.mode == MappingMode::Copy && check.rejection().is_none()
+    }
+
     /// Whether the source reference is covered by a trust policy or a cosign scope.
     pub fn covers(&self, w: &Wanted) -> bool {
         self.verifier.covers(&w.source.to_string())
     }
 
     /// Finds and judges the signatures of `subject` (the source digest, with its media type and
-    /// size as the source's manifest has them).
+    /// size as the source's manifest has them). When a copy follows that takes the image's
+    /// referrers along (`referrers_copied`, and see [`Gate::copy_follows`]), what was read is
+    /// handed to it, so the gate costs the copy's own referrers listing and signature manifests
+    /// nothing more: only the signature blobs are read twice.
     pub async fn check(
         &self,
         registries: &Registries,
         w: &Wanted,
         subject: Subject,
+        referrers_copied: bool,
     ) -> Result<SignatureCheck, RegistryError> {
         let enforced = self.mode == SignatureMode::Enforce;
         let source = w.source.to_string();
@@ -124,7 +136,11 @@ impl Gate {
                 o => o,
             }
         };
-        Ok(SignatureCheck { outcome: sanitized(outcome), enforced })
+        let check = SignatureCheck { outcome: sanitized(outcome), enforced };
+        if referrers_copied && self.copy_follows(w, &check) {
+            registry.hand_to_copy(&side.repository, &digest, &found);
+        }
+        Ok(check)
     }
 }
 

@@ -61,12 +61,14 @@ impl Registry {
 
     /// `GET` a manifest, refusing more than 4 MiB, verifying it against the digest asked for (when
     /// the reference is a digest) and against the `Docker-Content-Digest` the registry sent. A
-    /// manifest handed to [`Registry::read_ahead`] is answered from there, once, with no request.
+    /// manifest handed to [`Registry::read_ahead`] (or [`Registry::read_ahead_tag`]) is answered
+    /// from there, once, with no request.
     pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest, RegistryError> {
-        if let Ok(digest) = Digest::parse(reference)
-            && let Some(m) =
-                self.read_ahead.lock().expect("read-ahead lock").remove(&(repo.to_string(), digest))
-        {
+        let key = match Digest::parse(reference) {
+            Ok(digest) => digest.to_string(),
+            Err(_) => reference.to_string(),
+        };
+        if let Some(m) = self.read_ahead.lock().expect("read-ahead lock").remove(&(repo.to_string(), key)) {
             return Ok(m);
         }
         Ok(self.get_manifest_and_origin(repo, reference).await?.0)
@@ -81,7 +83,15 @@ impl Registry {
         self.read_ahead
             .lock()
             .expect("read-ahead lock")
-            .insert((repo.to_string(), manifest.digest.clone()), manifest.clone());
+            .insert((repo.to_string(), manifest.digest.to_string()), manifest.clone());
+    }
+
+    /// Keeps a manifest just read by `tag` for the next `GET` of that tag, once: the provenance
+    /// gate reads cosign's signature tag `sha256-<hex>.sig`, and the copy that follows takes the
+    /// very manifest the gate judged (cosign replaces the tag's manifest to add a signature, so
+    /// asking again could only give one the gate did not see).
+    pub fn read_ahead_tag(&self, repo: &str, tag: &str, manifest: &Manifest) {
+        self.read_ahead.lock().expect("read-ahead lock").insert((repo.to_string(), tag.to_string()), manifest.clone());
     }
 
     /// [`Registry::get_manifest`], with the answer's ACR `X-Azure-Origin` (see

@@ -124,8 +124,11 @@ pub struct Registry {
     /// Every manifest digest of a repository, from this run's ACR listing of it (see
     /// [`Registry::listed_manifest`]).
     listed: std::sync::Mutex<HashMap<String, Arc<std::collections::HashSet<crate::digest::Digest>>>>,
-    /// Manifests read ahead for a later `GET` by digest (see [`Registry::read_ahead`]).
-    read_ahead: std::sync::Mutex<HashMap<(String, crate::digest::Digest), crate::manifest::Manifest>>,
+    /// Manifests read ahead for a later `GET`, by repository and digest (or tag; see
+    /// [`Registry::read_ahead`]).
+    read_ahead: std::sync::Mutex<HashMap<(String, String), crate::manifest::Manifest>>,
+    /// Referrers listings made ahead for a later lookup (see [`Registry::referrers_ahead`]).
+    referrers_ahead: std::sync::Mutex<HashMap<(String, crate::digest::Digest), referrers::Referrers>>,
 }
 
 impl Registry {
@@ -452,6 +455,7 @@ impl Registries {
             acr_probe: Mutex::new(()),
             listed: Default::default(),
             read_ahead: Default::default(),
+            referrers_ahead: Default::default(),
         })
     }
 

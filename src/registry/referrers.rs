@@ -27,8 +27,14 @@ pub struct Referrers {
 impl Registry {
     /// Lists the referrers of `digest` in `repo`, through the API when the registry has it,
     /// else through the tag schema.
+    /// A listing handed over by [`Registry::referrers_ahead`] is answered from there, once.
     pub async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Referrers, RegistryError> {
         use std::sync::atomic::Ordering;
+        if let Some(listed) =
+            self.referrers_ahead.lock().expect("referrers read-ahead lock").remove(&(repo.to_string(), digest.clone()))
+        {
+            return Ok(listed);
+        }
         // Until the registry has shown whether it has the API, one lookup at a time asks it:
         // a copy looks up every child's referrers at once, and each asked a registry without
         // the API (a wasted 404 per child).
@@ -80,6 +86,15 @@ impl Registry {
             via_api: false,
             descriptors: self.referrers_by_tag(repo, digest).await?.map(|m| m.parsed.manifests).unwrap_or_default(),
         })
+    }
+
+    /// Keeps a referrers listing just made (by the provenance gate) for the next lookup of the
+    /// same subject (the copy's), which then costs no request. The listing is of the same
+    /// registry and repository moments earlier, exactly what asking again would most likely
+    /// answer; every manifest it names is still read by digest and verified. Each is served
+    /// once and then forgotten, so the table holds only what is between a gate and its copy.
+    pub fn referrers_ahead(&self, repo: &str, digest: &Digest, listed: Referrers) {
+        self.referrers_ahead.lock().expect("referrers read-ahead lock").insert((repo.to_string(), digest.clone()), listed);
     }
 
     /// cosign's signature, attestation and SBOM tags for `digest` that exist in `repo`. A registry

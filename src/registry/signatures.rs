@@ -19,6 +19,7 @@
 
 use futures::StreamExt;
 
+use super::referrers::Referrers;
 use super::{Registry, RegistryError};
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Manifest};
@@ -45,12 +46,18 @@ pub struct Found {
     pub signatures: Vec<Signature>,
     /// Candidates that could not be used, each with why (registry text sanitised).
     pub unusable: Vec<String>,
+    /// The subject's referrers listing the candidates came from, and the signature manifests
+    /// read, each with the reference (digest or cosign tag) it was read by: what a copy of the
+    /// subject would read again (see [`Registry::hand_to_copy`]).
+    pub listing: Referrers,
+    pub manifests: Vec<(String, Manifest)>,
 }
 
 impl Registry {
     /// The Notary Project and cosign signatures of `subject` in `repo`. Costs the referrers
     /// listing (the tag-schema fallback reuses the run's one tag list of the repository), then a
-    /// manifest and a blob read per signature.
+    /// manifest and a blob read per signature; [`Registry::hand_to_copy`] spares the copy the
+    /// listing and the manifests.
     pub async fn signatures(&self, repo: &str, subject: &Digest) -> Result<Found, RegistryError> {
         let mut found = Found::default();
         let referrers = self.referrers(repo, subject).await?;
@@ -78,8 +85,26 @@ impl Registry {
             } else {
                 self.cosign_signatures(repo, &m, &mut found).await?;
             }
+            found.manifests.push((reference, m));
         }
+        found.listing = referrers;
         Ok(found)
+    }
+
+    /// Hands what [`Registry::signatures`] read of `subject` to the copy of it that follows:
+    /// its referrers listing (see [`Registry::referrers_ahead`]) and the signature manifests
+    /// (see [`Registry::read_ahead`]; cosign's tag by its tag, which the copy reads it by), each
+    /// served once. The copy then reads again only the signature blobs, which it streams to the
+    /// target.
+    pub fn hand_to_copy(&self, repo: &str, subject: &Digest, found: &Found) {
+        self.referrers_ahead(repo, subject, found.listing.clone());
+        for (reference, m) in &found.manifests {
+            if Digest::parse(reference).is_ok() {
+                self.read_ahead(repo, m);
+            } else {
+                self.read_ahead_tag(repo, reference, m);
+            }
+        }
     }
 
     /// The envelope of a Notary Project signature manifest: its one layer of an envelope type.
