@@ -5,12 +5,13 @@
 //! prints a table (markdown) for docs/benchmarks.md.
 //!
 //! ```text
-//! cargo bench --bench wire -- [--scale 0.125] [--delay-ms 25] [--layer-mib 1024] [--no-skopeo] [--cases LIST] [--rounds N]
+//! cargo bench --bench wire -- [--scale 0.125] [--delay-ms 25] [--layer-mib 1024] [--no-skopeo] [--cases LIST] [--rounds N] [--layer-rounds N]
 //! ```
 //!
 //! `--rounds N` adds N paired rounds of `ceiling-h1` then `mirror` (fresh targets each) and prints
 //! each round's ratio and their median: on a machine shared with other work the two cases of a
-//! round see the same load, so their ratio is steadier than either time.
+//! round see the same load, so their ratio is steadier than either time. `--layer-rounds N` does
+//! the same for `layer-put` then `layer-mirror`.
 //!
 //! Cases (each into a fresh, empty target):
 //! - `ceiling-h1`: 16 parallel streamed `GET` → `POST` + `PUT` copies of the fixture's distinct
@@ -64,6 +65,8 @@ struct Args {
     cases: Vec<String>,
     /// Paired rounds of `ceiling-h1` then `mirror` after the cases, for the ratio on a noisy machine.
     rounds: usize,
+    /// Paired rounds of `layer-put` then `layer-mirror`, likewise.
+    layer_rounds: usize,
 }
 
 fn parse_args() -> Args {
@@ -74,6 +77,7 @@ fn parse_args() -> Args {
         skopeo: true,
         cases: ["ceiling-h1", "ceiling-h2", "mirror", "skopeo", "layer-put", "layer-mirror"].map(String::from).to_vec(),
         rounds: 0,
+        layer_rounds: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -85,10 +89,11 @@ fn parse_args() -> Args {
             "--layer-mib" => a.layer_mib = it.next().and_then(|v| v.parse().ok()).expect("--layer-mib N"),
             "--no-skopeo" => a.skopeo = false,
             "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
+            "--layer-rounds" => a.layer_rounds = it.next().and_then(|v| v.parse().ok()).expect("--layer-rounds N"),
             "--cases" => a.cases = it.next().expect("--cases a,b").split(',').map(String::from).collect(),
             "--bench" => {}
             other => panic!(
-                "unknown argument {other:?}; usage: wire [--scale X] [--delay-ms N] [--layer-mib N] [--no-skopeo] [--cases LIST] [--rounds N]"
+                "unknown argument {other:?}; usage: wire [--scale X] [--delay-ms N] [--layer-mib N] [--no-skopeo] [--cases LIST] [--rounds N] [--layer-rounds N]"
             ),
         }
     }
@@ -455,6 +460,19 @@ async fn main() {
         ratios.push((ceiling, m.seconds));
     }
 
+    let mut layer_ratios: Vec<(f64, f64)> = Vec::new();
+    for round in 1..=args.layer_rounds {
+        let dst = fresh().await;
+        let one = [(LAYER_REPO.to_string(), layer.0.clone(), layer.1)];
+        let (put, _) = through_source(&client(&pki, true), &src.url(), &dst.url(), &one, 1).await;
+        drop(dst);
+        let dst = fresh().await;
+        let images = [format!("{SOURCE_HOST}/{LAYER_REPO}:1")];
+        let m = run_mirror_sync(work.path(), &format!("layer-round{round}"), &src, &dst, &pki, &images).await;
+        eprintln!("layer round {round}: one PUT {put:.1} s, mirror {:.1} s ({:.2}×)", m.seconds, m.seconds / put);
+        layer_ratios.push((put, m.seconds));
+    }
+
     let mut out = String::new();
     writeln!(
         out,
@@ -479,17 +497,17 @@ async fn main() {
         )
         .unwrap();
     }
-    if !ratios.is_empty() {
-        let mut r: Vec<f64> = ratios.iter().map(|(c, m)| m / c).collect();
+    for (what, pairs) in [
+        ("ceiling (HTTP/1.1) / mirror sync", &ratios),
+        ("one streamed PUT of the layer / mirror sync of its image", &layer_ratios),
+    ] {
+        if pairs.is_empty() {
+            continue;
+        }
+        let mut r: Vec<f64> = pairs.iter().map(|(c, m)| m / c).collect();
         r.sort_by(|a, b| a.total_cmp(b));
-        let listed: Vec<String> = ratios.iter().map(|(c, m)| format!("{c:.1} s / {m:.1} s ({:.2})", m / c)).collect();
-        writeln!(
-            out,
-            "\nPaired rounds, ceiling (HTTP/1.1) / mirror sync: {}; median ratio {:.2}.",
-            listed.join("; "),
-            r[r.len() / 2]
-        )
-        .unwrap();
+        let listed: Vec<String> = pairs.iter().map(|(c, m)| format!("{c:.1} s / {m:.1} s ({:.2})", m / c)).collect();
+        writeln!(out, "\nPaired rounds, {what}: {}; median ratio {:.2}.", listed.join("; "), r[r.len() / 2]).unwrap();
     }
     println!("{out}");
     if std::env::var_os("BENCH_KEEP").is_some() {
