@@ -216,6 +216,10 @@ impl Wired {
     fn host(&self) -> String {
         format!("127.0.0.1:{}", self.link.port)
     }
+    /// CPU seconds the TLS registry process has used so far.
+    fn cpu(&self) -> f64 {
+        measure::registry_cpu_seconds(&self.tls)
+    }
     /// Requests in the TLS process's access log by protocol, e.g. `HTTP/2.0 812`.
     fn protocols(&self) -> String {
         let log = self.tls.log();
@@ -324,6 +328,8 @@ struct Row {
     bytes: u64,
     rss_kib: Option<u64>,
     protocol: String,
+    /// CPU seconds of both registries during the case, and of the tool's process when it is one.
+    cpu: String,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -354,8 +360,10 @@ async fn main() {
         }
         let dst = fresh().await;
         let http = client(&pki, http1);
+        let before = src.cpu() + dst.cpu();
         let (seconds, protocol) = through_source(&http, &src.url(), &dst.url(), &linux, CEILING_CONCURRENCY).await;
-        eprintln!("{case}: {seconds:.1} s ({protocol})");
+        let cpu = format!("registries {:.1}", src.cpu() + dst.cpu() - before);
+        eprintln!("{case}: {seconds:.1} s ({protocol}; CPU s: {cpu})");
         rows.push(Row {
             case: "AKS fixture".into(),
             tool: format!("ceiling, {CEILING_CONCURRENCY} streamed copies ({case})"),
@@ -363,11 +371,14 @@ async fn main() {
             bytes: linux_bytes,
             rss_kib: None,
             protocol,
+            cpu,
         });
     }
     if want("mirror") {
         let dst = fresh().await;
+        let before = src.cpu() + dst.cpu();
         let m = run_mirror_sync(work.path(), "mirror", &src, &dst, &pki, &references).await;
+        let cpu = format!("registries {:.1} + mirror {:.1}", src.cpu() + dst.cpu() - before, m.cpu_seconds);
         for (repo, tag, digest) in &seeded.images {
             let got = support::images::manifest_digest(&dst.plain.url(), repo, tag, None).await;
             assert_eq!(got.as_ref(), Some(digest), "mirror: {repo}:{tag}");
@@ -380,11 +391,13 @@ async fn main() {
             bytes: linux_bytes,
             rss_kib: Some(m.max_rss_kib),
             protocol: dst.protocols(),
+            cpu,
         });
     }
     if want("skopeo") {
         let dst = fresh().await;
-        let (mut seconds, mut rss) = (0.0, 0);
+        let before = src.cpu() + dst.cpu();
+        let (mut seconds, mut rss, mut tool_cpu) = (0.0, 0, 0.0);
         for repo in fixture.repositories() {
             let dest = match repo.rsplit_once('/') {
                 Some((parent, _)) => format!("{}/{parent}", dst.host()),
@@ -404,6 +417,7 @@ async fn main() {
             assert!(m.success, "skopeo failed: {}", std::fs::read_to_string(work.path().join("skopeo.log")).unwrap());
             seconds += m.seconds;
             rss = rss.max(m.max_rss_kib);
+            tool_cpu += m.cpu_seconds;
         }
         eprintln!("skopeo: {seconds:.1} s ({})", dst.protocols());
         rows.push(Row {
@@ -413,6 +427,7 @@ async fn main() {
             bytes: linux_bytes,
             rss_kib: Some(rss),
             protocol: dst.protocols(),
+            cpu: format!("registries {:.1} + skopeo {tool_cpu:.1}", src.cpu() + dst.cpu() - before),
         });
     }
     let layer = big.blobs.iter().find(|b| b.1 == layer_size).expect("the large layer").clone();
@@ -429,6 +444,7 @@ async fn main() {
             bytes: layer_size,
             rss_kib: None,
             protocol,
+            cpu: "-".into(),
         });
     }
     if want("layer-mirror") {
@@ -445,6 +461,7 @@ async fn main() {
             bytes: layer_size,
             rss_kib: Some(m.max_rss_kib),
             protocol: dst.protocols(),
+            cpu: format!("mirror {:.1}", m.cpu_seconds),
         });
     }
 
@@ -482,18 +499,19 @@ async fn main() {
         linux_bytes as f64 / 1048576.0
     )
     .unwrap();
-    writeln!(out, "| case | tool | seconds | MiB/s | peak RSS MiB | protocol (requests) |").unwrap();
-    writeln!(out, "| --- | --- | --- | --- | --- | --- |").unwrap();
+    writeln!(out, "| case | tool | seconds | MiB/s | peak RSS MiB | protocol (requests) | CPU s |").unwrap();
+    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |").unwrap();
     for r in &rows {
         writeln!(
             out,
-            "| {} | {} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {} | {} | {} |",
             r.case,
             r.tool,
             r.seconds,
             r.bytes as f64 / 1048576.0 / r.seconds,
             r.rss_kib.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "-".into()),
-            r.protocol
+            r.protocol,
+            r.cpu
         )
         .unwrap();
     }
