@@ -5,12 +5,13 @@
 //! prints a table (markdown) for docs/benchmarks.md.
 //!
 //! ```text
-//! cargo bench --bench wire -- [--scale 0.125] [--delay-ms 25] [--layer-mib 1024] [--no-skopeo] [--cases LIST] [--rounds N]
+//! cargo bench --bench wire -- [--scale 0.125] [--delay-ms 25] [--layer-mib 1024] [--no-skopeo] [--cases LIST] [--rounds N] [--layer-rounds N]
 //! ```
 //!
 //! `--rounds N` adds N paired rounds of `ceiling-h1` then `mirror` (fresh targets each) and prints
 //! each round's ratio and their median: on a machine shared with other work the two cases of a
-//! round see the same load, so their ratio is steadier than either time.
+//! round see the same load, so their ratio is steadier than either time. `--layer-rounds N` does
+//! the same for `layer-put` then `layer-mirror`.
 //!
 //! Cases (each into a fresh, empty target):
 //! - `ceiling-h1`: 16 parallel streamed `GET` → `POST` + `PUT` copies of the fixture's distinct
@@ -64,6 +65,8 @@ struct Args {
     cases: Vec<String>,
     /// Paired rounds of `ceiling-h1` then `mirror` after the cases, for the ratio on a noisy machine.
     rounds: usize,
+    /// Paired rounds of `layer-put` then `layer-mirror`, likewise.
+    layer_rounds: usize,
 }
 
 fn parse_args() -> Args {
@@ -74,6 +77,7 @@ fn parse_args() -> Args {
         skopeo: true,
         cases: ["ceiling-h1", "ceiling-h2", "mirror", "skopeo", "layer-put", "layer-mirror"].map(String::from).to_vec(),
         rounds: 0,
+        layer_rounds: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -85,10 +89,11 @@ fn parse_args() -> Args {
             "--layer-mib" => a.layer_mib = it.next().and_then(|v| v.parse().ok()).expect("--layer-mib N"),
             "--no-skopeo" => a.skopeo = false,
             "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
+            "--layer-rounds" => a.layer_rounds = it.next().and_then(|v| v.parse().ok()).expect("--layer-rounds N"),
             "--cases" => a.cases = it.next().expect("--cases a,b").split(',').map(String::from).collect(),
             "--bench" => {}
             other => panic!(
-                "unknown argument {other:?}; usage: wire [--scale X] [--delay-ms N] [--layer-mib N] [--no-skopeo] [--cases LIST] [--rounds N]"
+                "unknown argument {other:?}; usage: wire [--scale X] [--delay-ms N] [--layer-mib N] [--no-skopeo] [--cases LIST] [--rounds N] [--layer-rounds N]"
             ),
         }
     }
@@ -211,6 +216,10 @@ impl Wired {
     fn host(&self) -> String {
         format!("127.0.0.1:{}", self.link.port)
     }
+    /// CPU seconds the TLS registry process has used so far.
+    fn cpu(&self) -> f64 {
+        measure::registry_cpu_seconds(&self.tls)
+    }
     /// Requests in the TLS process's access log by protocol, e.g. `HTTP/2.0 812`.
     fn protocols(&self) -> String {
         let log = self.tls.log();
@@ -319,6 +328,8 @@ struct Row {
     bytes: u64,
     rss_kib: Option<u64>,
     protocol: String,
+    /// CPU seconds of both registries during the case, and of the tool's process when it is one.
+    cpu: String,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -349,8 +360,10 @@ async fn main() {
         }
         let dst = fresh().await;
         let http = client(&pki, http1);
+        let before = src.cpu() + dst.cpu();
         let (seconds, protocol) = through_source(&http, &src.url(), &dst.url(), &linux, CEILING_CONCURRENCY).await;
-        eprintln!("{case}: {seconds:.1} s ({protocol})");
+        let cpu = format!("registries {:.1}", src.cpu() + dst.cpu() - before);
+        eprintln!("{case}: {seconds:.1} s ({protocol}; CPU s: {cpu})");
         rows.push(Row {
             case: "AKS fixture".into(),
             tool: format!("ceiling, {CEILING_CONCURRENCY} streamed copies ({case})"),
@@ -358,11 +371,14 @@ async fn main() {
             bytes: linux_bytes,
             rss_kib: None,
             protocol,
+            cpu,
         });
     }
     if want("mirror") {
         let dst = fresh().await;
+        let before = src.cpu() + dst.cpu();
         let m = run_mirror_sync(work.path(), "mirror", &src, &dst, &pki, &references).await;
+        let cpu = format!("registries {:.1} + mirror {:.1}", src.cpu() + dst.cpu() - before, m.cpu_seconds);
         for (repo, tag, digest) in &seeded.images {
             let got = support::images::manifest_digest(&dst.plain.url(), repo, tag, None).await;
             assert_eq!(got.as_ref(), Some(digest), "mirror: {repo}:{tag}");
@@ -375,11 +391,13 @@ async fn main() {
             bytes: linux_bytes,
             rss_kib: Some(m.max_rss_kib),
             protocol: dst.protocols(),
+            cpu,
         });
     }
     if want("skopeo") {
         let dst = fresh().await;
-        let (mut seconds, mut rss) = (0.0, 0);
+        let before = src.cpu() + dst.cpu();
+        let (mut seconds, mut rss, mut tool_cpu) = (0.0, 0, 0.0);
         for repo in fixture.repositories() {
             let dest = match repo.rsplit_once('/') {
                 Some((parent, _)) => format!("{}/{parent}", dst.host()),
@@ -399,6 +417,7 @@ async fn main() {
             assert!(m.success, "skopeo failed: {}", std::fs::read_to_string(work.path().join("skopeo.log")).unwrap());
             seconds += m.seconds;
             rss = rss.max(m.max_rss_kib);
+            tool_cpu += m.cpu_seconds;
         }
         eprintln!("skopeo: {seconds:.1} s ({})", dst.protocols());
         rows.push(Row {
@@ -408,6 +427,7 @@ async fn main() {
             bytes: linux_bytes,
             rss_kib: Some(rss),
             protocol: dst.protocols(),
+            cpu: format!("registries {:.1} + skopeo {tool_cpu:.1}", src.cpu() + dst.cpu() - before),
         });
     }
     let layer = big.blobs.iter().find(|b| b.1 == layer_size).expect("the large layer").clone();
@@ -424,6 +444,7 @@ async fn main() {
             bytes: layer_size,
             rss_kib: None,
             protocol,
+            cpu: "-".into(),
         });
     }
     if want("layer-mirror") {
@@ -440,6 +461,7 @@ async fn main() {
             bytes: layer_size,
             rss_kib: Some(m.max_rss_kib),
             protocol: dst.protocols(),
+            cpu: format!("mirror {:.1}", m.cpu_seconds),
         });
     }
 
@@ -455,6 +477,19 @@ async fn main() {
         ratios.push((ceiling, m.seconds));
     }
 
+    let mut layer_ratios: Vec<(f64, f64)> = Vec::new();
+    for round in 1..=args.layer_rounds {
+        let dst = fresh().await;
+        let one = [(LAYER_REPO.to_string(), layer.0.clone(), layer.1)];
+        let (put, _) = through_source(&client(&pki, true), &src.url(), &dst.url(), &one, 1).await;
+        drop(dst);
+        let dst = fresh().await;
+        let images = [format!("{SOURCE_HOST}/{LAYER_REPO}:1")];
+        let m = run_mirror_sync(work.path(), &format!("layer-round{round}"), &src, &dst, &pki, &images).await;
+        eprintln!("layer round {round}: one PUT {put:.1} s, mirror {:.1} s ({:.2}×)", m.seconds, m.seconds / put);
+        layer_ratios.push((put, m.seconds));
+    }
+
     let mut out = String::new();
     writeln!(
         out,
@@ -464,32 +499,33 @@ async fn main() {
         linux_bytes as f64 / 1048576.0
     )
     .unwrap();
-    writeln!(out, "| case | tool | seconds | MiB/s | peak RSS MiB | protocol (requests) |").unwrap();
-    writeln!(out, "| --- | --- | --- | --- | --- | --- |").unwrap();
+    writeln!(out, "| case | tool | seconds | MiB/s | peak RSS MiB | protocol (requests) | CPU s |").unwrap();
+    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |").unwrap();
     for r in &rows {
         writeln!(
             out,
-            "| {} | {} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {} | {} | {} |",
             r.case,
             r.tool,
             r.seconds,
             r.bytes as f64 / 1048576.0 / r.seconds,
             r.rss_kib.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "-".into()),
-            r.protocol
+            r.protocol,
+            r.cpu
         )
         .unwrap();
     }
-    if !ratios.is_empty() {
-        let mut r: Vec<f64> = ratios.iter().map(|(c, m)| m / c).collect();
+    for (what, pairs) in [
+        ("ceiling (HTTP/1.1) / mirror sync", &ratios),
+        ("one streamed PUT of the layer / mirror sync of its image", &layer_ratios),
+    ] {
+        if pairs.is_empty() {
+            continue;
+        }
+        let mut r: Vec<f64> = pairs.iter().map(|(c, m)| m / c).collect();
         r.sort_by(|a, b| a.total_cmp(b));
-        let listed: Vec<String> = ratios.iter().map(|(c, m)| format!("{c:.1} s / {m:.1} s ({:.2})", m / c)).collect();
-        writeln!(
-            out,
-            "\nPaired rounds, ceiling (HTTP/1.1) / mirror sync: {}; median ratio {:.2}.",
-            listed.join("; "),
-            r[r.len() / 2]
-        )
-        .unwrap();
+        let listed: Vec<String> = pairs.iter().map(|(c, m)| format!("{c:.1} s / {m:.1} s ({:.2})", m / c)).collect();
+        writeln!(out, "\nPaired rounds, {what}: {}; median ratio {:.2}.", listed.join("; "), r[r.len() / 2]).unwrap();
     }
     println!("{out}");
     if std::env::var_os("BENCH_KEEP").is_some() {

@@ -92,7 +92,8 @@ fn budget(entries: &[(&'static str, usize)]) -> BTreeMap<&'static str, usize> {
 const MCR: &str = "mcr.microsoft.com";
 const ACR: &str = "myacr.azurecr.io";
 
-/// A scratch folder with a `mirror.yaml` copying `images` from MCR into ACR under `mirror/`.
+/// A scratch folder with a `mirror.yaml` copying `images` from MCR into ACR under `mirror/`, with a
+/// 1 MiB `chunkSize` so that a small fixture has a blob above it.
 fn sync_config(mcr_url: &str, acr_url: &str, images: &[String]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let list: String = images.iter().map(|i| format!("  - {i}\n")).collect();
