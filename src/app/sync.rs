@@ -55,6 +55,10 @@ async fn transfer_all(
 ) -> Result<RunOutcome, AppError> {
     let cfg = &file.config;
     let registries = super::registries(cfg)?;
+    // One token per target repository, asked once for the plan's listing and the copy's pushes.
+    for w in wanted.iter().filter(|w| w.mode == crate::config::MappingMode::Copy) {
+        registries.get(&w.target.registry)?.will_push(&w.target.repository);
+    }
     let policy = cfg.index_policy.unwrap_or_default();
     let opts = PlanOptions {
         index_policy: policy,

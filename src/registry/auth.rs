@@ -241,6 +241,8 @@ pub struct Authenticator {
     /// while fetches for other scope sets (other repositories) go ahead at the same time: one
     /// lock for all of them made a plan of 30 repositories wait for 30 token round trips in a row.
     fetch_locks: std::sync::Mutex<HashMap<BTreeSet<Scope>, std::sync::Arc<Mutex<()>>>>,
+    /// Repositories this run will push to (see [`Authenticator::will_push`]).
+    pushes: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Authenticator {
@@ -251,7 +253,32 @@ impl Authenticator {
             scheme: Mutex::new(Scheme::Unknown),
             tokens: Mutex::new(HashMap::new()),
             fetch_locks: std::sync::Mutex::new(HashMap::new()),
+            pushes: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Says that this run will push to `repo`, so the first token asked for it — the plan's
+    /// listing, a `pull` or ACR's `metadata_read` — is asked with `pull,push` added and serves
+    /// every later request to the repository: one token fetch per target repository instead of
+    /// one per scope set (`pull`, `metadata_read`, `pull,push`). A token service grants what the
+    /// credential allows, so a pull-only credential still gets its `pull`.
+    pub fn will_push(&self, repo: &str) {
+        self.pushes.lock().expect("push intents").insert(repo.to_string());
+    }
+
+    /// `key` with `pull,push` added to a lone repository scope this run will push to. A scope set
+    /// of several (a mount's) already names the push; its mount source is asked `pull` only.
+    fn intended(&self, key: &BTreeSet<Scope>) -> BTreeSet<Scope> {
+        let (Some(one), 1) = (key.first(), key.len()) else { return key.clone() };
+        let Some((repo, actions)) = one.0.strip_prefix("repository:").and_then(|r| r.rsplit_once(':')) else {
+            return key.clone();
+        };
+        if !self.pushes.lock().expect("push intents").contains(repo) {
+            return key.clone();
+        }
+        let mut all = vec!["pull", "push"];
+        all.extend(actions.split(',').filter(|a| !a.is_empty() && *a != "pull" && *a != "push"));
+        BTreeSet::from([Scope(format!("repository:{repo}:{}", all.join(",")))])
     }
 
     pub fn credential(&self) -> &Credential {
@@ -302,6 +329,7 @@ impl Authenticator {
                 if let Some(t) = self.cached(&key).await {
                     return Ok(Some(format!("Bearer {}", t.expose())));
                 }
+                let key = self.intended(&key);
                 let lock = self.fetch_locks.lock().expect("token fetch locks").entry(key.clone()).or_default().clone();
                 let _guard = lock.lock().await;
                 if let Some(t) = self.cached(&key).await {

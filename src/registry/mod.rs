@@ -203,6 +203,11 @@ impl Registry {
         self.ping().await.inspect_err(|e| *failed = Some(e.to_string()))
     }
 
+    /// Says that this run will push to `repo` (see [`auth::Authenticator::will_push`]).
+    pub fn will_push(&self, repo: &str) {
+        self.auth.will_push(repo);
+    }
+
     /// Asks `/v2/` now if it was not yet (see `ensure_pinged`), so that a later first request
     /// does not wait for it; a failure is kept for that request to report.
     pub async fn greet(&self) {
