@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use futures::{StreamExt, TryStreamExt};
+
+use acr_mirror::digest::Digest;
+
 use crate::support::TestRegistry;
 
 /// One finished child process.
@@ -22,9 +26,14 @@ pub struct Measured {
 /// that never reads the developer's Docker config (an empty `DOCKER_CONFIG` folder): the
 /// benches measure anonymous registries, and a credential helper would add its own time.
 pub fn mirror_command() -> Command {
+    mirror_command_at(Path::new(env!("CARGO_BIN_EXE_mirror")))
+}
+
+/// [`mirror_command`] for another build of `mirror` (the `sync` bench's `--compare`).
+pub fn mirror_command_at(binary: &Path) -> Command {
     let empty = std::env::temp_dir().join("acr-mirror-bench-empty-docker-config");
     std::fs::create_dir_all(&empty).expect("empty DOCKER_CONFIG folder");
-    let mut cmd = Command::new(PathBuf::from(env!("CARGO_BIN_EXE_mirror")));
+    let mut cmd = Command::new(PathBuf::from(binary));
     cmd.env("DOCKER_CONFIG", empty);
     cmd
 }
@@ -132,4 +141,45 @@ pub fn machine_ticks() -> (u64, u64) {
 pub fn busy_share(before: (u64, u64), after: (u64, u64)) -> f64 {
     let all = after.1.saturating_sub(before.1);
     if all == 0 { 0.0 } else { after.0.saturating_sub(before.0) as f64 / all as f64 }
+}
+
+/// Streams each `(repository, digest, size)` from `src` into `dst` (`GET` → `POST` + `PUT`),
+/// `parallel` at once: the through-source ceiling of a copy (no manifests, no verification);
+/// returns seconds and the protocol the responses came in.
+pub async fn through_source(
+    http: &reqwest::Client,
+    src: &str,
+    dst: &str,
+    blobs: &[(String, Digest, u64)],
+    parallel: usize,
+) -> (f64, String) {
+    let started = Instant::now();
+    let versions: Vec<String> = futures::stream::iter(blobs)
+        .map(|(repo, digest, size)| async move {
+            let get = http.get(format!("{src}/v2/{repo}/blobs/{digest}")).send().await.expect("GET");
+            assert!(get.status().is_success(), "GET {digest}: {}", get.status());
+            let version = format!("{:?}", get.version());
+            let post = http.post(format!("{dst}/v2/{repo}/blobs/uploads/")).send().await.expect("POST");
+            assert_eq!(post.status(), reqwest::StatusCode::ACCEPTED);
+            let loc = post.headers()["location"].to_str().unwrap().to_string();
+            let loc = url::Url::parse(dst).unwrap().join(&loc).unwrap();
+            let sep = if loc.query().is_some() { '&' } else { '?' };
+            let put = http
+                .put(format!("{loc}{sep}digest={digest}"))
+                .header("content-type", "application/octet-stream")
+                .header("content-length", size.to_string())
+                .body(reqwest::Body::wrap_stream(get.bytes_stream().map_err(std::io::Error::other)))
+                .send()
+                .await
+                .expect("PUT");
+            assert_eq!(put.status(), reqwest::StatusCode::CREATED, "PUT {digest}");
+            version
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    let mut vs = versions;
+    vs.sort();
+    vs.dedup();
+    (started.elapsed().as_secs_f64(), vs.join(", "))
 }

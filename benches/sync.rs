@@ -14,6 +14,9 @@
 //! Cases, per profile:
 //! - ceiling: the target ingesting the linux fixture's distinct blobs by parallel (8) monolithic
 //!   `POST` + `PUT` uploads from memory, no manifests;
+//! - through-source ceiling: the same blobs streamed from the source into another empty target,
+//!   16 at once (`GET` → `POST` + `PUT`, the body of the `GET` piped into the `PUT`), no manifests,
+//!   no verification: the least a copy does (issue #22's `local` target is 1.05× of this);
 //! - full copy of the linux fixture: `mirror sync` vs `skopeo sync --all --preserve-digests`, one
 //!   skopeo run per repository, sequentially (both copy every blob and manifest, identical bytes);
 //! - the no-op re-run of both into the now complete target;
@@ -48,6 +51,9 @@ const TARGET_HOST: &str = "bench.azurecr.io";
 const WARM_CASE: &str = "warm through a cache";
 const DELAY: Duration = Duration::from_millis(20);
 const CEILING_CONCURRENCY: usize = 8;
+/// The through-source ceiling's parallel copies: `mirror`'s default `transfer.concurrency`.
+const THROUGH_SOURCE_CONCURRENCY: usize = 16;
+const THROUGH_SOURCE: &str = "through-source ceiling (16 streamed GET → PUT)";
 /// The warm ceiling's parallel GETs: as many as `mirror`'s default `transfer.concurrency`.
 const WARM_CEILING_CONCURRENCY: usize = 16;
 
@@ -77,6 +83,11 @@ struct Args {
     /// Rounds of the warm cases (ceiling, then mirror, each round), reported by their medians:
     /// a round takes seconds and varies by ±15% on a 2-core machine.
     warm_rounds: usize,
+    /// Other builds of `mirror` to time against each other (`--compare A,B,…`): paired rounds of
+    /// the through-source ceiling and each build's full copy, nothing else, no docs.
+    compare: Vec<PathBuf>,
+    /// Rounds of `--compare`.
+    rounds: usize,
 }
 
 fn parse_args() -> Args {
@@ -88,6 +99,8 @@ fn parse_args() -> Args {
         skopeo: true,
         warm_only: false,
         warm_rounds: 3,
+        compare: Vec::new(),
+        rounds: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -111,16 +124,25 @@ fn parse_args() -> Args {
                 a.warm_rounds =
                     it.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0).expect("--warm-rounds N (≥ 1)")
             }
+            "--compare" => {
+                a.compare = it.next().expect("--compare BINARY,BINARY,…").split(',').map(PathBuf::from).collect()
+            }
+            "--rounds" => {
+                a.rounds = it.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0).expect("--rounds N (≥ 1)")
+            }
             other => panic!(
-                "unknown argument {other:?}; usage: sync [--scale X] [--profile local|latency|all] [--no-docs] [--no-windows] [--no-skopeo] [--warm-only] [--warm-rounds N]"
+                "unknown argument {other:?}; usage: sync [--scale X] [--profile local|latency|all] [--no-docs] [--no-windows] [--no-skopeo] [--warm-only] [--warm-rounds N] [--compare BIN,BIN,… [--rounds N]]"
             ),
         }
     }
     if !a.skopeo && !a.warm_only {
         a.docs = false; // a partial table must not replace the recorded one
     }
-    if a.warm_only {
+    if a.warm_only || !a.compare.is_empty() {
         a.windows = false;
+    }
+    if !a.compare.is_empty() {
+        a.docs = false;
     }
     a
 }
@@ -195,7 +217,12 @@ fn mirror_config(
 }
 
 async fn run_mirror(config: &Path, log: &Path) -> Measured {
-    let mut cmd = measure::mirror_command();
+    run_mirror_at(&measure::mirror_command(), config, log).await
+}
+
+async fn run_mirror_at(base: &Command, config: &Path, log: &Path) -> Measured {
+    let mut cmd = Command::new(base.get_program());
+    cmd.envs(base.get_envs().filter_map(|(k, v)| Some((k, v?))));
     // MIRROR_LOG from the bench's environment wins (e.g. debug, with BENCH_KEEP=1).
     let level = std::env::var("MIRROR_LOG").unwrap_or_else(|_| "info".into());
     cmd.arg("-c").arg(config).arg("sync").env("MIRROR_LOG", level);
@@ -475,6 +502,56 @@ struct Sources {
     skopeo: bool,
 }
 
+/// `--compare`: paired rounds of the through-source ceiling and a full copy by each given build
+/// of `mirror` (builds of other commits, for finding where a regression came in), each into a
+/// fresh target from the same source; prints each build's median time, its median ratio to its
+/// round's ceiling, and its requests.
+async fn compare(p: Profile, s: &Sources, work: &Path, builds: &[PathBuf], rounds: usize) {
+    let blobs: Vec<(String, Digest, u64)> =
+        s.ceiling_blobs.iter().map(|(d, repo, b)| (repo.clone(), d.clone(), b.len() as u64)).collect();
+    let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); builds.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); builds.len()];
+    let mut requests = vec![0u64; builds.len()];
+    let mut ceilings = Vec::new();
+    for round in 0..rounds {
+        let dst = TestRegistry::anonymous().await;
+        let (src_ep, dst_ep) = (endpoint(&s.linux, p).await, endpoint(&dst, p).await);
+        let http = support::http_client();
+        let (ceiling, _) =
+            measure::through_source(&http, &src_ep.url, &dst_ep.url, &blobs, THROUGH_SOURCE_CONCURRENCY).await;
+        ceilings.push(ceiling);
+        for (i, build) in builds.iter().enumerate() {
+            let dst = TestRegistry::anonymous().await;
+            let dst_ep = endpoint(&dst, p).await;
+            let name = format!("{}-compare-{round}-{i}", p.name());
+            let cfg = mirror_config(work, &name, &src_ep, &dst_ep, &s.linux_fixture, false, "copy");
+            let (base, log) = (measure::mirror_command_at(build), work.join(format!("{name}.log")));
+            let run = run_mirror_at(&base, &cfg, &log);
+            let (m, n, _) = measured(p, &build.display().to_string(), &s.linux, &dst, run).await;
+            check_target(&dst, &s.linux_seeded, true, &build.display().to_string()).await;
+            seconds[i].push(m.seconds);
+            ratios[i].push(m.seconds / ceiling);
+            requests[i] = n;
+        }
+    }
+    let med = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("through-source ceiling: median {:.2} s of {ceilings:.2?}", med(&ceilings));
+    for (i, build) in builds.iter().enumerate() {
+        println!(
+            "{:<40} median {:.2} s, median ratio to the round's ceiling {:.2} (rounds {:.2?}), {} requests",
+            build.display(),
+            med(&seconds[i]),
+            med(&ratios[i]),
+            seconds[i],
+            requests[i]
+        );
+    }
+}
+
 async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
     let (linux_bytes, _) = s.linux_seeded.blob_bytes();
@@ -498,6 +575,29 @@ async fn profile_rows(p: Profile, s: &Sources, work: &Path) -> Vec<Row> {
             cpu: reg_cpu(&dst) - cpu0,
         });
         eprintln!("[{}] ceiling: {secs:.1} s", p.name());
+    }
+
+    // Through-source ceiling: what a copy must do at the least, the source's reads included.
+    {
+        let dst = TestRegistry::anonymous().await;
+        let (src_ep, dst_ep) = (endpoint(&s.linux, p).await, endpoint(&dst, p).await);
+        let blobs: Vec<(String, Digest, u64)> =
+            s.ceiling_blobs.iter().map(|(d, repo, b)| (repo.clone(), d.clone(), b.len() as u64)).collect();
+        let (before, cpu0) = (requests_served(&s.linux) + requests_served(&dst), reg_cpu(&s.linux) + reg_cpu(&dst));
+        let http = support::http_client();
+        let (secs, _) =
+            measure::through_source(&http, &src_ep.url, &dst_ep.url, &blobs, THROUGH_SOURCE_CONCURRENCY).await;
+        rows.push(Row {
+            profile: p,
+            case: "full copy",
+            tool: THROUGH_SOURCE,
+            seconds: secs,
+            bytes: linux_bytes,
+            requests: requests_served(&s.linux) + requests_served(&dst) - before,
+            rss_kib: None,
+            cpu: reg_cpu(&s.linux) + reg_cpu(&dst) - cpu0,
+        });
+        eprintln!("[{}] through-source ceiling: {secs:.1} s", p.name());
     }
 
     // mirror and skopeo: full copy, then the no-op re-run, each into its own empty target.
@@ -625,6 +725,15 @@ fn verdicts(rows: &[Row], p: Profile) -> Vec<(String, f64, String, bool)> {
     ) {
         let r = m.seconds / c.seconds;
         v.push(("mirror full copy / ceiling".into(), r, "≤ 1.3".into(), r <= 1.3));
+        if let Some(t) = find(rows, p, "full copy", THROUGH_SOURCE) {
+            // Issue #22's target is for the local profile; the latency figure is shown for reading.
+            let r = m.seconds / t.seconds;
+            let (target, met) = match p {
+                Profile::Local => ("≤ 1.05".to_string(), r <= 1.05),
+                Profile::Latency => ("(none)".to_string(), true),
+            };
+            v.push(("mirror full copy / through-source ceiling".into(), r, target, met));
+        }
         let r = s.seconds / m.seconds;
         v.push(("skopeo full copy / mirror".into(), r, format!("≥ {full_x}"), r >= full_x));
     }
@@ -777,6 +886,12 @@ async fn main() {
     let sources =
         Sources { linux_fixture, linux, linux_seeded, windows, ceiling_blobs, warm_reads, skopeo: args.skopeo };
 
+    if !args.compare.is_empty() {
+        for p in &args.profiles {
+            compare(*p, &sources, &work, &args.compare, args.rounds).await;
+        }
+        return;
+    }
     let (mut rows, mut warm, mut warm_pairs) = (Vec::new(), Vec::new(), Vec::new());
     for p in &args.profiles {
         if !args.warm_only {

@@ -43,9 +43,8 @@ mod measure;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -242,46 +241,6 @@ fn client(pki: &Pki, http1: bool) -> reqwest::Client {
     b.build().unwrap()
 }
 
-/// Streams each `(repository, digest, size)` from `src` into `dst` (`GET` → `POST` + `PUT`),
-/// `parallel` at once; returns seconds and the protocol the responses came in.
-async fn through_source(
-    http: &reqwest::Client,
-    src: &str,
-    dst: &str,
-    blobs: &[(String, Digest, u64)],
-    parallel: usize,
-) -> (f64, String) {
-    let started = Instant::now();
-    let versions: Vec<String> = futures::stream::iter(blobs)
-        .map(|(repo, digest, size)| async move {
-            let get = http.get(format!("{src}/v2/{repo}/blobs/{digest}")).send().await.expect("GET");
-            assert!(get.status().is_success(), "GET {digest}: {}", get.status());
-            let version = format!("{:?}", get.version());
-            let post = http.post(format!("{dst}/v2/{repo}/blobs/uploads/")).send().await.expect("POST");
-            assert_eq!(post.status(), reqwest::StatusCode::ACCEPTED);
-            let loc = post.headers()["location"].to_str().unwrap().to_string();
-            let loc = url::Url::parse(dst).unwrap().join(&loc).unwrap();
-            let sep = if loc.query().is_some() { '&' } else { '?' };
-            let put = http
-                .put(format!("{loc}{sep}digest={digest}"))
-                .header("content-type", "application/octet-stream")
-                .header("content-length", size.to_string())
-                .body(reqwest::Body::wrap_stream(get.bytes_stream().map_err(std::io::Error::other)))
-                .send()
-                .await
-                .expect("PUT");
-            assert_eq!(put.status(), reqwest::StatusCode::CREATED, "PUT {digest}");
-            version
-        })
-        .buffer_unordered(parallel)
-        .collect()
-        .await;
-    let mut vs = versions;
-    vs.sort();
-    vs.dedup();
-    (started.elapsed().as_secs_f64(), vs.join(", "))
-}
-
 fn mirror_config(dir: &Path, name: &str, src: &Wired, dst: &Wired, pki: &Pki, images: &[String]) -> PathBuf {
     let mut y = String::new();
     writeln!(y, "registries:").unwrap();
@@ -361,7 +320,8 @@ async fn main() {
         let dst = fresh().await;
         let http = client(&pki, http1);
         let before = src.cpu() + dst.cpu();
-        let (seconds, protocol) = through_source(&http, &src.url(), &dst.url(), &linux, CEILING_CONCURRENCY).await;
+        let (seconds, protocol) =
+            measure::through_source(&http, &src.url(), &dst.url(), &linux, CEILING_CONCURRENCY).await;
         let cpu = format!("registries {:.1}", src.cpu() + dst.cpu() - before);
         eprintln!("{case}: {seconds:.1} s ({protocol}; CPU s: {cpu})");
         rows.push(Row {
@@ -435,7 +395,7 @@ async fn main() {
         let dst = fresh().await;
         let http = client(&pki, true);
         let one = [(LAYER_REPO.to_string(), layer.0.clone(), layer.1)];
-        let (seconds, protocol) = through_source(&http, &src.url(), &dst.url(), &one, 1).await;
+        let (seconds, protocol) = measure::through_source(&http, &src.url(), &dst.url(), &one, 1).await;
         eprintln!("layer-put: {seconds:.1} s ({protocol})");
         rows.push(Row {
             case: format!("one {} MiB layer", args.layer_mib),
@@ -469,7 +429,7 @@ async fn main() {
     for round in 1..=args.rounds {
         let dst = fresh().await;
         let (ceiling, _) =
-            through_source(&client(&pki, true), &src.url(), &dst.url(), &linux, CEILING_CONCURRENCY).await;
+            measure::through_source(&client(&pki, true), &src.url(), &dst.url(), &linux, CEILING_CONCURRENCY).await;
         drop(dst);
         let dst = fresh().await;
         let m = run_mirror_sync(work.path(), &format!("round{round}"), &src, &dst, &pki, &references).await;
@@ -481,7 +441,7 @@ async fn main() {
     for round in 1..=args.layer_rounds {
         let dst = fresh().await;
         let one = [(LAYER_REPO.to_string(), layer.0.clone(), layer.1)];
-        let (put, _) = through_source(&client(&pki, true), &src.url(), &dst.url(), &one, 1).await;
+        let (put, _) = measure::through_source(&client(&pki, true), &src.url(), &dst.url(), &one, 1).await;
         drop(dst);
         let dst = fresh().await;
         let images = [format!("{SOURCE_HOST}/{LAYER_REPO}:1")];

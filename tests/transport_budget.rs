@@ -67,6 +67,7 @@ fn kind(method: &str, path: &str) -> &'static str {
         "HEAD" if path.contains("/blobs/") => "blob HEAD",
         "GET" if path.contains("/blobs/uploads/") => "upload status GET",
         "GET" if path.contains("/blobs/") => "blob GET",
+        "POST" if query.contains("mount=") && mounts_from_itself(path, query) => "self-mount POST",
         "POST" if query.contains("mount=") => "mount POST",
         "POST" if path.ends_with("/blobs/uploads/") => "upload POST",
         "PATCH" => "upload PATCH",
@@ -74,6 +75,13 @@ fn kind(method: &str, path: &str) -> &'static str {
         "DELETE" => "DELETE",
         _ => "other",
     }
+}
+
+/// Whether a mount `POST` names its own repository as the source (the upload's "is it there
+/// already" question, asked in the request that opens the session).
+fn mounts_from_itself(path: &str, query: &str) -> bool {
+    let repo = path.trim_start_matches("/v2/").trim_end_matches("/blobs/uploads/");
+    url::form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "from" && v == repo)
 }
 
 /// Requests seen by a proxy since `from`, counted by kind.
@@ -114,10 +122,10 @@ fn sync_config(mcr_url: &str, acr_url: &str, images: &[String]) -> tempfile::Tem
 /// - fresh copy, source: one `GET` per manifest (each read once: the plan's look at a tag is
 ///   handed to the copy) and per blob uploaded; the referrers API asked once (404), then one tag
 ///   listing per repository for the fallback and cosign tags;
-/// - fresh copy, target: per blob uploaded a `POST` and a `PUT` (and for the one over the chunk
-///   size one `PATCH` streaming all of it, no status `GET`); per blob mounted one `POST`;
-///   no `HEAD` for a blob whose mount answers the question; per manifest one `PUT`; one
-///   listing per repository;
+/// - fresh copy, target: per blob uploaded a `POST` that mounts it from its own repository
+///   (answered 201 if a killed run left it there: no `HEAD` first) and a `PUT` (and for the one
+///   over the chunk size one `PATCH` streaming all of it, no status `GET`); per blob mounted
+///   from another repository one `POST`; per manifest one `PUT`; one listing per repository;
 /// - no-op `plan` and `sync`: one request per source tag and, on a registry without digests in
 ///   its listing, one listing and one `HEAD` per tag per target repository; nothing else.
 #[tokio::test]
@@ -167,8 +175,7 @@ async fn sync_and_plan_stay_within_their_request_budget() {
             ("ping", 1),
             ("acr listing", 1),
             ("tag listing", repos),
-            ("blob HEAD", uploaded),
-            ("upload POST", uploaded),
+            ("self-mount POST", uploaded),
             ("upload PUT", uploaded),
             ("upload PATCH", 1),
             ("mount POST", mounted),
@@ -259,12 +266,50 @@ async fn tokens_are_fetched_once_per_scope_set_and_reused_where_they_cover() {
         assert_eq!(sets.len(), 1, "one scope set per target repository, {repo}: {fetched:?}");
         let set = &sets[0][0];
         assert!(
-            *set == format!("repository:{repo}:pull,push") || *set == format!("repository:{repo}:pull,push,metadata_read"),
+            *set == format!("repository:{repo}:pull,push")
+                || *set == format!("repository:{repo}:pull,push,metadata_read"),
             "{repo} asked {set}, not pull,push: {fetched:?}"
         );
     }
     let probes = fetched.keys().filter(|k| k.iter().any(|s| s.contains("metadata_read"))).count();
-    assert_eq!(probes, 1, "the ACR listing API is probed once per registry, under the repository's one set: {fetched:?}");
+    assert_eq!(
+        probes, 1,
+        "the ACR listing API is probed once per registry, under the repository's one set: {fetched:?}"
+    );
     assert!(fetched.contains_key(&mount_set(into, from)), "the mount's set: {fetched:?}");
     assert_eq!(fetched.len(), 3 + 1, "three repositories' sets and one mount's: {fetched:?}");
+}
+
+/// A registry that refuses the upload's self-mount (a mount from the repository itself, which
+/// replaced the `HEAD` before each upload) with a client error is asked once, then with plain
+/// `POST`s: every image is complete and every blob went up. One blob at a time, so the count is
+/// exact: one refused self-mount, then a plain `POST` for every blob uploaded (the refused one
+/// included).
+#[tokio::test]
+async fn a_registry_refusing_the_self_mount_gets_plain_uploads() {
+    let mcr = TestRegistry::anonymous().await;
+    let acr = TestRegistry::anonymous().await;
+    let dst = FaultProxy::start(&acr.url()).await;
+    dst.fail_with("POST", "mount=", 1000, 400, None);
+    let mut seeder = Seeder::new(&mcr.url(), 74);
+    let a = seeder.push_random_image("oss/app-a", "1", Format::Oci, &[30_000, 40_000]).await;
+    let b = seeder.push_random_image("oss/app-b", "1", Format::Docker, &[50_000]).await;
+    let dir = sync_config(&mcr.url(), &dst.url(), &[a.reference(MCR), b.reference(MCR)]);
+    let path = dir.path().join("mirror.yaml");
+    let cfg = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("  chunkSize: 1048576\n", "  chunkSize: 1048576\n  concurrency: 1\n");
+    std::fs::write(&path, cfg).unwrap();
+
+    let out = support::mirror_in(dir.path(), &["sync"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
+    for img in [&a, &b] {
+        support::images::assert_image_present(&acr.url(), &format!("mirror/{}", img.repository), img, None).await;
+    }
+    let uploaded = a.blobs.len() + b.blobs.len();
+    let d = by_kind(&dst, 0);
+    assert_eq!(dst.faulted_all(), 1, "the self-mount was refused once: {:?}", dst.requests());
+    assert_eq!(d.get("self-mount POST"), Some(&1), "asked once per registry: {d:?}");
+    assert_eq!(d.get("upload POST"), Some(&uploaded), "then plain POSTs, one per blob: {d:?}");
+    assert_eq!(d.get("upload PUT"), Some(&uploaded), "{d:?}");
 }

@@ -117,6 +117,9 @@ pub struct Registry {
     tag_cache: std::sync::Mutex<HashMap<String, Arc<TagCell>>>,
     /// Set once the registry has shown it has no ACR listing API.
     no_acr_api: std::sync::atomic::AtomicBool,
+    /// Set once the registry refused a mount from a repository into itself (see
+    /// `start_upload_unless_present`).
+    no_self_mount: std::sync::atomic::AtomicBool,
     /// Set once the registry has answered an ACR listing; until then one listing at a time asks
     /// (see `list_tag_digests`), so a registry without the API is probed once, not per repository.
     acr_api_seen: std::sync::atomic::AtomicBool,
@@ -456,6 +459,7 @@ impl Registries {
             referrers_probe: Mutex::new(()),
             tag_cache: Default::default(),
             no_acr_api: Default::default(),
+            no_self_mount: Default::default(),
             acr_api_seen: Default::default(),
             acr_probe: Mutex::new(()),
             listed: Default::default(),

@@ -32,7 +32,9 @@ impl Registry {
         let mut scopes = vec![Scope::push(repo)];
         if let Some((from, digest)) = mount {
             url.query_pairs_mut().append_pair("mount", digest.as_str()).append_pair("from", from);
-            scopes.push(Scope::pull(from));
+            if from != repo {
+                scopes.push(Scope::pull(from));
+            }
         }
         let req = Request::new(Method::POST, url.clone(), scopes).header(CONTENT_LENGTH, "0");
         let resp = self.send(req).await?;
@@ -41,6 +43,26 @@ impl Registry {
             return Ok(Started::Mounted);
         }
         Ok(Started::Session(Session { repo: repo.to_string(), location: self.location(&resp)? }))
+    }
+
+    /// Opens an upload session for `digest` in `repo`, asking in the same request whether the
+    /// repository already holds it: a mount of the blob from `repo` itself, which distribution
+    /// answers 201 when the blob is there (a run killed mid-way left it) and 202 with a session
+    /// when not, as for any refused mount. So a blob costs `POST` + `PUT`, as the spec's upload
+    /// does, where a `HEAD` first cost a third request (and round trip) per blob. A registry that
+    /// answers the self-mount with a client error is asked with a plain `POST` from then on.
+    pub async fn start_upload_unless_present(&self, repo: &str, digest: &Digest) -> Result<Started, RegistryError> {
+        use std::sync::atomic::Ordering;
+        if !self.no_self_mount.load(Ordering::Relaxed) {
+            match self.start_upload(repo, Some((repo, digest))).await {
+                Err(e) if e.status().is_some_and(|s| (400..500).contains(&s) && s != 401 && s != 429) => {
+                    tracing::debug!(registry = %self.host, "a mount from the repository itself was refused ({e}); plain uploads from now on");
+                    self.no_self_mount.store(true, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
+        self.start_upload(repo, None).await
     }
 
     fn location(&self, resp: &reqwest::Response) -> Result<Url, RegistryError> {

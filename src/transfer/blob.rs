@@ -1,12 +1,11 @@
 //! One blob from a source repository into a target repository, every byte hashed on the way.
 //!
-//! 1. `HEAD` in the target, before taking a transfer slot, unless the blob can be mounted
-//!    (the mount's answer says the same): whatever the plan saw, a killed run or a run beside
-//!    this one may have put the blob there.
-//! 2. Mount from a repository of the same registry that holds it (the source itself when source
-//!    and target share a registry, or one this run already filled); a refused mount's 202 gives
-//!    an upload session that is used as it is.
-//! 3. Stream it: blobs up to the chunk size in one `PUT` whose body withholds its last bytes
+//! 1. Mount from a repository of the same registry that holds it (the source itself when source
+//!    and target share a registry, or one this run already filled); otherwise mount it from the
+//!    target repository itself, which says in the same request whether a killed run or a run
+//!    beside this one already put it there (201), whatever the plan saw. A refused mount's 202
+//!    gives an upload session that is used as it is.
+//! 2. Stream it: blobs up to the chunk size in one `PUT` whose body withholds its last bytes
 //!    until the digest is checked; larger blobs in one `PATCH` streaming the whole blob, then a
 //!    bodiless `PUT`. Nothing is buffered: the body is read straight from the source stream, and
 //!    the hasher state is kept at each multiple of the chunk size. Only after a failure is the
@@ -108,27 +107,29 @@ async fn ensure_uncached(ctx: &Arc<Context>, mv: &BlobMove) -> Result<BlobOutcom
     } else {
         ctx.mount_source(&mv.dst.host, digest, &mv.dst_repo)
     };
-    // What the target holds, whatever the plan saw: a run killed mid-way, or another run beside
-    // this one, leaves blobs in a repository whose tags say nothing of them. Asked only where
-    // the answer can change what happens — a blob that can be mounted is answered by the mount
-    // itself (201 whether it was there or not) — and before taking a blob slot, which is for
-    // moving bytes: a round trip inside the slot kept it from streaming for that long.
-    if mount_from.is_none() && mv.dst.head_blob(&mv.dst_repo, digest).await?.is_some() {
-        return Ok(present(ctx, mv));
-    }
     let _slot = ctx.blob_slots.clone().acquire_owned().await.expect("semaphore never closed");
     if ctx.stopping.is_cancelled() {
         return Err(TransferError::Interrupted);
     }
-    // Without a mount to try, the source's bytes will be needed whatever the target answers: the
-    // source `GET` goes out beside the `POST` that opens the session, one round trip instead of
-    // two before the bytes flow. (With a mount to try it waits: a mounted blob needs no bytes.)
+    // What the target holds is asked whatever the plan saw (a run killed mid-way, or another run
+    // beside this one, leaves blobs in a repository whose tags say nothing of them), but in the
+    // request that opens the session, not in a `HEAD` before it: a cross-repository mount is
+    // answered 201 whether the blob was there or not, and without one the blob is mounted from
+    // the target repository itself (201: it is there). Without a cross-repository mount the
+    // source's bytes are needed unless the target has them: the source `GET` goes out beside
+    // the `POST`, one round trip before the bytes flow, and is dropped unread if the blob is
+    // there. (With a cross-repository mount it waits: a mounted blob needs no bytes.)
     let mut source: Option<Result<BlobStream, RegistryError>> = None;
     let started = match &mount_from {
         Some(from) => mv.dst.start_upload(&mv.dst_repo, Some((from, digest))).await,
         None => {
-            let (started, body) =
-                tokio::join!(mv.dst.start_upload(&mv.dst_repo, None), mv.src.get_blob(&mv.src_repo, digest, 0));
+            let (started, body) = tokio::join!(
+                mv.dst.start_upload_unless_present(&mv.dst_repo, digest),
+                mv.src.get_blob(&mv.src_repo, digest, 0)
+            );
+            if let Ok(Started::Mounted) = started {
+                return Ok(present(ctx, mv));
+            }
             source = Some(body);
             started
         }
