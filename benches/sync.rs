@@ -520,7 +520,12 @@ async fn compare(p: Profile, s: &Sources, work: &Path, builds: &[PathBuf], round
         let (ceiling, _) =
             measure::through_source(&http, &src_ep.url, &dst_ep.url, &blobs, THROUGH_SOURCE_CONCURRENCY).await;
         ceilings.push(ceiling);
-        for (i, build) in builds.iter().enumerate() {
+        // Every other round in reverse order, so a machine that drifts faster or slower during
+        // the run does not favour the builds at one end of the list.
+        let order: Vec<usize> =
+            if round % 2 == 0 { (0..builds.len()).collect() } else { (0..builds.len()).rev().collect() };
+        for i in order {
+            let build = &builds[i];
             let dst = TestRegistry::anonymous().await;
             let dst_ep = endpoint(&dst, p).await;
             let name = format!("{}-compare-{round}-{i}", p.name());
