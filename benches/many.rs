@@ -45,7 +45,7 @@ use serde_json::json;
 
 use acr_api::AcrApiStandIn;
 use acr_mirror::digest::Digest;
-use measure::{Measured, registry_cpu_seconds as reg_cpu};
+use measure::{Measured, own_cpu_seconds, registry_cpu_seconds as reg_cpu};
 use support::images::{Blob, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, StreamedBlob};
 use support::{Seeder, TestRegistry};
 
@@ -324,8 +324,12 @@ struct Row {
     rss_kib: u64,
     /// The tool's CPU seconds.
     tool_cpu: f64,
-    /// The registries' CPU seconds (source and target).
-    registry_cpu: f64,
+    /// The source and the target registry's CPU seconds.
+    source_cpu: f64,
+    target_cpu: f64,
+    /// This bench process's CPU seconds meanwhile: the ACR API stand-in's work in the cases
+    /// behind it (it runs here), next to nothing otherwise.
+    bench_cpu: f64,
 }
 
 /// Runs `run` and measures it against `src` and `dst`; with `api`, the target requests are the
@@ -338,10 +342,11 @@ async fn measured(
     api: Option<&AcrApiStandIn>,
     run: impl std::future::Future<Output = Measured>,
 ) -> Row {
-    let cpu0 = reg_cpu(src) + reg_cpu(dst);
+    let (scpu, dcpu, bcpu) = (reg_cpu(src), reg_cpu(dst), own_cpu_seconds());
     let (sp, dp) = (measure::log_position(src), measure::log_position(dst));
     let ap = api.map_or(0, |a| a.requests().len());
     let m = run.await;
+    let (scpu, dcpu, bcpu) = (reg_cpu(src) - scpu, reg_cpu(dst) - dcpu, own_cpu_seconds() - bcpu);
     let source = log_kinds(src, sp);
     let target = match api {
         Some(a) => {
@@ -361,22 +366,31 @@ async fn measured(
         target,
         rss_kib: m.max_rss_kib,
         tool_cpu: m.cpu_seconds,
-        registry_cpu: reg_cpu(src) + reg_cpu(dst) - cpu0,
+        source_cpu: scpu,
+        target_cpu: dcpu,
+        bench_cpu: bcpu,
     };
     eprintln!(
-        "{case} / {tool}: {:.2} s, CPU {:.1} s tool + {:.1} s registries, peak RSS {:.1} MiB\n  source: {}\n  target: {}",
+        "{case} / {tool}: {:.2} s, CPU s: {}, peak RSS {:.1} MiB\n  source: {}\n  target: {}",
         row.seconds,
-        row.tool_cpu,
-        row.registry_cpu,
+        cpu(&row),
         row.rss_kib as f64 / 1024.0,
         show(&row.source),
         show(&row.target)
     );
-    if let Some(a) = api {
+    if api.is_some() {
         eprintln!("  (the stand-in's own reads of the registry behind it: {})", show(&log_kinds(dst, dp)));
-        let _ = a;
     }
     row
+}
+
+/// CPU seconds of the tool, the source and the target registry, and the stand-in where it ran.
+fn cpu(r: &Row) -> String {
+    let mut s = format!("{:.1} + {:.1} + {:.1}", r.tool_cpu, r.source_cpu, r.target_cpu);
+    if r.case == NOOP_ACR {
+        write!(s, " (+ {:.1})", r.bench_cpu).unwrap();
+    }
+    s
 }
 
 /// The row with the median time of `rows` (the upper one of an even count).
@@ -432,8 +446,15 @@ fn verdicts(rows: &[Row], repos: usize) -> Vec<(String, f64, String, bool)> {
 
 fn table(rows: &[Row], markdown: bool) -> String {
     let mut out = String::new();
-    let head =
-        ["case", "tool", "seconds", "requests source", "requests target", "peak RSS MiB", "CPU s tool + registries"];
+    let head = [
+        "case",
+        "tool",
+        "seconds",
+        "requests source",
+        "requests target",
+        "peak RSS MiB",
+        "CPU s: tool + source + target (+ stand-in)",
+    ];
     let cells = |r: &Row| {
         vec![
             r.case.to_string(),
@@ -442,7 +463,7 @@ fn table(rows: &[Row], markdown: bool) -> String {
             total(&r.source).to_string(),
             total(&r.target).to_string(),
             format!("{:.1}", r.rss_kib as f64 / 1024.0),
-            format!("{:.1} + {:.1}", r.tool_cpu, r.registry_cpu),
+            cpu(r),
         ]
     };
     if markdown {
@@ -452,7 +473,7 @@ fn table(rows: &[Row], markdown: bool) -> String {
             writeln!(out, "| {} |", cells(r).join(" | ")).unwrap();
         }
     } else {
-        let widths = [27, 18, 8, 16, 16, 13, 12];
+        let widths = [27, 18, 8, 16, 16, 13, 20];
         let line = |c: Vec<String>| {
             c.iter().zip(widths).map(|(s, w)| format!("{s:<w$}")).collect::<Vec<_>>().join(" ").trim_end().to_string()
         };
