@@ -5,8 +5,11 @@
 //! with digests). Not a test: it prints a table and writes it into `docs/benchmarks.md`.
 //!
 //! ```text
-//! cargo bench --bench many -- [--repositories 100] [--tags 20] [--rounds 3] [--no-skopeo] [--no-docs]
+//! cargo bench --bench many -- [--repositories 100] [--tags 20] [--rounds 3] [--delay-ms 20] [--no-skopeo] [--no-docs]
+//! BENCH_MIRROR_BIN=/path/to/an/older/mirror cargo bench --bench many -- --no-skopeo
 //! ```
+//!
+//! `BENCH_KEEP=1` keeps the work folder (configs, the tools' logs); `MIRROR_LOG` is passed on.
 //!
 //! Fixture (built here, deterministic): repositories `apps/svc-000` … in groups of five that
 //! share a base layer (256 KiB), each with `--tags` tags `1.0.0` … of a linux/amd64 OCI image:
@@ -23,7 +26,10 @@
 //! - the same no-op `mirror sync` and `mirror plan` with the target behind the ACR API stand-in
 //!   (`tests/support_azure/acr_api.rs`): the target requests are the ones the stand-in received
 //!   from `mirror` (its own reads of the registry behind it to build the listings are the
-//!   stand-in's work, counted apart).
+//!   stand-in's work, counted apart);
+//! - with `--delay-ms N`: the no-op `mirror sync`, `mirror plan` and `skopeo sync` once more,
+//!   into mirror's complete target, with a `DelayProxy` (N ms each way) in front of both
+//!   registries, as the `sync` bench's latency profile: what a no-op costs where round trips do.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -38,7 +44,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
@@ -47,7 +53,7 @@ use acr_api::AcrApiStandIn;
 use acr_mirror::digest::Digest;
 use measure::{Measured, own_cpu_seconds, registry_cpu_seconds as reg_cpu};
 use support::images::{Blob, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, StreamedBlob};
-use support::{Seeder, TestRegistry};
+use support::{DelayProxy, Seeder, TestRegistry};
 
 const SOURCE_HOST: &str = "mcr.microsoft.com";
 const TARGET_HOST: &str = "bench.azurecr.io";
@@ -62,10 +68,12 @@ struct Args {
     rounds: usize,
     skopeo: bool,
     docs: bool,
+    /// The no-op cases once more through links delayed this much each way.
+    delay_ms: Option<u64>,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { repositories: 100, tags: 20, rounds: 3, skopeo: true, docs: true };
+    let mut a = Args { repositories: 100, tags: 20, rounds: 3, skopeo: true, docs: true, delay_ms: None };
     let mut it = std::env::args().skip(1);
     let number = |v: Option<String>, what: &str| -> usize {
         v.and_then(|s| s.parse().ok()).filter(|&n| n > 0).unwrap_or_else(|| panic!("{what} N (≥ 1)"))
@@ -77,13 +85,14 @@ fn parse_args() -> Args {
             "--tags" => a.tags = number(it.next(), "--tags"),
             "--rounds" => a.rounds = number(it.next(), "--rounds"),
             "--no-skopeo" => a.skopeo = false,
+            "--delay-ms" => a.delay_ms = Some(number(it.next(), "--delay-ms") as u64),
             "--no-docs" => a.docs = false,
             other => panic!(
-                "unknown argument {other:?}; usage: many [--repositories N] [--tags N] [--rounds N] [--no-skopeo] [--no-docs]"
+                "unknown argument {other:?}; usage: many [--repositories N] [--tags N] [--rounds N] [--delay-ms N] [--no-skopeo] [--no-docs]"
             ),
         }
     }
-    if !a.skopeo || a.repositories != 100 || a.tags != 20 {
+    if !a.skopeo || a.repositories != 100 || a.tags != 20 || std::env::var_os("BENCH_MIRROR_BIN").is_some() {
         a.docs = false; // only the issue's fixture with every case replaces the recorded table
     }
     a
@@ -211,9 +220,24 @@ fn mirror_config(dir: &Path, name: &str, source: &str, target: &str, seeded: &Se
     path
 }
 
+/// The `mirror` binary `cargo bench` built, or the one `BENCH_MIRROR_BIN` names (a build of an
+/// older commit, to compare with: the issue's figures are between commits). Either never reads
+/// the developer's Docker config.
+fn mirror_command() -> Command {
+    let built = measure::mirror_command();
+    let Some(bin) = std::env::var_os("BENCH_MIRROR_BIN") else { return built };
+    let mut cmd = Command::new(bin);
+    for (k, v) in built.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd
+}
+
 /// `mirror -c CONFIG COMMAND`; `MIRROR_LOG` from the bench's environment wins (default info).
 async fn run_mirror(config: &Path, command: &str, log: PathBuf) -> Measured {
-    let mut cmd = measure::mirror_command();
+    let mut cmd = mirror_command();
     let level = std::env::var("MIRROR_LOG").unwrap_or_else(|_| "info".into());
     cmd.arg("-c").arg(config).arg(command).env("MIRROR_LOG", level);
     let m = measure::run(cmd, &log).await;
@@ -222,12 +246,13 @@ async fn run_mirror(config: &Path, command: &str, log: PathBuf) -> Measured {
 }
 
 /// One `skopeo sync` per repository, in sequence, as `benches/sync.rs` runs it.
-async fn run_skopeo(repos: &[String], src: &TestRegistry, dst: &TestRegistry, log: PathBuf) -> Measured {
+/// `src` and `dst` are `HOST:PORT`.
+async fn run_skopeo(repos: &[String], src: &str, dst: &str, log: PathBuf) -> Measured {
     let (mut seconds, mut cpu_seconds, mut rss) = (0.0, 0.0, 0);
     for repo in repos {
         let dest = match repo.rsplit_once('/') {
-            Some((parent, _)) => format!("{}/{parent}", dst.host()),
-            None => dst.host(),
+            Some((parent, _)) => format!("{dst}/{parent}"),
+            None => dst.to_string(),
         };
         let mut cmd = Command::new("skopeo");
         cmd.env("REGISTRY_AUTH_FILE", "/dev/null").args([
@@ -243,7 +268,7 @@ async fn run_skopeo(repos: &[String], src: &TestRegistry, dst: &TestRegistry, lo
             "--src-no-creds",
             "--dest-no-creds",
         ]);
-        cmd.arg(format!("{}/{repo}", src.host())).arg(dest);
+        cmd.arg(format!("{src}/{repo}")).arg(dest);
         let m = measure::run(cmd, &log).await;
         assert!(m.success, "skopeo sync of {repo} failed; see {}", log.display());
         seconds += m.seconds;
@@ -406,6 +431,8 @@ fn find<'a>(rows: &'a [Row], case: &str, tool: &str) -> Option<&'a Row> {
 const FULL: &str = "full copy";
 const NOOP: &str = "no-op";
 const NOOP_ACR: &str = "no-op, target with ACR API";
+/// `--delay-ms` each way on both links (the figure is in the docs' fixture line).
+const NOOP_DELAYED: &str = "no-op, delayed links";
 const MIRROR_SYNC: &str = "mirror sync";
 const MIRROR_PLAN: &str = "mirror plan";
 const SKOPEO: &str = "skopeo sync --all";
@@ -420,6 +447,10 @@ fn verdicts(rows: &[Row], repos: usize) -> Vec<(String, f64, String, bool)> {
     if let (Some(m), Some(s)) = (find(rows, NOOP, MIRROR_SYNC), find(rows, NOOP, SKOPEO)) {
         let r = s.seconds / m.seconds;
         v.push(("skopeo no-op / mirror no-op".into(), r, "≥ 30".into(), r >= 30.0));
+    }
+    if let (Some(m), Some(s)) = (find(rows, NOOP_DELAYED, MIRROR_SYNC), find(rows, NOOP_DELAYED, SKOPEO)) {
+        let r = s.seconds / m.seconds;
+        v.push(("skopeo no-op / mirror no-op, delayed links".into(), r, "≥ 30".into(), r >= 30.0));
     }
     if let (Some(m), Some(p)) = (find(rows, NOOP, MIRROR_SYNC), find(rows, NOOP, MIRROR_PLAN)) {
         let r = p.seconds / m.seconds;
@@ -555,8 +586,8 @@ async fn main() {
     let mut rows = Vec::new();
     let mut rounds: Vec<String> = Vec::new();
     // mirror: full copy, then rounds of no-op sync and plan, then the same behind the stand-in.
+    let dst = TestRegistry::anonymous().await;
     {
-        let dst = TestRegistry::anonymous().await;
         let cfg = mirror_config(&work, "plain", &src.url(), &dst.url(), &seeded);
         let run = run_mirror(&cfg, "sync", log("mirror-full"));
         rows.push(measured(FULL, MIRROR_SYNC, &src, &dst, None, run).await);
@@ -580,18 +611,46 @@ async fn main() {
     }
     if args.skopeo {
         let dst = TestRegistry::anonymous().await;
-        let run = run_skopeo(&repos, &src, &dst, log("skopeo-full"));
+        let (sh, dh) = (src.host(), dst.host());
+        let run = run_skopeo(&repos, &sh, &dh, log("skopeo-full"));
         rows.push(measured(FULL, SKOPEO, &src, &dst, None, run).await);
         check_target(&dst, &seeded, "skopeo").await;
-        let run = run_skopeo(&repos, &src, &dst, log("skopeo-noop"));
+        let run = run_skopeo(&repos, &sh, &dh, log("skopeo-noop"));
         rows.push(measured(NOOP, SKOPEO, &src, &dst, None, run).await);
     }
+    // The no-ops through delayed links, into mirror's complete target (skopeo's no-op there too:
+    // the same digests).
+    if let Some(ms) = args.delay_ms {
+        let d = Duration::from_millis(ms);
+        let (sp, dp) = (DelayProxy::start(&src.url(), d).await, DelayProxy::start(&dst.url(), d).await);
+        let cfg = mirror_config(&work, "delayed", &sp.url(), &dp.url(), &seeded);
+        let (mut syncs, mut plans) = (Vec::new(), Vec::new());
+        for round in 1..=args.rounds {
+            let run = run_mirror(&cfg, "sync", log(&format!("mirror-noop-delayed-{round}")));
+            syncs.push(measured(NOOP_DELAYED, MIRROR_SYNC, &src, &dst, None, run).await);
+            let run = run_mirror(&cfg, "plan", log(&format!("mirror-plan-delayed-{round}")));
+            plans.push(measured(NOOP_DELAYED, MIRROR_PLAN, &src, &dst, None, run).await);
+        }
+        let each = |rs: &[Row]| rs.iter().map(|r| format!("{:.2}", r.seconds)).collect::<Vec<_>>().join(", ");
+        rounds.push(format!("{NOOP_DELAYED}: mirror sync {} s; mirror plan {} s", each(&syncs), each(&plans)));
+        rows.push(median(syncs));
+        rows.push(median(plans));
+        if args.skopeo {
+            let (sh, dh) = (sp.host(), dp.host());
+            let run = run_skopeo(&repos, &sh, &dh, log("skopeo-noop-delayed"));
+            rows.push(measured(NOOP_DELAYED, SKOPEO, &src, &dst, None, run).await);
+        }
+    }
     // Full copies first, then the no-ops, then the ACR API cases.
-    let order = [FULL, NOOP, NOOP_ACR];
+    let order = [FULL, NOOP, NOOP_ACR, NOOP_DELAYED];
     rows.sort_by_key(|r| (order.iter().position(|c| *c == r.case), r.tool.starts_with("skopeo")));
 
     println!("{}", table(&rows, false));
-    let mut md = format!("Measured on: {}.\n\nFixture: {fixture}.\n\n", machine());
+    let delayed = match args.delay_ms {
+        Some(ms) => format!(" Delayed links: {ms} ms each way on both (`DelayProxy`, as the `sync` bench's latency profile)."),
+        None => String::new(),
+    };
+    let mut md = format!("Measured on: {}.\n\nFixture: {fixture}.{delayed}\n\n", machine());
     md.push_str(&table(&rows, true));
     writeln!(md, "\nRequests by kind (method and what it addresses):\n").unwrap();
     for r in &rows {
