@@ -121,10 +121,13 @@ fn repository(r: usize) -> String {
     format!("apps/svc-{r:03}")
 }
 
+/// `(repository, tag, manifest digest)` of a seeded image.
+type Image = (String, String, Digest);
+
 /// What the seeding pushed.
 struct Seeded {
     /// `(repository, tag, manifest digest)`.
-    images: Vec<(String, String, Digest)>,
+    images: Vec<Image>,
     /// Bytes of the distinct blobs.
     distinct_bytes: u64,
     /// Bytes of the blobs counted once per repository that holds them (what a copy moves
@@ -137,7 +140,7 @@ struct Seeded {
 async fn seed(url: &str, repositories: usize, tags: usize) -> Seeded {
     let started = Instant::now();
     let seeder = Seeder::new(url, 0);
-    let per_repo: Vec<(Vec<(String, String, Digest)>, u64, u64)> = futures::stream::iter(0..repositories)
+    let per_repo: Vec<(Vec<Image>, u64, u64)> = futures::stream::iter(0..repositories)
         .map(|r| {
             let seeder = &seeder;
             async move {
@@ -647,7 +650,9 @@ async fn main() {
 
     println!("{}", table(&rows, false));
     let delayed = match args.delay_ms {
-        Some(ms) => format!(" Delayed links: {ms} ms each way on both (`DelayProxy`, as the `sync` bench's latency profile)."),
+        Some(ms) => {
+            format!(" Delayed links: {ms} ms each way on both (`DelayProxy`, as the `sync` bench's latency profile).")
+        }
         None => String::new(),
     };
     let mut md = format!("Measured on: {}.\n\nFixture: {fixture}.{delayed}\n\n", machine());
