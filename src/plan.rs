@@ -421,9 +421,20 @@ async fn examine_inner(
         return Ok(Status::Missing);
     }
     let rewrite = w.mode == MappingMode::Copy && opts.index_policy == IndexPolicy::Rewrite && !w.platforms.is_empty();
+    // A target tag listed without a digest (distribution's listing) needs a `HEAD` that does not
+    // depend on the source's answer: it goes out beside the source's, one round trip per image
+    // instead of two in a row.
+    let listed_tag = w.target.tag.as_ref().filter(|t| !unlisted_warm && matches!(listing.tags.get(*t), Some(None)));
+    let target_head = async {
+        match listed_tag {
+            Some(t) => dst.head_manifest(&w.target.repository, t).await.map(|h| Some(h.map(|h| h.digest))),
+            None => Ok(None),
+        }
+    };
     // The source's digest: from the reference when pinned, else one HEAD (a GET under rewrite,
     // whose expected digest is that of the index we would build).
-    let source_digest = match (&w.source.digest, rewrite) {
+    let source_digest = async {
+        Ok::<_, RegistryError>(match (&w.source.digest, rewrite) {
         (Some(d), false) => d.clone(),
         _ if rewrite => {
             let m = match read {
@@ -468,7 +479,10 @@ async fn examine_inner(
                 },
             }
         },
+    })
     };
+    let (source_digest, target_head) = tokio::join!(source_digest, target_head);
+    let (source_digest, mut target_head) = (source_digest?, target_head?);
     p.source_digest = Some(source_digest.clone());
     let expected = p.expected_digest.clone().unwrap_or_else(|| source_digest.clone());
     p.expected_digest = Some(expected.clone());
@@ -493,7 +507,10 @@ async fn examine_inner(
         match listing.tags.get(&target_selector) {
             None => None,
             Some(Some(d)) => Some(d.clone()),
-            Some(None) => dst.head_manifest(&w.target.repository, &target_selector).await?.map(|h| h.digest),
+            Some(None) => match target_head.take() {
+                Some(asked) => asked,
+                None => dst.head_manifest(&w.target.repository, &target_selector).await?.map(|h| h.digest),
+            },
         }
     };
     p.target_digest = target_digest.clone();
