@@ -29,7 +29,8 @@
 //!   stand-in's work, counted apart);
 //! - with `--delay-ms N`: the no-op `mirror sync`, `mirror plan` and `skopeo sync` once more,
 //!   into mirror's complete target, with a `DelayProxy` (N ms each way) in front of both
-//!   registries, as the `sync` bench's latency profile: what a no-op costs where round trips do.
+//!   registries, as the `sync` bench's latency profile: what a no-op costs where round trips do;
+//!   and the no-op `mirror` commands through the same delay with the target behind the stand-in.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -415,7 +416,7 @@ async fn measured(
 /// CPU seconds of the tool, the source and the target registry, and the stand-in where it ran.
 fn cpu(r: &Row) -> String {
     let mut s = format!("{:.1} + {:.1} + {:.1}", r.tool_cpu, r.source_cpu, r.target_cpu);
-    if r.case == NOOP_ACR {
+    if r.case == NOOP_ACR || r.case == NOOP_DELAYED_ACR {
         write!(s, " (+ {:.1})", r.bench_cpu).unwrap();
     }
     s
@@ -436,6 +437,7 @@ const NOOP: &str = "no-op";
 const NOOP_ACR: &str = "no-op, target with ACR API";
 /// `--delay-ms` each way on both links (the figure is in the docs' fixture line).
 const NOOP_DELAYED: &str = "no-op, delayed links";
+const NOOP_DELAYED_ACR: &str = "no-op, delayed, ACR API";
 const MIRROR_SYNC: &str = "mirror sync";
 const MIRROR_PLAN: &str = "mirror plan";
 const SKOPEO: &str = "skopeo sync --all";
@@ -590,12 +592,12 @@ async fn main() {
     let mut rounds: Vec<String> = Vec::new();
     // mirror: full copy, then rounds of no-op sync and plan, then the same behind the stand-in.
     let dst = TestRegistry::anonymous().await;
+    let api = AcrApiStandIn::start(&dst.url()).await;
     {
         let cfg = mirror_config(&work, "plain", &src.url(), &dst.url(), &seeded);
         let run = run_mirror(&cfg, "sync", log("mirror-full"));
         rows.push(measured(FULL, MIRROR_SYNC, &src, &dst, None, run).await);
         check_target(&dst, &seeded, "mirror").await;
-        let api = AcrApiStandIn::start(&dst.url()).await;
         let acr_cfg = mirror_config(&work, "acr", &src.url(), &api.url, &seeded);
         for (case, cfg, api) in [(NOOP, &cfg, None), (NOOP_ACR, &acr_cfg, Some(&api))] {
             let (mut syncs, mut plans) = (Vec::new(), Vec::new());
@@ -626,18 +628,23 @@ async fn main() {
     if let Some(ms) = args.delay_ms {
         let d = Duration::from_millis(ms);
         let (sp, dp) = (DelayProxy::start(&src.url(), d).await, DelayProxy::start(&dst.url(), d).await);
+        let ap = DelayProxy::start(&api.url, d).await;
         let cfg = mirror_config(&work, "delayed", &sp.url(), &dp.url(), &seeded);
-        let (mut syncs, mut plans) = (Vec::new(), Vec::new());
-        for round in 1..=args.rounds {
-            let run = run_mirror(&cfg, "sync", log(&format!("mirror-noop-delayed-{round}")));
-            syncs.push(measured(NOOP_DELAYED, MIRROR_SYNC, &src, &dst, None, run).await);
-            let run = run_mirror(&cfg, "plan", log(&format!("mirror-plan-delayed-{round}")));
-            plans.push(measured(NOOP_DELAYED, MIRROR_PLAN, &src, &dst, None, run).await);
+        let acr_cfg = mirror_config(&work, "delayed-acr", &sp.url(), &ap.url(), &seeded);
+        for (case, cfg, api) in [(NOOP_DELAYED, &cfg, None), (NOOP_DELAYED_ACR, &acr_cfg, Some(&api))] {
+            let (mut syncs, mut plans) = (Vec::new(), Vec::new());
+            for round in 1..=args.rounds {
+                let name = format!("delayed-{}-{round}", if api.is_some() { "acr" } else { "plain" });
+                let run = run_mirror(cfg, "sync", log(&format!("mirror-noop-{name}")));
+                syncs.push(measured(case, MIRROR_SYNC, &src, &dst, api, run).await);
+                let run = run_mirror(cfg, "plan", log(&format!("mirror-plan-{name}")));
+                plans.push(measured(case, MIRROR_PLAN, &src, &dst, api, run).await);
+            }
+            let each = |rs: &[Row]| rs.iter().map(|r| format!("{:.2}", r.seconds)).collect::<Vec<_>>().join(", ");
+            rounds.push(format!("{case}: mirror sync {} s; mirror plan {} s", each(&syncs), each(&plans)));
+            rows.push(median(syncs));
+            rows.push(median(plans));
         }
-        let each = |rs: &[Row]| rs.iter().map(|r| format!("{:.2}", r.seconds)).collect::<Vec<_>>().join(", ");
-        rounds.push(format!("{NOOP_DELAYED}: mirror sync {} s; mirror plan {} s", each(&syncs), each(&plans)));
-        rows.push(median(syncs));
-        rows.push(median(plans));
         if args.skopeo {
             let (sh, dh) = (sp.host(), dp.host());
             let run = run_skopeo(&repos, &sh, &dh, log("skopeo-noop-delayed"));
@@ -645,7 +652,7 @@ async fn main() {
         }
     }
     // Full copies first, then the no-ops, then the ACR API cases.
-    let order = [FULL, NOOP, NOOP_ACR, NOOP_DELAYED];
+    let order = [FULL, NOOP, NOOP_ACR, NOOP_DELAYED, NOOP_DELAYED_ACR];
     rows.sort_by_key(|r| (order.iter().position(|c| *c == r.case), r.tool.starts_with("skopeo")));
 
     println!("{}", table(&rows, false));
