@@ -108,8 +108,13 @@ impl Registry {
     /// repository at once, and each probed a registry without the API (one wasted request per
     /// repository, up to the plan's concurrency).
     pub async fn list_tag_digests(&self, repo: &str) -> Result<TagListing, RegistryError> {
-        let probing =
+        let mut probing =
             if self.acr_api_seen.load(Ordering::Relaxed) { None } else { Some(self.acr_probe.lock().await) };
+        // The listings that queued behind the first one go ahead together once it has answered:
+        // holding the lock through each of them put one round trip per repository in a row.
+        if self.acr_api_seen.load(Ordering::Relaxed) {
+            probing = None;
+        }
         if !self.acr_api_absent() {
             match self.acr_manifests(repo).await? {
                 Some(manifests) => {
