@@ -313,3 +313,35 @@ async fn a_registry_refusing_the_self_mount_gets_plain_uploads() {
     assert_eq!(d.get("upload POST"), Some(&uploaded), "then plain POSTs, one per blob: {d:?}");
     assert_eq!(d.get("upload PUT"), Some(&uploaded), "{d:?}");
 }
+
+/// A no-op `plan` against a registry whose tag listing has no digests asks the source's tag and
+/// the target's together, not the target's after the source's answer: one round trip per image
+/// where there were two. One registry holds both repositories behind one proxy, which holds the
+/// first of the two `HEAD`s until the other arrives (10 s at most); a plan that waited for the
+/// first answer before sending the second could not meet it.
+#[tokio::test]
+async fn the_plan_asks_the_source_and_target_tags_together() {
+    let reg = TestRegistry::anonymous().await;
+    let front = FaultProxy::start(&reg.url()).await;
+    let mut seeder = Seeder::new(&reg.url(), 75);
+    let image = seeder.push_random_image("oss/app-a", "1", Format::Oci, &[20_000]).await;
+    let dir = sync_config(&front.url(), &front.url(), &[image.reference(MCR)]);
+    assert_eq!(support::mirror_in(dir.path(), &["sync"]).await.status.code(), Some(0));
+
+    front.hold_until_other(
+        "HEAD",
+        "/v2/oss/app-a/manifests/",
+        "/v2/mirror/oss/app-a/manifests/",
+        0,
+        Duration::from_secs(10),
+    );
+    let out = support::mirror_in(dir.path(), &["plan"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
+    assert!(support::output_text(&out).contains("present"), "{}", support::output_text(&out));
+    assert_eq!(
+        front.rendezvous_met(),
+        Some(true),
+        "the second HEAD waited for the first one's answer: {:?}",
+        front.requests()
+    );
+}

@@ -98,6 +98,24 @@ struct ProxyState {
     /// Referrers recorded from manifest PUTs, by (repository, subject digest); `None` when
     /// the referrers API is not emulated.
     referrers: Option<Mutex<ReferrerMap>>,
+    /// See [`FaultProxy::hold_until_other`].
+    rendezvous: Mutex<Option<Rendezvous>>,
+}
+
+/// One request held until another arrives (see [`FaultProxy::hold_until_other`]).
+struct Rendezvous {
+    method: Method,
+    a: String,
+    b: String,
+    /// Matching requests still to let through before the one that is held.
+    skip: usize,
+    bound: Duration,
+    /// The held request's pattern's other one, once a request is held.
+    holding: Option<String>,
+    arrived: Arc<tokio::sync::Notify>,
+    /// `Some(true)` when the other request arrived while the held one waited, `Some(false)` when
+    /// the bound ran out first.
+    met: Arc<Mutex<Option<bool>>>,
 }
 
 /// A forwarding proxy in front of a registry. Bodies stream both ways; `Location` headers that
@@ -133,6 +151,7 @@ impl FaultProxy {
             delay,
             refuse_mounts: AtomicBool::new(false),
             referrers: referrers.then(|| Mutex::new(HashMap::new())),
+            rendezvous: Mutex::new(None),
         });
         let app = Router::new().fallback(forward).with_state(state.clone());
         let task = tokio::spawn(async move {
@@ -206,6 +225,31 @@ impl FaultProxy {
     /// Counted requests keep the query the client sent.
     pub fn refuse_mounts(&self) {
         self.state.refuse_mounts.store(true, Ordering::SeqCst);
+    }
+
+    /// Holds one request until another arrives, to show that a client sends two requests
+    /// together rather than one after the other's answer: of the requests with `method` whose
+    /// path contains `a` or `b`, the first after `skip` of them is held (not forwarded) until a
+    /// request matching the other pattern arrives (any other matching one when `a == b`), or
+    /// for `bound` at most; then it is forwarded. [`FaultProxy::rendezvous_met`] says which.
+    /// A client that waits for the held answer before sending the other request cannot meet it.
+    pub fn hold_until_other(&self, method: &str, a: &str, b: &str, skip: usize, bound: Duration) {
+        *self.state.rendezvous.lock().unwrap() = Some(Rendezvous {
+            method: Method::from_bytes(method.as_bytes()).expect("HTTP method"),
+            a: a.into(),
+            b: b.into(),
+            skip,
+            bound,
+            holding: None,
+            arrived: Arc::new(tokio::sync::Notify::new()),
+            met: Arc::new(Mutex::new(None)),
+        });
+    }
+
+    /// `None` until a request was held and released; then whether the other one arrived while
+    /// it was held.
+    pub fn rendezvous_met(&self) -> Option<bool> {
+        self.state.rendezvous.lock().unwrap().as_ref().and_then(|r| *r.met.lock().unwrap())
     }
 
     /// Removes every fault not yet spent.
@@ -415,12 +459,50 @@ fn decide(state: &ProxyState, method: &Method, path: &str) -> Action {
     action
 }
 
+/// For [`FaultProxy::hold_until_other`]: wakes a held request when this one is its other, or
+/// says to hold this one (what to wait on, for how long, where to record it).
+#[allow(clippy::type_complexity)]
+fn rendezvous(
+    state: &ProxyState,
+    method: &Method,
+    path: &str,
+) -> Option<(Arc<tokio::sync::Notify>, Duration, Arc<Mutex<Option<bool>>>)> {
+    let mut guard = state.rendezvous.lock().unwrap();
+    let r = guard.as_mut()?;
+    if *method != r.method {
+        return None;
+    }
+    if let Some(other) = &r.holding {
+        if path.contains(other.as_str()) && r.met.lock().unwrap().is_none() {
+            r.arrived.notify_one();
+        }
+        return None;
+    }
+    let other = if path.contains(r.a.as_str()) {
+        r.b.clone()
+    } else if path.contains(r.b.as_str()) {
+        r.a.clone()
+    } else {
+        return None;
+    };
+    if r.skip > 0 {
+        r.skip -= 1;
+        return None;
+    }
+    r.holding = Some(other);
+    Some((r.arrived.clone(), r.bound, r.met.clone()))
+}
+
 async fn forward(State(state): State<Arc<ProxyState>>, ConnectInfo(conn): ConnectInfo<Conn>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into());
     state.log.lock().unwrap().push((method.clone(), path.clone()));
     if !state.delay.is_zero() {
         tokio::time::sleep(state.delay).await;
+    }
+    if let Some((arrived, bound, met)) = rendezvous(&state, &method, &path) {
+        let came = tokio::time::timeout(bound, arrived.notified()).await.is_ok();
+        *met.lock().unwrap() = Some(came);
     }
 
     if state.referrers.is_some()
