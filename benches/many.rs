@@ -459,7 +459,11 @@ fn verdicts(rows: &[Row], repos: usize) -> Vec<(String, f64, String, bool)> {
     }
     if let (Some(m), Some(p)) = (find(rows, NOOP, MIRROR_SYNC), find(rows, NOOP, MIRROR_PLAN)) {
         let r = p.seconds / m.seconds;
-        v.push(("mirror plan / mirror no-op sync (same target)".into(), r, "≤ 1".into(), r <= 1.0));
+        // The issue saw `plan` take 1.76× the no-op `sync` that plans the same set. Both make the
+        // same requests (below); the time allows the rounds' spread on a shared machine.
+        v.push(("mirror plan / mirror no-op sync, seconds (same target)".into(), r, "≤ 1.2".into(), r <= 1.2));
+        let q = (total(&p.source) + total(&p.target)) as f64 / (total(&m.source) + total(&m.target)) as f64;
+        v.push(("mirror plan / mirror no-op sync, requests".into(), q, "= 1".into(), q == 1.0));
     }
     for tool in [MIRROR_SYNC, MIRROR_PLAN] {
         if let Some(m) = find(rows, NOOP_ACR, tool) {
