@@ -3,18 +3,18 @@
 //!
 //! Data flows config → image set → plan → transfer → report:
 //! - [`config`]: the YAML file, registries and their endpoints;
-//! - [`imageset`]: which images are needed and why (AKS component lists, workload manifests);
-//! - [`provenance`]: Notary Project and cosign signature verification (trust policy, trust
+//! - `imageset`: which images are needed and why (AKS component lists, workload manifests);
+//! - `provenance`: Notary Project and cosign signature verification (trust policy, trust
 //!   store, envelopes, certificate chains, timestamps), on bytes handed to it;
-//! - [`registry`]: a thin distribution-API client (auth, retries, manifests, blobs, uploads);
-//! - [`transfer`]: verified streaming copy and cache warming of one image graph;
-//! - [`azure`]: Entra ID sign-in to ACR, run records and the run lock in Blob Storage;
+//! - `registry`: a thin distribution-API client (auth, retries, manifests, blobs, uploads);
+//! - `transfer`: verified streaming copy and cache warming of one image graph;
+//! - `azure`: Entra ID sign-in to ACR, run records and the run lock in Blob Storage;
 //! - [`app`]: the application — plan, sync and verify as calls taking a config and returning
 //!   what happened (run lock, records, shards, report assembly); no printing, no process exit;
 //! - [`cli`]: the `mirror` command line on top of `app`: arguments, signals, output, exit codes;
-//! - [`shard`]: splitting a run over several processes by target repository;
-//! - [`exit`]: the exit codes every command shares;
-//! - [`sanitize`]: registry-supplied text made safe for terminals, logs and reports.
+//! - `shard`: splitting a run over several processes by target repository;
+//! - `exit`: the exit codes every command shares;
+//! - `sanitize`: registry-supplied text made safe for terminals, logs and reports.
 
 //!
 //! Public: [`app`] (with the types its calls take and return: [`config`], [`report`]) and
