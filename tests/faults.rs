@@ -416,8 +416,8 @@ async fn a_rerun_after_sigkill_moves_only_what_is_missing() {
 }
 
 /// Two syncs at once on one target, without a lock: both succeed, the target is consistent, and
-/// the second, started once the first has put the large layer in, does not move it again (it asks
-/// the target before each blob, whatever its plan saw).
+/// the second, started once the first has put the large layer in, does not move it again (its
+/// upload `POST` asks the target whether each blob is there, whatever its plan saw).
 #[tokio::test]
 async fn two_syncs_without_a_lock_share_the_work() {
     let s = Setup::new(113).await;
