@@ -19,7 +19,6 @@ mod support;
 mod measure;
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
@@ -62,18 +61,6 @@ async fn push_fixture(reg: &TestRegistry, layer_bytes: u64) -> acr_mirror::diges
     let index =
         serde_json::to_vec_pretty(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})).unwrap();
     seeder.push_manifest(REPO, TAG, OCI_INDEX, &index).await
-}
-
-fn write_docs(section: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
-    let Ok(doc) = std::fs::read_to_string(&path) else { return };
-    let (begin, end) = ("<!-- copy_rss results begin -->", "<!-- copy_rss results end -->");
-    let (Some(a), Some(b)) = (doc.find(begin), doc.find(end)) else {
-        eprintln!("{} has no {begin} … {end} markers: results not written there", path.display());
-        return;
-    };
-    std::fs::write(&path, format!("{}{begin}\n{section}{}", &doc[..a], &doc[b..])).expect("write docs");
-    eprintln!("results written into {}", path.display());
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -162,6 +149,6 @@ async fn main() {
     println!("mirror peak RSS {mirror_rss:.1} MiB: target < 64 MiB {verdict}");
     writeln!(md, "\nTarget: `mirror copy` peak RSS under 64 MiB: {verdict} ({mirror_rss:.1} MiB).").unwrap();
     if docs {
-        write_docs(&md);
+        measure::write_docs_block("copy_rss results", &md);
     }
 }

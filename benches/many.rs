@@ -485,7 +485,6 @@ fn verdicts(rows: &[Row], repos: usize) -> Vec<(String, f64, String, bool)> {
 }
 
 fn table(rows: &[Row], markdown: bool) -> String {
-    let mut out = String::new();
     let head = [
         "case",
         "tool",
@@ -506,57 +505,15 @@ fn table(rows: &[Row], markdown: bool) -> String {
             cpu(r),
         ]
     };
-    if markdown {
-        writeln!(out, "| {} |", head.join(" | ")).unwrap();
-        writeln!(out, "|{}", " --- |".repeat(head.len())).unwrap();
-        for r in rows {
-            writeln!(out, "| {} |", cells(r).join(" | ")).unwrap();
-        }
-    } else {
-        let widths = [27, 18, 8, 16, 16, 13, 20];
-        let line = |c: Vec<String>| {
-            c.iter().zip(widths).map(|(s, w)| format!("{s:<w$}")).collect::<Vec<_>>().join(" ").trim_end().to_string()
-        };
-        writeln!(out, "{}", line(head.iter().map(|s| s.to_string()).collect())).unwrap();
-        for r in rows {
-            writeln!(out, "{}", line(cells(r))).unwrap();
-        }
-    }
-    out
+    measure::render_table(&head, rows.iter().map(cells).collect(), &[27, 18, 8, 16, 16, 13, 20], markdown)
 }
 
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let skopeo = Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    format!("{cores} cores ({cpu}); docker-registry 2.8 (distribution) as source and target; {skopeo}")
-}
-
-fn write_docs(section: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
-    let Ok(doc) = std::fs::read_to_string(&path) else {
-        eprintln!("{} not found: results not written there", path.display());
-        return;
-    };
-    let (begin, end) = ("<!-- many results begin -->", "<!-- many results end -->");
-    let (Some(a), Some(b)) = (doc.find(begin), doc.find(end)) else {
-        eprintln!("{} has no {begin} … {end} markers: results not written there", path.display());
-        return;
-    };
-    let new = format!("{}{begin}\n{section}{}", &doc[..a], &doc[b..]);
-    std::fs::write(&path, new).expect("write docs/benchmarks.md");
-    eprintln!("results written into {}", path.display());
+    format!(
+        "{}; docker-registry 2.8 (distribution) as source and target; {}",
+        measure::cores_and_cpu(),
+        measure::skopeo_version()
+    )
 }
 
 fn mib(b: u64) -> f64 {
@@ -687,7 +644,7 @@ async fn main() {
     }
     eprintln!("rounds: {}", rounds.join("; "));
     if args.docs {
-        write_docs(&md);
+        measure::write_docs_block("many results", &md);
     }
     eprintln!("total bench time {:.0} s", started.elapsed().as_secs_f64());
 }

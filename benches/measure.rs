@@ -183,3 +183,66 @@ pub async fn through_source(
     vs.dedup();
     (started.elapsed().as_secs_f64(), vs.join(", "))
 }
+
+/// Rows as a Markdown table, or as plain columns padded to `widths` for the terminal.
+pub fn render_table(head: &[&str], rows: Vec<Vec<String>>, widths: &[usize], markdown: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if markdown {
+        writeln!(out, "| {} |", head.join(" | ")).unwrap();
+        writeln!(out, "|{}", " --- |".repeat(head.len())).unwrap();
+        for r in rows {
+            writeln!(out, "| {} |", r.join(" | ")).unwrap();
+        }
+    } else {
+        let line = |c: Vec<String>| {
+            c.iter().zip(widths).map(|(s, w)| format!("{s:<w$}")).collect::<Vec<_>>().join(" ").trim_end().to_string()
+        };
+        writeln!(out, "{}", line(head.iter().map(|s| s.to_string()).collect())).unwrap();
+        for r in rows {
+            writeln!(out, "{}", line(r)).unwrap();
+        }
+    }
+    out
+}
+
+/// "N cores (CPU model)", for the results' "Measured on" line.
+pub fn cores_and_cpu() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("{cores} cores ({cpu})")
+}
+
+/// What `skopeo --version` prints (empty when skopeo is missing).
+pub fn skopeo_version() -> String {
+    Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Replaces the block between `<!-- {marker} begin -->` and `<!-- {marker} end -->` in
+/// docs/benchmarks.md with `section`; says so on stderr, or why it could not.
+pub fn write_docs_block(marker: &str, section: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
+    let Ok(doc) = std::fs::read_to_string(&path) else {
+        eprintln!("{} not found: results not written there", path.display());
+        return;
+    };
+    let (begin, end) = (format!("<!-- {marker} begin -->"), format!("<!-- {marker} end -->"));
+    let (Some(a), Some(b)) = (doc.find(&begin), doc.find(&end)) else {
+        eprintln!("{} has no {begin} … {end} markers: results not written there", path.display());
+        return;
+    };
+    let new = format!("{}{begin}\n{section}{}", &doc[..a], &doc[b..]);
+    std::fs::write(&path, new).expect("write docs/benchmarks.md");
+    eprintln!("results written into {}", path.display());
+}

@@ -761,7 +761,6 @@ fn verdicts(rows: &[Row], p: Profile) -> Vec<(String, f64, String, bool)> {
 }
 
 fn table(rows: &[Row], markdown: bool) -> String {
-    let mut out = String::new();
     let cells = |r: &Row| {
         let rate = if r.bytes > 0 { format!("{:.1}", mib(r.bytes) / r.seconds) } else { "-".into() };
         vec![
@@ -777,63 +776,20 @@ fn table(rows: &[Row], markdown: bool) -> String {
         ]
     };
     let head = ["profile", "case", "tool", "seconds", "MiB", "MiB/s", "requests", "peak RSS MiB", "CPU s"];
-    if markdown {
-        writeln!(out, "| {} |", head.join(" | ")).unwrap();
-        writeln!(out, "|{}", " --- |".repeat(head.len())).unwrap();
-        for r in rows {
-            writeln!(out, "| {} |", cells(r).join(" | ")).unwrap();
-        }
-    } else {
-        let widths = [8, 22, 25, 8, 7, 7, 9, 13, 7];
-        let line = |c: Vec<String>| {
-            c.iter().zip(widths).map(|(s, w)| format!("{s:<w$}")).collect::<Vec<_>>().join(" ").trim_end().to_string()
-        };
-        writeln!(out, "{}", line(head.iter().map(|s| s.to_string()).collect())).unwrap();
-        for r in rows {
-            writeln!(out, "{}", line(cells(r))).unwrap();
-        }
-    }
-    out
+    measure::render_table(&head, rows.iter().map(cells).collect(), &[8, 22, 25, 8, 7, 7, 9, 13, 7], markdown)
 }
 
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
         .map(|k| format!("{:.0} GiB", k as f64 / 1048576.0))
         .unwrap_or_default();
-    let skopeo = Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    format!("{cores} cores ({cpu}), {mem} memory; docker-registry 2.8 (distribution) as source and target; {skopeo}")
-}
-
-fn write_docs(profile: &str, section: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
-    let Ok(doc) = std::fs::read_to_string(&path) else {
-        eprintln!("{} not found: results not written there", path.display());
-        return;
-    };
-    let (begin, end) =
-        (format!("<!-- sync results {profile} begin -->"), format!("<!-- sync results {profile} end -->"));
-    let (Some(a), Some(b)) = (doc.find(&begin), doc.find(&end)) else {
-        eprintln!("{} has no {begin} … {end} markers: results not written there", path.display());
-        return;
-    };
-    let new = format!("{}{begin}\n{section}{}", &doc[..a], &doc[b..]);
-    std::fs::write(&path, new).expect("write docs/benchmarks.md");
-    eprintln!("results written into {}", path.display());
+    format!(
+        "{}, {mem} memory; docker-registry 2.8 (distribution) as source and target; {}",
+        measure::cores_and_cpu(),
+        measure::skopeo_version()
+    )
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -940,7 +896,7 @@ async fn main() {
             writeln!(md, "| {what} | {value:.2} | {target} | {} |", if met { "yes" } else { "**no**" }).unwrap();
         }
         if args.docs && !args.warm_only {
-            write_docs(p.name(), &md);
+            measure::write_docs_block(&format!("sync results {}", p.name()), &md);
         }
     }
     println!("{}", table(&warm, false));
@@ -987,7 +943,7 @@ async fn main() {
         eprintln!("[{}] rounds: {}", p.name(), each.join("; "));
     }
     if args.docs {
-        write_docs("warm", &md);
+        measure::write_docs_block("sync results warm", &md);
     }
     eprintln!("total bench time {:.0} s", started.elapsed().as_secs_f64());
 }
