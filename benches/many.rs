@@ -423,6 +423,31 @@ fn cpu(r: &Row) -> String {
 }
 
 /// The row with the median time of `rows` (the upper one of an even count).
+/// The no-op `mirror sync` and `mirror plan` of `case`, `rounds` times interleaved: their medians,
+/// and the line that lists each round's seconds.
+#[allow(clippy::too_many_arguments)]
+async fn noop_rounds(
+    case: &'static str,
+    cfg: &Path,
+    api: Option<&AcrApiStandIn>,
+    prefix: &str,
+    src: &TestRegistry,
+    dst: &TestRegistry,
+    rounds: usize,
+    work: &Path,
+) -> (Row, Row, String) {
+    let (mut syncs, mut plans) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let run = run_mirror(cfg, "sync", work.join(format!("mirror-noop-{prefix}-{round}.log")));
+        syncs.push(measured(case, MIRROR_SYNC, src, dst, api, run).await);
+        let run = run_mirror(cfg, "plan", work.join(format!("mirror-plan-{prefix}-{round}.log")));
+        plans.push(measured(case, MIRROR_PLAN, src, dst, api, run).await);
+    }
+    let each = |rs: &[Row]| rs.iter().map(|r| format!("{:.2}", r.seconds)).collect::<Vec<_>>().join(", ");
+    let line = format!("{case}: mirror sync {} s; mirror plan {} s", each(&syncs), each(&plans));
+    (median(syncs), median(plans), line)
+}
+
 fn median(mut rows: Vec<Row>) -> Row {
     rows.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
     rows.swap_remove(rows.len() / 2)
@@ -561,18 +586,10 @@ async fn main() {
         check_target(&dst, &seeded, "mirror").await;
         let acr_cfg = mirror_config(&work, "acr", &src.url(), &api.url, &seeded);
         for (case, cfg, api) in [(NOOP, &cfg, None), (NOOP_ACR, &acr_cfg, Some(&api))] {
-            let (mut syncs, mut plans) = (Vec::new(), Vec::new());
-            for round in 1..=args.rounds {
-                let name = format!("{}-{round}", if api.is_some() { "acr" } else { "plain" });
-                let run = run_mirror(cfg, "sync", log(&format!("mirror-noop-{name}")));
-                syncs.push(measured(case, MIRROR_SYNC, &src, &dst, api, run).await);
-                let run = run_mirror(cfg, "plan", log(&format!("mirror-plan-{name}")));
-                plans.push(measured(case, MIRROR_PLAN, &src, &dst, api, run).await);
-            }
-            let each = |rs: &[Row]| rs.iter().map(|r| format!("{:.2}", r.seconds)).collect::<Vec<_>>().join(", ");
-            rounds.push(format!("{case}: mirror sync {} s; mirror plan {} s", each(&syncs), each(&plans)));
-            rows.push(median(syncs));
-            rows.push(median(plans));
+            let prefix = if api.is_some() { "acr" } else { "plain" };
+            let (sync, plan, line) = noop_rounds(case, cfg, api, prefix, &src, &dst, args.rounds, &work).await;
+            rows.extend([sync, plan]);
+            rounds.push(line);
         }
     }
     if args.skopeo {
@@ -593,18 +610,10 @@ async fn main() {
         let cfg = mirror_config(&work, "delayed", &sp.url(), &dp.url(), &seeded);
         let acr_cfg = mirror_config(&work, "delayed-acr", &sp.url(), &ap.url(), &seeded);
         for (case, cfg, api) in [(NOOP_DELAYED, &cfg, None), (NOOP_DELAYED_ACR, &acr_cfg, Some(&api))] {
-            let (mut syncs, mut plans) = (Vec::new(), Vec::new());
-            for round in 1..=args.rounds {
-                let name = format!("delayed-{}-{round}", if api.is_some() { "acr" } else { "plain" });
-                let run = run_mirror(cfg, "sync", log(&format!("mirror-noop-{name}")));
-                syncs.push(measured(case, MIRROR_SYNC, &src, &dst, api, run).await);
-                let run = run_mirror(cfg, "plan", log(&format!("mirror-plan-{name}")));
-                plans.push(measured(case, MIRROR_PLAN, &src, &dst, api, run).await);
-            }
-            let each = |rs: &[Row]| rs.iter().map(|r| format!("{:.2}", r.seconds)).collect::<Vec<_>>().join(", ");
-            rounds.push(format!("{case}: mirror sync {} s; mirror plan {} s", each(&syncs), each(&plans)));
-            rows.push(median(syncs));
-            rows.push(median(plans));
+            let prefix = if api.is_some() { "delayed-acr" } else { "delayed-plain" };
+            let (sync, plan, line) = noop_rounds(case, cfg, api, prefix, &src, &dst, args.rounds, &work).await;
+            rows.extend([sync, plan]);
+            rounds.push(line);
         }
         if args.skopeo {
             let (sh, dh) = (sp.host(), dp.host());
